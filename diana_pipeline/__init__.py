@@ -1,0 +1,1 @@
+"""Diana: a real-time Bayesian A/B testing pipeline orchestrated by Dagster."""

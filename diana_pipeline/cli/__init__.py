@@ -1,0 +1,1 @@
+"""Command-line entry points (`diana-*`): thin argument parsing over the package."""

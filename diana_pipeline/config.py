@@ -1,0 +1,332 @@
+"""The `experiments.yaml` model: infrastructure, output sink, time windows and tests.
+
+Loading validates everything up front, so the pipeline never starts half-configured:
+a bad file raises `ConfigError` naming the field and the problem, e.g.
+``experiments.yaml: tests[0].variants: allocations must sum to 1, got 0.9``.
+
+String values may refer to environment variables as ``${NAME}`` or ``${NAME:-default}``
+so that one file serves the local stack and docker compose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_ENV_VAR = "DIANA_CONFIG"
+DEFAULT_CONFIG_FILE = "experiments.yaml"
+OutputSink = Literal["console", "csv", "dynamodb"]
+OUTPUT_SINKS: tuple[str, ...] = ("console", "csv", "dynamodb")
+
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Allocations are written by people as decimals (0.34, 0.33, 0.33); allow rounding slack.
+_ALLOCATION_TOLERANCE = 1e-6
+
+
+class ConfigError(ValueError):
+    """`experiments.yaml` is missing or invalid; the message names the field."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse '30s', '15m', '1h', '7d', '1h30m' (or a number of seconds) into a timedelta."""
+    if isinstance(value, timedelta):
+        duration = value
+    elif isinstance(value, bool):
+        raise ValueError(f"must be a duration such as 30m, 1h or 7d, got {value!r}")
+    elif isinstance(value, (int, float)):
+        duration = timedelta(seconds=value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if "".join(number + unit for number, unit in parts) != text:
+            raise ValueError(f"must be a duration such as 30m, 1h or 7d, got {value!r}")
+        duration = sum((int(n) * _DURATION_UNITS[u] for n, u in parts), timedelta())
+    else:
+        raise ValueError(f"must be a duration such as 30m, 1h or 7d, got {value!r}")
+    if duration <= timedelta(0):
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return duration
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = Field("web-events", min_length=1)
+    consumer_group: str = Field("diana-ingestion", min_length=1)
+    topic_partitions: int = Field(3, ge=1, le=1000)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+
+class DuckDBSettings(_Strict):
+    path: Path = Path(".diana/events.duckdb")
+
+
+class DynamoDBSettings(_Strict):
+    endpoint_url: str | None = "http://127.0.0.1:8000"
+    region: str = Field("us-east-1", min_length=1)
+    table: str = Field("ab_posteriors", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        # Empty means "the real AWS endpoint for the region".
+        if value in (None, ""):
+            return None
+        if not re.match(r"^https?://[^/:]+(:\d+)?/?$", value):
+            raise ValueError(f"expected http(s)://host[:port], got {value!r}")
+        return value.rstrip("/")
+
+
+class CsvSettings(_Strict):
+    directory: Path = Path(".diana/output")
+
+
+class Infrastructure(_Strict):
+    kafka: KafkaSettings = KafkaSettings()
+    duckdb: DuckDBSettings = DuckDBSettings()
+    dynamodb: DynamoDBSettings = DynamoDBSettings()
+    csv: CsvSettings = CsvSettings()
+
+
+class Partitions(_Strict):
+    """Event-time windows: the partitions of every Dagster asset."""
+
+    window: Duration = timedelta(hours=1)
+    start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+
+    @field_validator("window")
+    @classmethod
+    def _divides_a_day(cls, window: timedelta) -> timedelta:
+        seconds = int(window.total_seconds())
+        minute_ok = seconds % 60 == 0 and seconds < 3600 and 3600 % seconds == 0
+        hour_ok = seconds % 3600 == 0 and seconds <= 86400 and 86400 % seconds == 0
+        if not (minute_ok or hour_ok):
+            raise ValueError(
+                "must split an hour or a day into equal windows "
+                f"(e.g. 5m, 15m, 30m, 1h, 2h, 6h, 1d), got {_format_duration(window)}"
+            )
+        return window
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, start: datetime) -> datetime:
+        return start if start.tzinfo else start.replace(tzinfo=UTC)
+
+    @property
+    def cron_schedule(self) -> str:
+        """The cron expression whose ticks are the window boundaries."""
+        seconds = int(self.window.total_seconds())
+        if seconds < 3600:
+            return f"*/{seconds // 60} * * * *" if seconds > 60 else "* * * * *"
+        if seconds < 86400:
+            return f"0 */{seconds // 3600} * * *" if seconds > 3600 else "0 * * * *"
+        return "0 0 * * *"
+
+
+class Prior(_Strict):
+    alpha: float = Field(1.0, gt=0, allow_inf_nan=False)
+    beta: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+
+class Variant(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    allocation: float = Field(ge=0, le=1, allow_inf_nan=False)
+
+
+class ExperimentTest(_Strict):
+    test_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    prior: Prior = Prior()
+    exposure_event: str = Field("ButtonDisplayed", min_length=1)
+    success_event: str = Field("ButtonClicked", min_length=1)
+    conversion_window: Duration = timedelta(hours=24)
+    # Expected loss (in absolute conversion rate) small enough that a wrong pick doesn't matter.
+    threshold_of_caring: float = Field(0.001, gt=0, lt=1, allow_inf_nan=False)
+    # Exposures each variant needs before any decision is shown.
+    minimum_sample: int = Field(100, ge=1)
+    variants: list[Variant] = Field(min_length=2)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: list[Variant]) -> list[Variant]:
+        _reject_duplicates([v.name for v in variants], "variant name")
+        total = sum(v.allocation for v in variants)
+        if abs(total - 1.0) > _ALLOCATION_TOLERANCE:
+            raise ValueError(f"allocations must sum to 1, got {total:g}")
+        return variants
+
+    @model_validator(mode="after")
+    def _distinct_events(self) -> ExperimentTest:
+        if self.exposure_event == self.success_event:
+            raise ValueError(
+                f"exposure_event and success_event must differ, both are {self.exposure_event!r}"
+            )
+        return self
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+
+class ExperimentsConfig(_Strict):
+    infrastructure: Infrastructure = Infrastructure()
+    output_sink: OutputSink = "console"
+    partitions: Partitions = Partitions()
+    tests: list[ExperimentTest] = Field(min_length=1)
+
+    @field_validator("tests")
+    @classmethod
+    def _unique_tests(cls, tests: list[ExperimentTest]) -> list[ExperimentTest]:
+        _reject_duplicates([t.test_id for t in tests], "test_id")
+        return tests
+
+    def test(self, test_id: str) -> ExperimentTest:
+        for candidate in self.tests:
+            if candidate.test_id == test_id:
+                return candidate
+        raise KeyError(test_id)
+
+
+def _reject_duplicates(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} {name!r}")
+        seen.add(name)
+
+
+def _format_duration(duration: timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _format_location(location: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind in ("literal_error", "enum"):
+        return f"{message}, got {error['input']!r}"
+    return message
+
+
+def _interpolate_env(node: Any, location: tuple[str | int, ...], env: dict[str, str]) -> Any:
+    """Replace ${NAME} and ${NAME:-default} in every string value."""
+    if isinstance(node, dict):
+        return {k: _interpolate_env(v, (*location, k), env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate_env(v, (*location, i), env) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{_format_location(location)}: environment variable {name} is not set "
+            "and has no default (write ${" + name + ":-value})"
+        )
+
+    return _ENV_REFERENCE.sub(substitute, node)
+
+
+def parse_config(
+    text: str, source: str = DEFAULT_CONFIG_FILE, env: dict[str, str] | None = None
+) -> ExperimentsConfig:
+    """Validate the YAML text of an experiments file; relative paths stay relative."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = _interpolate_env(raw, (), dict(os.environ) if env is None else env)
+    try:
+        return ExperimentsConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{_format_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The experiments file to use: the argument, else $DIANA_CONFIG, else ./experiments.yaml."""
+    return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE).resolve()
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> ExperimentsConfig:
+    """Load and validate the experiments file; relative paths resolve against its folder."""
+    resolved = config_path(path)
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the experiments file {resolved}: {exc.strerror or exc} "
+            f"(pass --config or set {CONFIG_ENV_VAR})"
+        ) from None
+    config = parse_config(text, source=str(resolved), env=env)
+    base = resolved.parent
+    infrastructure = config.infrastructure
+    return config.model_copy(
+        update={
+            "infrastructure": infrastructure.model_copy(
+                update={
+                    "duckdb": DuckDBSettings(path=base / infrastructure.duckdb.path),
+                    "csv": CsvSettings(directory=base / infrastructure.csv.directory),
+                }
+            )
+        }
+    )
