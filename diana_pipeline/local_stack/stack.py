@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -42,6 +41,7 @@ from diana_pipeline.local_stack.processes import (
     listening_addresses,
     port_is_free,
     port_owner,
+    tail,
     wait_until_ready,
 )
 
@@ -262,8 +262,9 @@ class LocalStack:
                 self.processes["kafka"].log_path,
             )
             if not formatted:
+                kafka_log = self.processes["kafka"].log_path
                 raise StackError(
-                    f"formatting Kafka storage failed; log: {self.processes['kafka'].log_path}"
+                    f"formatting Kafka storage failed; log: {kafka_log}\n{tail(kafka_log)}"
                 )
         log.info(
             "%-17s starting %s %s on %s", "kafka", KAFKA.title, KAFKA.version, s.bootstrap_servers
@@ -565,12 +566,3 @@ def dagster_workspace_state(url: str) -> dict[str, object]:
         "daemons_healthy": all(d["healthy"] for d in daemons if d["required"]),
         "daemons": {d["daemonType"]: d["healthy"] for d in daemons},
     }
-
-
-def wait_for_ports_closed(ports: list[int], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(port_is_free(LOOPBACK, port) for port in ports):
-            return True
-        time.sleep(0.2)
-    return False

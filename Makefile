@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` runs the demo, `make test` runs the tests.
+# Each sets up everything it needs: a virtualenv in .venv, the package, and (through
+# diana-stack) the Kafka and DynamoDB Local jars, resolved once by Maven.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test down status
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+# Kafka, DynamoDB Local, the Dagster webserver and daemon; the UI on http://127.0.0.1:3000.
+demo: $(INSTALLED)
+	$(BIN)/diana-stack up --dagster
+
+# Lint, then every test; the server tests start their own private stack on free ports.
+test: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+down:
+	$(BIN)/diana-stack down
+
+status:
+	$(BIN)/diana-stack status

@@ -1,0 +1,119 @@
+"""docker-compose.yml cannot run here (no Docker engine), so check that it agrees with
+experiments.yaml, dagster.yaml, workspace.yaml and the local stack's versions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from diana_pipeline.config import load_config
+from diana_pipeline.local_stack.jars import DYNAMODB_LOCAL, KAFKA
+from diana_pipeline_tests.conftest import REPO_ROOT
+
+DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    return compose["services"]
+
+
+def published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
+    """container port -> (host address, host port)."""
+    ports = {}
+    for mapping in service.get("ports", []):
+        host, host_port, container_port = str(mapping).split(":")
+        ports[int(container_port)] = (host, int(host_port))
+    return ports
+
+
+def container_environment(service: dict[str, Any]) -> dict[str, str]:
+    """The environment a container sees, as compose resolves ${VAR:-default} on a host
+    that sets none of the variables."""
+    return {
+        key: re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", str(value))
+        for key, value in service["environment"].items()
+    }
+
+
+def test_every_published_port_is_on_loopback(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for host, _ in published(service).values():
+            assert host == "127.0.0.1", f"{name} publishes on {host}"
+
+
+def test_host_ports_match_the_local_stack_defaults(services: dict[str, Any]) -> None:
+    config = load_config(REPO_ROOT / "experiments.yaml", env={})
+    kafka_port = int(config.infrastructure.kafka.bootstrap_servers.rsplit(":", 1)[1])
+    assert published(services["kafka"])[kafka_port] == ("127.0.0.1", kafka_port)
+    dynamodb_port = urlparse(config.infrastructure.dynamodb.endpoint_url).port
+    assert published(services["dynamodb"])[dynamodb_port] == ("127.0.0.1", dynamodb_port)
+    # The host listener advertises the address that experiments.yaml uses by default.
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"127.0.0.1:{kafka_port}" in advertised
+    assert published(services["dagster-webserver"])[3000] == ("127.0.0.1", 3000)
+
+
+def test_images_match_the_local_stack_versions(services: dict[str, Any]) -> None:
+    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA.version}"
+    assert services["kafka-init"]["image"] == f"apache/kafka:{KAFKA.version}"
+    assert services["dynamodb"]["image"] == f"amazon/dynamodb-local:{DYNAMODB_LOCAL.version}"
+
+
+def test_experiments_file_resolves_to_compose_services(services: dict[str, Any]) -> None:
+    for name in DAGSTER_SERVICES:
+        env = container_environment(services[name])
+        config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+        host, port = config.infrastructure.kafka.bootstrap_servers.rsplit(":", 1)
+        assert host in services, f"{name}: Kafka host {host} is not a compose service"
+        kafka_listeners = services[host]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"//{host}:{port}" in kafka_listeners
+        endpoint = urlparse(config.infrastructure.dynamodb.endpoint_url)
+        assert endpoint.hostname in services
+        assert str(endpoint.port) in services[endpoint.hostname]["command"]
+        # Data lives on the shared volume.
+        assert str(config.infrastructure.duckdb.path).startswith("/opt/diana/data/")
+
+
+def test_topic_matches_experiments(services: dict[str, Any]) -> None:
+    kafka = load_config(REPO_ROOT / "experiments.yaml", env={}).infrastructure.kafka
+    command = services["kafka-init"]["command"]
+    assert command[command.index("--topic") + 1] == kafka.topic
+    assert int(command[command.index("--partitions") + 1]) == kafka.topic_partitions
+    assert int(services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]) == kafka.topic_partitions
+
+
+def test_dagster_services_share_one_instance(services: dict[str, Any]) -> None:
+    homes = {services[name]["environment"]["DAGSTER_HOME"] for name in DAGSTER_SERVICES}
+    assert len(homes) == 1
+    [home] = homes
+    for name in DAGSTER_SERVICES:
+        volumes = services[name]["volumes"]
+        assert any(v.endswith(f":{home}") and not v.startswith(".") for v in volumes), (
+            f"{name} keeps DAGSTER_HOME on a shared volume"
+        )
+        assert f"./dagster.yaml:{home}/dagster.yaml:ro" in volumes
+        assert services[name]["command"][-2:] == ["-w", "workspace.yaml"]
+        assert services[name]["environment"]["DIANA_CONFIG"] == "/opt/diana/experiments.yaml"
+
+
+def test_no_credentials_are_written_into_compose() -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert re.search(rf"{key}: \$\{{{key}:-\}}", text), f"{key} must come from the environment"
+
+
+def test_dockerfile_ships_what_compose_expects() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11" in dockerfile
+    assert "experiments.yaml workspace.yaml" in dockerfile
+    assert "DIANA_CONFIG=/opt/diana/experiments.yaml" in dockerfile
