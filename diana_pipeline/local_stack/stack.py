@@ -386,6 +386,10 @@ class LocalStack:
             "PYTHONUNBUFFERED": "1",
         }
         bin_dir = Path(sys.executable).parent
+        webserver_up = self.processes["dagster-webserver"].running() is not None
+        daemon_up = self.processes["dagster-daemon"].running() is not None
+        if not (webserver_up and daemon_up):
+            self._prepare_dagster_storage(_script(bin_dir, "dagster"), env)
         started = False
         if not self._already_running("dagster-webserver", s.dagster_url):
             self._check_ports("the Dagster webserver", [s.dagster_port])
@@ -421,6 +425,16 @@ class LocalStack:
                 interval_s=1.0,
             )
             log.info("%-17s code location loaded and daemon healthy in %.1fs", "dagster", waited)
+
+    def _prepare_dagster_storage(self, dagster: str, env: dict[str, str]) -> None:
+        # On a new DAGSTER_HOME the webserver and the daemon would both create the SQLite
+        # schema at once and race on Alembic's version table ("more than one head").
+        # Creating it first, alone, avoids that; it also migrates after a Dagster upgrade.
+        log_path = self.settings.logs_dir / "dagster-instance.log"
+        if not _run_logged([dagster, "instance", "migrate"], log_path, env=env):
+            raise StackError(
+                f"preparing the Dagster instance storage failed; log: {log_path}\n{tail(log_path)}"
+            )
 
     def _dagster_ready(self) -> bool:
         if self.processes["dagster-daemon"].running() is None:
@@ -488,12 +502,18 @@ def _kafka_cluster_id() -> str:
             return cluster_id
 
 
-def _run_logged(argv: list[str], log_path: Path) -> bool:
+def _run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> bool:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
-        return (
-            subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode == 0
+        result = subprocess.run(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            check=False,
         )
+    return result.returncode == 0
 
 
 def _script(bin_dir: Path, name: str) -> str:

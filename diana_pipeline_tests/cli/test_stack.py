@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -176,6 +178,18 @@ def test_dagster_loaded_the_code_location(stack: dict[str, str]) -> None:
     assert state["daemons_healthy"], state["daemons"]
     dagster_home = Path(stack["DIANA_HOME"]) / "dagster_home"
     assert (dagster_home / "dagster.yaml").resolve() == REPO_ROOT / "dagster.yaml"
+
+
+def test_dagster_storage_has_one_schema_head(stack: dict[str, str]) -> None:
+    # Webserver and daemon starting together on a new DAGSTER_HOME used to both create the
+    # SQLite schema, leaving two Alembic heads and a code location that fails to load.
+    dagster_home = Path(stack["DIANA_HOME"]) / "dagster_home"
+    databases = [*dagster_home.glob("history/*.db"), *dagster_home.glob("schedules/*.db")]
+    assert len(databases) >= 2
+    for database in databases:
+        with closing(sqlite3.connect(database)) as connection:
+            heads = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        assert len(heads) == 1, f"{database}: {heads}"
 
 
 def test_up_twice_is_harmless(stack: dict[str, str]) -> None:
