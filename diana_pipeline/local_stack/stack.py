@@ -127,11 +127,13 @@ class StackSettings:
             config_file=config_path,
             home=Path(env.get("DIANA_HOME") or project / ".diana").resolve(),
             kafka_port=kafka_port,
-            kafka_controller_port=int(env.get("DIANA_KAFKA_CONTROLLER_PORT") or kafka_port + 1),
+            kafka_controller_port=_port_from_env(
+                env, "DIANA_KAFKA_CONTROLLER_PORT", kafka_port + 1
+            ),
             topic=config.infrastructure.kafka.topic,
             topic_partitions=config.infrastructure.kafka.topic_partitions,
             dynamodb_port=dynamodb_port,
-            dagster_port=int(env.get("DIANA_DAGSTER_PORT") or 3000),
+            dagster_port=_port_from_env(env, "DIANA_DAGSTER_PORT", 3000),
             kafka_heap=env.get("DIANA_KAFKA_HEAP") or "512m",
             dynamodb_heap=env.get("DIANA_DYNAMODB_HEAP") or "256m",
             dynamodb_in_memory=env.get("DIANA_DYNAMODB_IN_MEMORY", "") in ("1", "true", "yes"),
@@ -157,6 +159,13 @@ class StackSettings:
     @property
     def dagster_home(self) -> Path:
         return self.home / "dagster_home"
+
+
+def _port_from_env(env: dict[str, str], name: str, default: int) -> int:
+    text = env.get(name) or str(default)
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise StackError(f"{name} must be a TCP port number (1-65535), got {text!r}")
+    return int(text)
 
 
 def _local_address(host_port: str, field_name: str) -> int:

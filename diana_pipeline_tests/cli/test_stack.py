@@ -264,3 +264,13 @@ def test_remote_address_is_not_started_locally(tmp_path: Path) -> None:
     result = run_stack(env, "up")
     assert result.returncode == 1
     assert "infrastructure.kafka.bootstrap_servers points at 'kafka:19092'" in result.stderr
+
+
+def test_bad_port_variable_is_named(tmp_path: Path) -> None:
+    env = stack_environment(tmp_path / "home")
+    env["DIANA_DAGSTER_PORT"] = "three thousand"
+    result = run_stack(env, "status")
+    assert result.returncode == 1
+    assert "DIANA_DAGSTER_PORT must be a TCP port number (1-65535), got 'three thousand'" in (
+        result.stderr
+    )
