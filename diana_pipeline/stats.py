@@ -1,0 +1,484 @@
+"""Exact Bayesian statistics for Beta-Bernoulli A/B tests. Pure numpy/scipy, no Dagster.
+
+Every result is deterministic: no Monte Carlo anywhere.
+
+How `prob_best` and `expected_loss` are computed
+------------------------------------------------
+For arms with posteriors Beta(α_k, β_k),
+
+    P(k best)  = ∫ f_k(x) ∏_{j≠k} F_j(x) dx
+    E[max_j p_j − p_k] = ∫ F_k(x) (1 − ∏_{j≠k} F_j(x)) dx     (non-negative; no cancellation)
+
+The integrals run in logit space, s = log(x / (1 − x)). There, Beta(α, β) becomes a smooth
+unimodal density ∝ x^α (1 − x)^β with no endpoint singularity (even for Jeffreys priors,
+α, β < 1), whose mean ψ(α) − ψ(β) and variance ψ′(α) + ψ′(β) are known exactly.
+
+The line is cut into panels at each arm's own points (its mean ± whole σ steps out to ±6σ, and
+evenly spaced tail points out to bounds that hold at most 1e-15 of its mass each side, from
+a Chernoff bound on its moment generating function). Every arm is thus resolved, however
+narrow (10⁸ trials) or wide (a prior) it is next to the others. Each panel carries a
+Gauss-Legendre rule. The CDFs F_j at the nodes come from integrating the densities
+panel by panel with the rule's cumulative (spectral) integration matrix. That costs one
+exp/log per node and arm, where the incomplete beta function costs 1-10 µs at large counts.
+Densities are normalised numerically, so log-Beta constants never cancel at 10⁸.
+
+The absolute error is below 1e-9 against high-precision references, from α, β = 0.5 to 10⁸
+(see diana_pipeline_tests/test_stats.py and benchmarks/stats_benchmark.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from numpy.polynomial import legendre
+from scipy import special
+
+ArrayLike = npt.ArrayLike
+FloatArray = npt.NDArray[np.float64]
+
+# Quadrature layout (see the module docstring), chosen by measurement against references:
+# worst absolute error of P(best) 1.5e-11 over small, Jeffreys and 1e8 cases (coarser layouts
+# reach 1e-9 on a Jeffreys arm against a 1,000-trial arm).
+_NODES_PER_PANEL = 8
+_CENTRAL_Z = np.arange(-6.0, 6.0 + 1e-9, 1.0)
+_TAIL_POINTS = 6  # per side, from the ±6σ point out to the tail bound (both included)
+_TAIL_MASS = 1e-15  # mass each arm may leave outside its own bounds, per side
+# Tests per vectorised block: bounds memory at about 30 MB for 4 arms.
+_BLOCK_ELEMENTS = 4_000_000
+
+PROB_BEST_TO_WIN = 0.95
+
+
+def _gauss_legendre_tables(nodes: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Nodes t and weights w on [-1, 1], and Q with Q[i, l] = ∫_{-1}^{t_i} ℓ_l(t) dt for the
+    Lagrange basis ℓ_l on those nodes (so Q @ g integrates g's interpolant from -1 to t_i)."""
+    t, w = legendre.leggauss(nodes)
+    vandermonde = legendre.legvander(t, nodes - 1)  # V[i, k] = P_k(t_i)
+    to_coefficients = np.linalg.inv(vandermonde)  # Legendre coefficients of each ℓ_l
+    cumulative = np.empty((nodes, nodes))
+    for basis in range(nodes):
+        antiderivative = legendre.legint(to_coefficients[:, basis], lbnd=-1)
+        cumulative[:, basis] = legendre.legval(t, antiderivative)
+    return t, w, cumulative
+
+
+_T, _W, _Q = _gauss_legendre_tables(_NODES_PER_PANEL)
+
+
+# ---- input checks --------------------------------------------------------------------------
+
+
+def _as_arms(
+    alphas: ArrayLike, betas: ArrayLike, name: str = "alphas/betas"
+) -> tuple[FloatArray, FloatArray]:
+    """(T, K) float arrays of posterior parameters, checked."""
+    a = np.asarray(alphas, dtype=np.float64)
+    b = np.asarray(betas, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: alphas has shape {a.shape} but betas has shape {b.shape}")
+    if a.ndim not in (1, 2):
+        raise ValueError(f"{name}: expected shape (K,) or (T, K), got {a.shape}")
+    if a.shape[-1] < 2:
+        raise ValueError(f"{name}: need at least 2 arms, got {a.shape[-1]}")
+    _check_parameters(a, b)
+    return np.atleast_2d(a), np.atleast_2d(b)
+
+
+def _check_parameters(a: FloatArray, b: FloatArray) -> None:
+    for label, values in (("alpha", a), ("beta", b)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"every {label} must be finite, got {values[~np.isfinite(values)][0]}")
+        if np.any(values <= 0):
+            raise ValueError(f"every {label} must be > 0, got {values[values <= 0][0]}")
+
+
+# ---- the quadrature ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Nodes and weights in logit space, shape (T, N); the same for every arm of a test."""
+
+    s: FloatArray
+    weights: FloatArray
+    panel_half_widths: FloatArray  # (T, P)
+
+
+def _softplus(s: FloatArray) -> FloatArray:
+    return np.logaddexp(0.0, s)
+
+
+def _logit_moments(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Mean and standard deviation of logit(X), X ~ Beta(a, b)."""
+    mean = special.digamma(a) - special.digamma(b)
+    sd = np.sqrt(special.polygamma(1, a) + special.polygamma(1, b))
+    return mean, sd
+
+
+def _tail_bounds(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Logit-space points L, U with P(S < L) ≤ 1e-15 and P(S > U) ≤ 1e-15.
+
+    Chernoff: with M(t) = E[e^{tS}] = B(a + t, b − t) / B(a, b) for −a < t < b,
+    P(S ≤ s) ≤ M(−λ) e^{λ s} and P(S ≥ s) ≤ M(t) e^{−t s}. Any λ, t give valid bounds; the
+    tightest of a few candidates is kept. In log M the ln Γ(a + b) terms cancel exactly."""
+    _, sd = _logit_moments(a, b)
+    log_eps = np.log(_TAIL_MASS)
+    gaussian_rate = np.sqrt(-2.0 * log_eps) / sd
+    lower = np.full(a.shape, -np.inf)
+    upper = np.full(a.shape, np.inf)
+    for fraction in (0.25, 0.5, 0.75, None):
+        lam = 0.95 * a if fraction is None else fraction * a
+        if fraction is None:
+            lam = np.minimum(gaussian_rate, lam)
+        log_m = (
+            special.gammaln(a - lam)
+            - special.gammaln(a)
+            + special.gammaln(b + lam)
+            - special.gammaln(b)
+        )
+        lower = np.maximum(lower, (log_eps - log_m) / lam)
+        t = 0.95 * b if fraction is None else fraction * b
+        if fraction is None:
+            t = np.minimum(gaussian_rate, t)
+        log_m = (
+            special.gammaln(a + t)
+            - special.gammaln(a)
+            + special.gammaln(b - t)
+            - special.gammaln(b)
+        )
+        upper = np.minimum(upper, (log_m - log_eps) / t)
+    return lower, upper
+
+
+def _breakpoints(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Sorted panel edges per test, shape (T, K · points per arm)."""
+    mean, sd = _logit_moments(a, b)
+    lower, upper = _tail_bounds(a, b)
+    central = mean[..., None] + sd[..., None] * _CENTRAL_Z
+    central = np.clip(central, lower[..., None], upper[..., None])
+    fractions = np.linspace(0.0, 1.0, _TAIL_POINTS)
+    left_end = np.maximum(lower, central[..., 0])
+    right_start = np.minimum(upper, central[..., -1])
+    left = lower[..., None] + (left_end - lower)[..., None] * fractions
+    right = right_start[..., None] + (upper - right_start)[..., None] * fractions
+    edges = np.concatenate([left, central, right], axis=-1)
+    return np.sort(edges.reshape(edges.shape[0], -1), axis=-1)
+
+
+def _grid(a: FloatArray, b: FloatArray) -> _Grid:
+    edges = _breakpoints(a, b)
+    mid = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    half = 0.5 * (edges[:, 1:] - edges[:, :-1])
+    s = mid[..., None] + half[..., None] * _T  # (T, P, M)
+    weights = half[..., None] * _W
+    t_count = edges.shape[0]
+    return _Grid(s.reshape(t_count, -1), weights.reshape(t_count, -1), half)
+
+
+def _densities_and_cdfs(a: FloatArray, b: FloatArray, grid: _Grid) -> tuple[FloatArray, FloatArray]:
+    """Normalised logit-space densities g_k(s) and CDFs F_k(s) at the nodes, shape (T, K, N)."""
+    # log x = −softplus(−s) and log(1 − x) = −softplus(s), shared by every arm of a test.
+    minus_log_x = _softplus(-grid.s)[:, None, :]
+    minus_log_1mx = _softplus(grid.s)[:, None, :]
+    a3, b3 = a[..., None], b[..., None]
+    # Log density relative to its mode (s_mode = log(a / b)), so that it peaks at 0 and never
+    # overflows; the constant is then fixed by normalising numerically.
+    mode = np.log(a3) - np.log(b3)
+    log_density = a3 * (_softplus(-mode) - minus_log_x) + b3 * (_softplus(mode) - minus_log_1mx)
+    density = np.exp(log_density)  # (T, K, N)
+    t_count, k_count, _ = density.shape
+    panels = grid.panel_half_widths.shape[1]
+    by_panel = density.reshape(t_count, k_count, panels, _NODES_PER_PANEL)
+    half = grid.panel_half_widths[:, None, :]
+    panel_integrals = (by_panel @ _W) * half  # (T, K, P)
+    within_panel = (by_panel @ _Q.T) * half[..., None]  # (T, K, P, M)
+    before_panel = np.cumsum(panel_integrals, axis=-1) - panel_integrals
+    cumulative = (before_panel[..., None] + within_panel).reshape(t_count, k_count, -1)
+    total = panel_integrals.sum(axis=-1, keepdims=True)
+    return density / total, np.clip(cumulative / total, 0.0, 1.0)
+
+
+def _others_product(cdfs: FloatArray) -> FloatArray:
+    """∏_{j≠k} F_j for every k, by prefix and suffix products (no division by zero).
+    A loop over the few arms: numpy's cumprod along a middle axis is several times slower."""
+    arms = cdfs.shape[1]
+    prefix = [np.ones_like(cdfs[:, 0])]
+    for k in range(arms - 1):
+        prefix.append(prefix[-1] * cdfs[:, k])
+    others = np.empty_like(cdfs)
+    suffix = np.ones_like(cdfs[:, 0])
+    for k in range(arms - 1, -1, -1):
+        others[:, k] = prefix[k] * suffix
+        suffix = suffix * cdfs[:, k]
+    return others
+
+
+def _best_and_loss(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    grid = _grid(a, b)
+    density, cdf = _densities_and_cdfs(a, b, grid)
+    others = _others_product(cdf)
+    weights = grid.weights[:, None, :]
+    best = np.sum(weights * density * others, axis=-1)
+    best /= best.sum(axis=-1, keepdims=True)  # the tails left out hold ≤ K · 2e-15
+    x = special.expit(grid.s)
+    dx_ds = (x * (1.0 - x))[:, None, :]
+    loss = np.sum(weights * dx_ds * cdf * (1.0 - others), axis=-1)
+    return best, loss
+
+
+def _blocked(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
+    nodes_per_test = (
+        a.shape[1] * a.shape[1] * (_CENTRAL_Z.size + 2 * _TAIL_POINTS) * _NODES_PER_PANEL
+    )
+    block = max(1, _BLOCK_ELEMENTS // nodes_per_test)
+    parts = [_best_and_loss(a[i : i + block], b[i : i + block]) for i in range(0, len(a), block)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _shaped(result: FloatArray, like: ArrayLike) -> FloatArray:
+    return result.reshape(np.shape(like))
+
+
+# ---- public API ----------------------------------------------------------------------------
+
+
+def prob_best(alphas: ArrayLike, betas: ArrayLike) -> FloatArray:
+    """P(arm k has the highest rate), per arm; shape (K,) or (T, K), each row summing to 1."""
+    a, b = _as_arms(alphas, betas)
+    return _shaped(_blocked(a, b)[0], alphas)
+
+
+def expected_loss(alphas: ArrayLike, betas: ArrayLike) -> FloatArray:
+    """E[max_j p_j − p_k]: the rate given up by choosing arm k; shape (K,) or (T, K)."""
+    a, b = _as_arms(alphas, betas)
+    return _shaped(_blocked(a, b)[1], alphas)
+
+
+def prob_best_and_expected_loss(
+    alphas: ArrayLike, betas: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Both at the cost of one: they share the quadrature."""
+    a, b = _as_arms(alphas, betas)
+    best, loss = _blocked(a, b)
+    return _shaped(best, alphas), _shaped(loss, alphas)
+
+
+def prob_superiority(
+    alpha_a: ArrayLike, beta_a: ArrayLike, alpha_b: ArrayLike, beta_b: ArrayLike
+) -> FloatArray | float:
+    """P(p_a > p_b) for independent Beta posteriors; broadcasts over arrays of tests."""
+    arrays = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (alpha_a, beta_a, alpha_b, beta_b))
+    )
+    shape = arrays[0].shape
+    alphas = np.stack([arrays[0].ravel(), arrays[2].ravel()], axis=-1)
+    betas = np.stack([arrays[1].ravel(), arrays[3].ravel()], axis=-1)
+    if alphas.size == 0:
+        return np.zeros(shape)
+    result = prob_best(alphas, betas)[:, 0].reshape(shape)
+    return float(result) if result.ndim == 0 else result
+
+
+def credible_interval(
+    alpha: ArrayLike, beta: ArrayLike, level: float = 0.95
+) -> tuple[FloatArray | float, FloatArray | float]:
+    """Equal-tailed interval: the (1 − level)/2 and (1 + level)/2 quantiles of Beta(α, β)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    a = np.asarray(alpha, dtype=np.float64)
+    b = np.asarray(beta, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"alpha has shape {a.shape} but beta has shape {b.shape}")
+    _check_parameters(a, b)
+    tail = (1.0 - level) / 2.0
+    low = special.betaincinv(a, b, tail)
+    high = special.betaincinv(a, b, 1.0 - tail)
+    if a.ndim == 0:
+        return float(low), float(high)
+    return low, high
+
+
+def uplift_interval(
+    alpha_control: ArrayLike,
+    beta_control: ArrayLike,
+    alpha_variant: ArrayLike,
+    beta_variant: ArrayLike,
+    level: float = 0.95,
+) -> tuple[FloatArray | float, FloatArray | float]:
+    """Equal-tailed credible interval of the relative lift p_variant / p_control − 1.
+
+    Method: the exact distribution of the ratio. Its CDF
+        G(r) = P(p_v ≤ (1 + r) p_c) = ∫ f_c(x) F_v((1 + r) x) dx
+    is integrated on the control's logit grid (or, when the variant is the narrower posterior,
+    as ∫ f_v(y) (1 − F_c(y / (1 + r))) dy on the variant's), and its quantiles are found by
+    bisection on log(1 + r) to 1e-12. Deterministic; no normal approximation of the lift."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    arrays = np.broadcast_arrays(
+        *(
+            np.asarray(v, dtype=np.float64)
+            for v in (alpha_control, beta_control, alpha_variant, beta_variant)
+        )
+    )
+    shape = arrays[0].shape
+    ac, bc, av, bv = (v.ravel() for v in arrays)
+    _check_parameters(np.concatenate([ac, av]), np.concatenate([bc, bv]))
+    tail = (1.0 - level) / 2.0
+    targets = np.array([tail, 1.0 - tail])
+    low, high = np.empty(ac.size), np.empty(ac.size)
+    for i in range(ac.size):
+        low[i], high[i] = _lift_quantiles(ac[i], bc[i], av[i], bv[i], targets)
+    if len(shape) == 0:
+        return float(low[0]), float(high[0])
+    return low.reshape(shape), high.reshape(shape)
+
+
+def _lift_quantiles(
+    ac: float, bc: float, av: float, bv: float, targets: FloatArray
+) -> tuple[float, float]:
+    _, sd_c = _logit_moments(np.array(ac), np.array(bc))
+    _, sd_v = _logit_moments(np.array(av), np.array(bv))
+    # Integrate over the narrower posterior: the other one's CDF is smooth on its grid.
+    control_outer = sd_c <= sd_v
+    outer_a, outer_b = (ac, bc) if control_outer else (av, bv)
+    inner_a, inner_b = (av, bv) if control_outer else (ac, bc)
+    a2, b2 = np.array([[outer_a]]), np.array([[outer_b]])
+    grid = _grid(a2, b2)
+    density, _ = _densities_and_cdfs(a2, b2, grid)
+    weights = (grid.weights * density[:, 0, :])[0]
+    x = special.expit(grid.s[0])
+
+    def lift_cdf(log_ratio: FloatArray) -> FloatArray:
+        ratio = np.exp(log_ratio)[:, None]
+        if control_outer:  # P(p_v ≤ ratio · p_c)
+            inner = special.betainc(inner_a, inner_b, np.minimum(ratio * x, 1.0))
+        else:  # P(p_c ≥ p_v / ratio)
+            inner = special.betaincc(inner_a, inner_b, np.minimum(x / ratio, 1.0))
+        return inner @ weights
+
+    # Bracket log(1 + r) by the 1e-12 and 1 − 1e-12 quantiles of both rates.
+    edge = 1e-12
+    c_lo, c_hi = special.betaincinv(ac, bc, [edge, 1 - edge])
+    v_lo, v_hi = special.betaincinv(av, bv, [edge, 1 - edge])
+    lo = np.full(2, np.log(v_lo) - np.log(c_hi))
+    hi = np.full(2, np.log(v_hi) - np.log(c_lo))
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        below = lift_cdf(mid) < targets
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+        if np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(mid))):
+            break
+    bounds = np.expm1(0.5 * (lo + hi))
+    return float(bounds[0]), float(bounds[1])
+
+
+def srm_pvalue(counts: ArrayLike, weights: ArrayLike) -> FloatArray | float:
+    """Chi-square goodness of fit of observed exposures against the configured allocation.
+
+    Shape (K,) or (T, K). Arms with zero weight take no part in the test, except that any
+    exposure on such an arm contradicts the allocation outright (p = 0). With no exposures
+    at all there is no evidence of a mismatch (p = 1)."""
+    observed = np.asarray(counts, dtype=np.float64)
+    expected_share = np.asarray(weights, dtype=np.float64)
+    if observed.shape[-1:] != expected_share.shape[-1:] or observed.ndim not in (1, 2):
+        raise ValueError(
+            f"counts has shape {observed.shape} but weights has shape {expected_share.shape}"
+        )
+    if not (np.all(np.isfinite(observed)) and np.all(observed >= 0)):
+        raise ValueError("counts must be finite and ≥ 0")
+    if not (np.all(np.isfinite(expected_share)) and np.all(expected_share >= 0)):
+        raise ValueError("weights must be finite and ≥ 0")
+    observed2 = np.atleast_2d(observed)
+    share2 = np.broadcast_to(np.atleast_2d(expected_share), observed2.shape)
+    weight_total = share2.sum(axis=-1, keepdims=True)
+    if np.any(weight_total <= 0):
+        raise ValueError("weights must not all be zero")
+    share2 = share2 / weight_total
+    active = share2 > 0
+    if np.any(active.sum(axis=-1) < 2):
+        raise ValueError("need at least 2 arms with a positive weight")
+    total = observed2.sum(axis=-1, keepdims=True)
+    expected = share2 * total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(active, (observed2 - expected) ** 2 / expected, 0.0)
+    statistic = np.where(total[:, 0] > 0, terms.sum(axis=-1), 0.0)
+    pvalue = special.chdtrc(active.sum(axis=-1) - 1, statistic)
+    pvalue = np.where(np.any(~active & (observed2 > 0), axis=-1), 0.0, pvalue)
+    return float(pvalue[0]) if observed.ndim == 1 else pvalue
+
+
+def thompson_allocation(alphas: ArrayLike, betas: ArrayLike, floor: float = 0.01) -> FloatArray:
+    """Traffic weights for the next window: P(best), mixed with the uniform split so that
+    every arm keeps at least `floor` (w_k = floor + (1 − K·floor) · P(k best))."""
+    a, _ = _as_arms(alphas, betas)
+    arms = a.shape[-1]
+    if not 0 <= floor <= 1.0 / arms:
+        raise ValueError(f"floor must be between 0 and 1/K = {1.0 / arms:.4g}, got {floor}")
+    return floor + (1.0 - arms * floor) * prob_best(alphas, betas)
+
+
+Verdict = Literal["winner", "keep running", "not enough data"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    winner: str | None
+    reason: str
+
+
+def decide(
+    prob_best_by_arm: ArrayLike,
+    expected_loss_by_arm: ArrayLike,
+    exposures: ArrayLike,
+    threshold_of_caring: float,
+    minimum_sample: int,
+    names: list[str] | None = None,
+    prob_to_win: float = PROB_BEST_TO_WIN,
+) -> Decision:
+    """The decision shown to users for one test.
+
+    Not enough data while any arm has fewer exposures than the minimum sample. Otherwise the
+    arm with the highest P(best) wins when P(best) ≥ 0.95 and its expected loss is below the
+    threshold of caring; else keep running."""
+    best = np.asarray(prob_best_by_arm, dtype=np.float64)
+    loss = np.asarray(expected_loss_by_arm, dtype=np.float64)
+    seen = np.asarray(exposures, dtype=np.float64)
+    if best.ndim != 1 or best.shape != loss.shape or best.shape != seen.shape:
+        raise ValueError(
+            "prob_best, expected_loss and exposures must be 1-D and of one length, got "
+            f"{best.shape}, {loss.shape}, {seen.shape}"
+        )
+    if best.size < 2:
+        raise ValueError(f"need at least 2 arms, got {best.size}")
+    labels = names or [f"arm {k}" for k in range(best.size)]
+    if len(labels) != best.size:
+        raise ValueError(f"{len(labels)} names for {best.size} arms")
+    if threshold_of_caring <= 0 or minimum_sample < 1:
+        raise ValueError("threshold_of_caring must be > 0 and minimum_sample ≥ 1")
+    short = [labels[k] for k in range(best.size) if seen[k] < minimum_sample]
+    if short:
+        return Decision(
+            "not enough data",
+            None,
+            f"{', '.join(short)} below the minimum sample of {minimum_sample} exposures "
+            f"(have {', '.join(f'{labels[k]}={int(seen[k])}' for k in range(best.size))})",
+        )
+    leader = int(np.argmax(best))
+    name = labels[leader]
+    if best[leader] >= prob_to_win and loss[leader] < threshold_of_caring:
+        return Decision(
+            "winner",
+            name,
+            f"{name}: P(best) = {best[leader]:.4f} ≥ {prob_to_win} and expected loss "
+            f"{loss[leader]:.2e} < {threshold_of_caring:g}",
+        )
+    if best[leader] < prob_to_win:
+        why = f"P(best) = {best[leader]:.4f} < {prob_to_win}"
+    else:
+        why = f"expected loss {loss[leader]:.2e} ≥ threshold of caring {threshold_of_caring:g}"
+    return Decision("keep running", None, f"leader {name}: {why}")
