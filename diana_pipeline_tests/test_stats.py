@@ -1,0 +1,457 @@
+"""diana_pipeline.stats against references computed here, at high precision:
+
+- mpmath at 20 digits (tanh-sinh quadrature copes with Jeffreys singularities) where its
+  incomplete beta is practical (small counts);
+- the exact finite sum for integer α (Evan Miller's formula) for P(p_b > p_a);
+- for 1e4–1e8 trials, where mpmath's incomplete beta does not finish, scipy's adaptive quad
+  over Boost's incomplete beta (relative error ~1e-15), itself checked against mpmath where
+  both run;
+- and a seeded Monte Carlo, which must agree within 4 standard errors.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import mpmath as mp
+import numpy as np
+import pytest
+from scipy import integrate, special
+from scipy import stats as scipy_stats
+
+from diana_pipeline import stats
+
+TOLERANCE = 1e-6  # the contract; measured errors are ~1e-11 and below
+
+
+# ---- references --------------------------------------------------------------------------
+
+
+def mpmath_prob_best(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
+    with mp.workdps(dps):
+        a = [mp.mpf(v) for v in alphas]
+        b = [mp.mpf(v) for v in betas]
+
+        def pdf(j: int, x: mp.mpf) -> mp.mpf:
+            return mp.exp(
+                (a[j] - 1) * mp.log(x) + (b[j] - 1) * mp.log1p(-x) - mp.log(mp.beta(a[j], b[j]))
+            )
+
+        def cdf(j: int, x: mp.mpf) -> mp.mpf:
+            return mp.betainc(a[j], b[j], 0, x, regularized=True)
+
+        cuts = [mp.mpf(0), *sorted(a[j] / (a[j] + b[j]) for j in range(len(a))), mp.mpf(1)]
+        return np.array(
+            [
+                float(
+                    mp.quad(
+                        lambda x, k=k: pdf(k, x) * mp.fprod(cdf(j, x) for j in range(len(a)) if j != k),
+                        cuts,
+                    )
+                )
+                for k in range(len(a))
+            ]
+        )
+
+
+def mpmath_expected_loss(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
+    """E[max_j p_j − p_k] = ∫ (F_k − ∏_j F_j) dx."""
+    with mp.workdps(dps):
+        a = [mp.mpf(v) for v in alphas]
+        b = [mp.mpf(v) for v in betas]
+
+        def cdf(j: int, x: mp.mpf) -> mp.mpf:
+            return mp.betainc(a[j], b[j], 0, x, regularized=True)
+
+        cuts = [mp.mpf(0), *sorted(a[j] / (a[j] + b[j]) for j in range(len(a))), mp.mpf(1)]
+        return np.array(
+            [
+                float(
+                    mp.quad(
+                        lambda x, k=k: cdf(k, x) * (1 - mp.fprod(cdf(j, x) for j in range(len(a)) if j != k)),
+                        cuts,
+                    )
+                )
+                for k in range(len(a))
+            ]
+        )
+
+
+def exact_sum_b_beats_a(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
+    """P(p_b > p_a) for integer alpha_b, as a finite sum (Evan Miller), at 30 digits."""
+    with mp.workdps(30):
+        total = mp.fsum(
+            mp.beta(alpha_a + i, beta_a + beta_b)
+            / ((beta_b + i) * mp.beta(1 + i, beta_b) * mp.beta(alpha_a, beta_a))
+            for i in range(alpha_b)
+        )
+        return float(total)
+
+
+def _cut_points(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    levels = [1e-10, 1e-6, 1e-3, 0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98, 0.999, 1 - 1e-6, 1 - 1e-10]
+    return np.unique(np.concatenate([special.betaincinv(a, b, levels) for a, b in zip(alphas, betas, strict=True)]))
+
+
+def quad_prob_best(alphas: list[float], betas: list[float]) -> np.ndarray:
+    """Adaptive quad over x with Boost's Beta pdf and incomplete beta, between the arms'
+    1e-15 quantiles, split at many quantiles of every arm."""
+    a, b = np.asarray(alphas, float), np.asarray(betas, float)
+    result = []
+    for k in range(len(a)):
+        low, high = special.betaincinv(a[k], b[k], [1e-15, 1 - 1e-15])
+        points = _cut_points(a, b)
+        points = points[(points > low) & (points < high)]
+
+        def integrand(x: float, k: int = k) -> float:
+            others = [special.betainc(a[j], b[j], x) for j in range(len(a)) if j != k]
+            return scipy_stats.beta.pdf(x, a[k], b[k]) * math.prod(others)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", integrate.IntegrationWarning)
+            value, _ = integrate.quad(
+                integrand, low, high, points=points, limit=500, epsabs=1e-14, epsrel=1e-12
+            )
+        result.append(value)
+    return np.array(result)
+
+
+def quad_expected_loss(alphas: list[float], betas: list[float]) -> np.ndarray:
+    a, b = np.asarray(alphas, float), np.asarray(betas, float)
+    low = special.betaincinv(a, b, 1e-15).min()
+    high = special.betaincinv(a, b, 1 - 1e-15).max()
+    points = _cut_points(a, b)
+    points = points[(points > low) & (points < high)]
+    result = []
+    for k in range(len(a)):
+
+        def integrand(x: float, k: int = k) -> float:
+            others = [special.betainc(a[j], b[j], x) for j in range(len(a)) if j != k]
+            return special.betainc(a[k], b[k], x) * (1.0 - math.prod(others))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", integrate.IntegrationWarning)
+            value, _ = integrate.quad(
+                integrand, low, high, points=points, limit=500, epsabs=1e-16, epsrel=1e-12
+            )
+        result.append(value)
+    return np.array(result)
+
+
+# ---- prob_best and expected_loss against the references ----------------------------------
+
+SMALL_AND_JEFFREYS = [
+    ([3, 5, 4], [10, 9, 12]),
+    ([0.5, 0.5], [0.5, 0.5]),
+    ([0.5, 1.5], [0.5, 0.5]),
+    ([0.5, 0.7, 2.5], [0.9, 0.5, 1.5]),
+    ([0.5, 0.5, 0.5], [0.5, 2, 8]),
+    ([0.5, 200], [0.5, 800]),  # a Jeffreys prior against real data: the hardest layout case
+    ([0.8, 20], [0.5, 30]),
+    ([0.5, 1, 2, 4, 8, 16], [16, 8, 4, 2, 1, 0.5]),
+]
+
+HUGE = [
+    ([1200, 1260, 1190, 1230], [8800, 8740, 8810, 8770]),
+    ([3.5e6, 3.5012e6], [6.5e6, 6.4988e6]),
+    ([3.5e7, 3.50012e7, 3.49995e7], [6.5e7, 6.49988e7, 6.50005e7]),
+    ([1e8, 1e8], [1e8, 1.0001e8]),
+    ([5e7, 40], [5e7, 60]),  # 1e8 trials against 100
+    ([30, 1e6], [70, 2.3e6]),
+]
+
+
+@pytest.mark.parametrize(("alphas", "betas"), SMALL_AND_JEFFREYS)
+def test_prob_best_matches_mpmath(alphas: list[float], betas: list[float]) -> None:
+    result = stats.prob_best(alphas, betas)
+    np.testing.assert_allclose(result, mpmath_prob_best(alphas, betas), rtol=0, atol=TOLERANCE)
+    assert result.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(("alphas", "betas"), SMALL_AND_JEFFREYS[:5])
+def test_expected_loss_matches_mpmath(alphas: list[float], betas: list[float]) -> None:
+    np.testing.assert_allclose(
+        stats.expected_loss(alphas, betas), mpmath_expected_loss(alphas, betas), rtol=0, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("alpha_a", "beta_a", "alpha_b", "beta_b"),
+    [(1, 1, 1, 1), (11, 91, 15, 87), (120, 880, 140, 860), (1801, 8201, 1901, 8101)],
+)
+def test_prob_superiority_matches_the_exact_finite_sum(
+    alpha_a: int, beta_a: int, alpha_b: int, beta_b: int
+) -> None:
+    expected = exact_sum_b_beats_a(alpha_a, beta_a, alpha_b, beta_b)
+    assert stats.prob_superiority(alpha_b, beta_b, alpha_a, beta_a) == pytest.approx(
+        expected, abs=TOLERANCE
+    )
+
+
+def test_the_huge_count_reference_agrees_with_mpmath_where_both_run() -> None:
+    alphas, betas = [40, 46, 43], [160, 154, 158]
+    np.testing.assert_allclose(
+        quad_prob_best(alphas, betas), mpmath_prob_best(alphas, betas), rtol=0, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(("alphas", "betas"), HUGE)
+def test_prob_best_at_huge_counts(alphas: list[float], betas: list[float]) -> None:
+    result = stats.prob_best(alphas, betas)
+    np.testing.assert_allclose(result, quad_prob_best(alphas, betas), rtol=0, atol=TOLERANCE)
+    assert np.all(np.isfinite(result))
+
+
+@pytest.mark.parametrize(("alphas", "betas"), HUGE)
+def test_expected_loss_at_huge_counts(alphas: list[float], betas: list[float]) -> None:
+    result = stats.expected_loss(alphas, betas)
+    reference = quad_expected_loss(alphas, betas)
+    np.testing.assert_allclose(result, reference, rtol=1e-6, atol=1e-12)
+    assert np.all(result >= 0)
+
+
+def test_agreement_with_a_seeded_monte_carlo() -> None:
+    alphas = np.array([121.0, 135.0, 128.0, 110.0])
+    betas = np.array([880.0, 866.0, 873.0, 891.0])
+    draws = 400_000
+    rng = np.random.default_rng(20261121)
+    samples = rng.beta(alphas, betas, size=(draws, 4))
+    winners = np.bincount(samples.argmax(axis=1), minlength=4) / draws
+    standard_error = np.sqrt(winners * (1 - winners) / draws)
+    assert np.all(np.abs(stats.prob_best(alphas, betas) - winners) < 4 * standard_error)
+    losses = samples.max(axis=1)[:, None] - samples
+    loss_error = losses.std(axis=0) / np.sqrt(draws)
+    assert np.all(np.abs(stats.expected_loss(alphas, betas) - losses.mean(axis=0)) < 4 * loss_error)
+
+
+# ---- shapes, symmetry, edge cases --------------------------------------------------------
+
+
+def test_many_tests_at_once_keep_their_shape_and_match_one_by_one() -> None:
+    rng = np.random.default_rng(7)
+    trials = rng.integers(10, 10**6, size=(300, 1)).astype(float)
+    rates = rng.uniform(0.01, 0.6, size=(300, 1)) * rng.uniform(0.95, 1.05, size=(300, 4))
+    alphas = 1 + np.round(trials * rates)
+    betas = 1 + trials - np.round(trials * rates)
+    best, loss = stats.prob_best_and_expected_loss(alphas, betas)
+    assert best.shape == loss.shape == (300, 4)
+    np.testing.assert_allclose(best.sum(axis=1), 1.0, atol=1e-12)
+    for row in (0, 137, 299):
+        np.testing.assert_allclose(best[row], stats.prob_best(alphas[row], betas[row]), atol=1e-14)
+        np.testing.assert_allclose(loss[row], stats.expected_loss(alphas[row], betas[row]), atol=1e-15)
+
+
+@pytest.mark.parametrize("arms", [2, 3, 5, 8])
+def test_symmetric_arms_get_equal_shares(arms: int) -> None:
+    for alpha, beta in [(0.5, 0.5), (1, 1), (37, 963), (4e7, 6e7)]:
+        result = stats.prob_best([alpha] * arms, [beta] * arms)
+        np.testing.assert_allclose(result, 1 / arms, atol=1e-12)
+        losses = stats.expected_loss([alpha] * arms, [beta] * arms)
+        assert np.ptp(losses) < 1e-15 + 1e-9 * losses.max()
+
+
+def test_prior_only_gives_no_preference() -> None:
+    np.testing.assert_allclose(stats.prob_best([1, 1], [1, 1]), [0.5, 0.5], atol=1e-15)
+    # E[max(U1, U2)] − E[U] = 2/3 − 1/2 for two uniform priors.
+    np.testing.assert_allclose(stats.expected_loss([1, 1], [1, 1]), [1 / 6, 1 / 6], atol=1e-12)
+
+
+def test_one_dominant_arm() -> None:
+    best, loss = stats.prob_best_and_expected_loss([900, 100, 120], [100, 900, 880])
+    assert best[0] == pytest.approx(1.0, abs=1e-15)
+    assert loss[0] == pytest.approx(0.0, abs=1e-15)
+    np.testing.assert_allclose(loss[1:], [0.8, 0.78], atol=1e-6)  # the difference of means
+
+
+def test_a_uniform_arm_against_data_has_a_closed_form() -> None:
+    # P(U > p) = E[1 − p] for U ~ Beta(1, 1) and p ~ Beta(300, 700).
+    assert stats.prob_superiority(1, 1, 300, 700) == pytest.approx(0.7, abs=1e-12)
+
+
+def test_extremes_stay_finite_and_deterministic() -> None:
+    alphas = np.array([[0.5, 1e8], [1e8, 1e8], [0.5, 0.5], [1e8, 0.5]])
+    betas = np.array([[1e8, 0.5], [1e8, 1e8], [1e8, 1e8], [0.5, 1e8]])
+    first = stats.prob_best_and_expected_loss(alphas, betas)
+    second = stats.prob_best_and_expected_loss(alphas, betas)
+    for a, b in zip(first, second, strict=True):
+        assert np.all(np.isfinite(a))
+        assert np.array_equal(a, b)
+    np.testing.assert_allclose(first[0][:, :].sum(axis=1), 1.0, atol=1e-12)
+    assert first[0][0, 1] == pytest.approx(1.0)  # Beta(1e8, 0.5) beats Beta(0.5, 1e8)
+
+
+def test_prob_superiority_broadcasts() -> None:
+    result = stats.prob_superiority([401, 10, 50], [601, 10, 50], 351, [651, 10, 50])
+    assert result.shape == (3,)
+    for i, (aa, ba, bb) in enumerate([(401, 601, 651), (10, 10, 10), (50, 50, 50)]):
+        assert result[i] == stats.prob_superiority(aa, ba, 351, bb)
+    assert result[0] == pytest.approx(1 - stats.prob_superiority(351, 651, 401, 601), abs=1e-12)
+    assert isinstance(stats.prob_superiority(2, 3, 3, 2), float)
+
+
+# ---- intervals ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(0.5, 0.5), (3, 9), (351, 651), (3.5e7, 6.5e7)])
+def test_credible_interval_is_equal_tailed(alpha: float, beta: float) -> None:
+    low, high = stats.credible_interval(alpha, beta, level=0.95)
+    assert 0 <= low < high <= 1
+    if alpha + beta < 1e4:
+        with mp.workdps(25):
+            assert float(mp.betainc(alpha, beta, 0, low, regularized=True)) == pytest.approx(0.025, abs=1e-12)
+            assert float(mp.betainc(alpha, beta, 0, high, regularized=True)) == pytest.approx(0.975, abs=1e-12)
+    else:
+        assert special.betainc(alpha, beta, [low, high]) == pytest.approx([0.025, 0.975], abs=1e-10)
+
+
+def test_credible_interval_vectorises() -> None:
+    low, high = stats.credible_interval(np.array([1.0, 500.0]), np.array([1.0, 500.0]), level=0.9)
+    np.testing.assert_allclose(low[0], 0.05, atol=1e-14)
+    np.testing.assert_allclose(high[0], 0.95, atol=1e-14)
+    assert low[1] < 0.5 < high[1]
+
+
+def quad_lift_cdf(ac: float, bc: float, av: float, bv: float, lift: float) -> float:
+    """P(p_v / p_c − 1 ≤ lift) = ∫ f_c(x) F_v((1 + lift) x) dx, by adaptive quad."""
+    points = special.betaincinv(ac, bc, [1e-8, 0.01, 0.5, 0.99, 1 - 1e-8])
+    value, _ = integrate.quad(
+        lambda x: scipy_stats.beta.pdf(x, ac, bc) * special.betainc(av, bv, min((1 + lift) * x, 1.0)),
+        0,
+        1,
+        points=points,
+        limit=500,
+        epsabs=1e-13,
+    )
+    return value
+
+
+@pytest.mark.parametrize(
+    ("ac", "bc", "av", "bv"),
+    [(351, 651, 401, 601), (35, 65, 55, 45), (3.5, 7.5, 5.5, 5.5), (3.5e6, 6.5e6, 3.52e6, 6.48e6)],
+)
+def test_uplift_interval_holds_its_probability(ac: float, bc: float, av: float, bv: float) -> None:
+    low, high = stats.uplift_interval(ac, bc, av, bv)
+    assert low < high
+    assert quad_lift_cdf(ac, bc, av, bv, low) == pytest.approx(0.025, abs=1e-7)
+    assert quad_lift_cdf(ac, bc, av, bv, high) == pytest.approx(0.975, abs=1e-7)
+
+
+def test_uplift_interval_agrees_with_monte_carlo() -> None:
+    rng = np.random.default_rng(11)
+    control = rng.beta(120, 880, size=1_000_000)
+    variant = rng.beta(150, 850, size=1_000_000)
+    expected = np.quantile(variant / control - 1, [0.025, 0.975])
+    np.testing.assert_allclose(stats.uplift_interval(120, 880, 150, 850), expected, rtol=0.01)
+
+
+# ---- SRM, allocation, decision -----------------------------------------------------------
+
+
+def test_srm_pvalue_matches_scipy_chisquare() -> None:
+    counts, weights = [5000, 5300], [0.5, 0.5]
+    assert stats.srm_pvalue(counts, weights) == pytest.approx(
+        scipy_stats.chisquare(counts, [5150, 5150]).pvalue, rel=1e-12
+    )
+    counts3, weights3 = [2000, 3100, 4900], [0.2, 0.3, 0.5]
+    assert stats.srm_pvalue(counts3, weights3) == pytest.approx(
+        scipy_stats.chisquare(counts3, [2000, 3000, 5000]).pvalue, rel=1e-12
+    )
+
+
+def test_srm_pvalue_zero_weights_and_no_data() -> None:
+    # A zero-weight arm without exposures is left out (1 degree of freedom, not 2).
+    assert stats.srm_pvalue([5000, 0, 5300], [0.5, 0.0, 0.5]) == pytest.approx(
+        stats.srm_pvalue([5000, 5300], [0.5, 0.5]), rel=1e-12
+    )
+    # Any exposure on an arm that should get none contradicts the allocation.
+    assert stats.srm_pvalue([5000, 1, 5000], [0.5, 0.0, 0.5]) == 0.0
+    assert stats.srm_pvalue([0, 0], [0.5, 0.5]) == 1.0
+    many = stats.srm_pvalue([[5000, 5000], [5000, 6000]], [0.5, 0.5])
+    assert many.shape == (2,) and many[0] == 1.0 and many[1] < 1e-10
+
+
+def test_thompson_allocation_keeps_the_floor_and_sums_to_one() -> None:
+    alphas, betas = [10, 200, 190], [990, 800, 810]
+    weights = stats.thompson_allocation(alphas, betas, floor=0.05)
+    assert weights.min() >= 0.05 - 1e-15
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(stats.thompson_allocation(alphas, betas, floor=0.0), stats.prob_best(alphas, betas))
+    assert weights[1] > weights[2] > weights[0]
+    many = stats.thompson_allocation(np.ones((3, 4)), np.ones((3, 4)))
+    np.testing.assert_allclose(many, 0.25)
+
+
+def test_decide_each_verdict() -> None:
+    names = ["control", "treatment"]
+    winner = stats.decide([0.03, 0.97], [0.02, 1e-4], [5000, 5000], 0.001, 100, names)
+    assert (winner.verdict, winner.winner) == ("winner", "treatment")
+    assert "P(best) = 0.9700" in winner.reason
+    unsure = stats.decide([0.4, 0.6], [0.01, 0.004], [5000, 5000], 0.001, 100, names)
+    assert (unsure.verdict, unsure.winner) == ("keep running", None)
+    assert "0.6000 < 0.95" in unsure.reason
+    costly = stats.decide([0.02, 0.98], [0.05, 0.002], [5000, 5000], 0.001, 100, names)
+    assert costly.verdict == "keep running"
+    assert "expected loss 2.00e-03 ≥ threshold of caring 0.001" in costly.reason
+    early = stats.decide([0.001, 0.999], [0.05, 0.0], [99, 5000], 0.001, 100, names)
+    assert (early.verdict, early.winner) == ("not enough data", None)
+    assert "control below the minimum sample of 100" in early.reason
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+BAD_ARMS = [
+    (([1, 0], [1, 1]), "every alpha must be > 0"),
+    (([1, -2], [1, 1]), "every alpha must be > 0"),
+    (([1, 1], [1, 0]), "every beta must be > 0"),
+    (([1, np.nan], [1, 1]), "every alpha must be finite"),
+    (([1, 1], [1, np.inf]), "every beta must be finite"),
+    (([1, 1, 1], [1, 1]), r"alphas has shape \(3,\) but betas has shape \(2,\)"),
+    (([1], [1]), "need at least 2 arms, got 1"),
+    ((np.ones((2, 2, 2)), np.ones((2, 2, 2))), r"expected shape \(K,\) or \(T, K\)"),
+]
+
+
+@pytest.mark.parametrize(("arms", "message"), BAD_ARMS)
+def test_bad_arms_raise_value_error(arms: tuple, message: str) -> None:
+    for function in (stats.prob_best, stats.expected_loss, stats.thompson_allocation):
+        with pytest.raises(ValueError, match=message):
+            function(*arms)
+
+
+def test_other_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="every alpha must be > 0"):
+        stats.credible_interval(0, 1)
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        stats.credible_interval(1, 1, level=1.5)
+    with pytest.raises(ValueError, match="every beta must be finite"):
+        stats.prob_superiority(1, np.nan, 1, 1)
+    with pytest.raises(ValueError, match="every alpha must be > 0"):
+        stats.uplift_interval(1, 1, -1, 1)
+    with pytest.raises(ValueError, match="floor must be between 0 and 1/K"):
+        stats.thompson_allocation([1, 1, 1], [1, 1, 1], floor=0.4)
+    with pytest.raises(ValueError, match="counts has shape"):
+        stats.srm_pvalue([1, 2, 3], [0.5, 0.5])
+    with pytest.raises(ValueError, match="counts must be finite and ≥ 0"):
+        stats.srm_pvalue([1, -2], [0.5, 0.5])
+    with pytest.raises(ValueError, match="need at least 2 arms with a positive weight"):
+        stats.srm_pvalue([1, 2], [1.0, 0.0])
+    with pytest.raises(ValueError, match="need at least 2 arms"):
+        stats.decide([1.0], [0.0], [10], 0.01, 1)
+    with pytest.raises(ValueError, match="must be 1-D and of one length"):
+        stats.decide([0.5, 0.5], [0.0], [10, 10], 0.01, 1)
+
+
+def test_stats_module_does_not_import_dagster() -> None:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(stats))
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert "dagster" not in imported
+    assert imported <= {"__future__", "dataclasses", "typing", "numpy", "scipy"}
