@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status
+.PHONY: demo test down status bench-stats
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -31,3 +31,8 @@ down:
 
 status:
 	$(BIN)/diana-stack status
+
+# The statistics benchmark: Diana beside a numpy Monte Carlo and bayesian-testing.
+bench-stats: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.stats_benchmark

@@ -1,18 +1,9 @@
-"""diana_pipeline.stats against references computed here, at high precision:
-
-- mpmath at 20 digits (tanh-sinh quadrature copes with Jeffreys singularities) where its
-  incomplete beta is practical (small counts);
-- the exact finite sum for integer α (Evan Miller's formula) for P(p_b > p_a);
-- for 1e4–1e8 trials, where mpmath's incomplete beta does not finish, scipy's adaptive quad
-  over Boost's incomplete beta (relative error ~1e-15), itself checked against mpmath where
-  both run;
-- and a seeded Monte Carlo, which must agree within 4 standard errors.
-"""
+"""diana_pipeline.stats against high-precision references computed in the tests
+(diana_pipeline_tests/stats_references.py: mpmath, the exact finite sum for integer alpha,
+adaptive quad over Boost's incomplete beta at 1e4-1e8 trials, itself checked against mpmath
+where both run) and against a seeded Monte Carlo within 4 standard errors."""
 
 from __future__ import annotations
-
-import math
-import warnings
 
 import mpmath as mp
 import numpy as np
@@ -21,122 +12,15 @@ from scipy import integrate, special
 from scipy import stats as scipy_stats
 
 from diana_pipeline import stats
+from diana_pipeline_tests.stats_references import (
+    exact_sum_b_beats_a,
+    mpmath_expected_loss,
+    mpmath_prob_best,
+    quad_expected_loss,
+    quad_prob_best,
+)
 
 TOLERANCE = 1e-6  # the contract; measured errors are ~1e-11 and below
-
-
-# ---- references --------------------------------------------------------------------------
-
-
-def mpmath_prob_best(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
-    with mp.workdps(dps):
-        a = [mp.mpf(v) for v in alphas]
-        b = [mp.mpf(v) for v in betas]
-
-        def pdf(j: int, x: mp.mpf) -> mp.mpf:
-            return mp.exp(
-                (a[j] - 1) * mp.log(x) + (b[j] - 1) * mp.log1p(-x) - mp.log(mp.beta(a[j], b[j]))
-            )
-
-        def cdf(j: int, x: mp.mpf) -> mp.mpf:
-            return mp.betainc(a[j], b[j], 0, x, regularized=True)
-
-        cuts = [mp.mpf(0), *sorted(a[j] / (a[j] + b[j]) for j in range(len(a))), mp.mpf(1)]
-        return np.array(
-            [
-                float(
-                    mp.quad(
-                        lambda x, k=k: pdf(k, x) * mp.fprod(cdf(j, x) for j in range(len(a)) if j != k),
-                        cuts,
-                    )
-                )
-                for k in range(len(a))
-            ]
-        )
-
-
-def mpmath_expected_loss(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
-    """E[max_j p_j − p_k] = ∫ (F_k − ∏_j F_j) dx."""
-    with mp.workdps(dps):
-        a = [mp.mpf(v) for v in alphas]
-        b = [mp.mpf(v) for v in betas]
-
-        def cdf(j: int, x: mp.mpf) -> mp.mpf:
-            return mp.betainc(a[j], b[j], 0, x, regularized=True)
-
-        cuts = [mp.mpf(0), *sorted(a[j] / (a[j] + b[j]) for j in range(len(a))), mp.mpf(1)]
-        return np.array(
-            [
-                float(
-                    mp.quad(
-                        lambda x, k=k: cdf(k, x) * (1 - mp.fprod(cdf(j, x) for j in range(len(a)) if j != k)),
-                        cuts,
-                    )
-                )
-                for k in range(len(a))
-            ]
-        )
-
-
-def exact_sum_b_beats_a(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
-    """P(p_b > p_a) for integer alpha_b, as a finite sum (Evan Miller), at 30 digits."""
-    with mp.workdps(30):
-        total = mp.fsum(
-            mp.beta(alpha_a + i, beta_a + beta_b)
-            / ((beta_b + i) * mp.beta(1 + i, beta_b) * mp.beta(alpha_a, beta_a))
-            for i in range(alpha_b)
-        )
-        return float(total)
-
-
-def _cut_points(alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
-    levels = [1e-10, 1e-6, 1e-3, 0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98, 0.999, 1 - 1e-6, 1 - 1e-10]
-    return np.unique(np.concatenate([special.betaincinv(a, b, levels) for a, b in zip(alphas, betas, strict=True)]))
-
-
-def quad_prob_best(alphas: list[float], betas: list[float]) -> np.ndarray:
-    """Adaptive quad over x with Boost's Beta pdf and incomplete beta, between the arms'
-    1e-15 quantiles, split at many quantiles of every arm."""
-    a, b = np.asarray(alphas, float), np.asarray(betas, float)
-    result = []
-    for k in range(len(a)):
-        low, high = special.betaincinv(a[k], b[k], [1e-15, 1 - 1e-15])
-        points = _cut_points(a, b)
-        points = points[(points > low) & (points < high)]
-
-        def integrand(x: float, k: int = k) -> float:
-            others = [special.betainc(a[j], b[j], x) for j in range(len(a)) if j != k]
-            return scipy_stats.beta.pdf(x, a[k], b[k]) * math.prod(others)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", integrate.IntegrationWarning)
-            value, _ = integrate.quad(
-                integrand, low, high, points=points, limit=500, epsabs=1e-14, epsrel=1e-12
-            )
-        result.append(value)
-    return np.array(result)
-
-
-def quad_expected_loss(alphas: list[float], betas: list[float]) -> np.ndarray:
-    a, b = np.asarray(alphas, float), np.asarray(betas, float)
-    low = special.betaincinv(a, b, 1e-15).min()
-    high = special.betaincinv(a, b, 1 - 1e-15).max()
-    points = _cut_points(a, b)
-    points = points[(points > low) & (points < high)]
-    result = []
-    for k in range(len(a)):
-
-        def integrand(x: float, k: int = k) -> float:
-            others = [special.betainc(a[j], b[j], x) for j in range(len(a)) if j != k]
-            return special.betainc(a[k], b[k], x) * (1.0 - math.prod(others))
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", integrate.IntegrationWarning)
-            value, _ = integrate.quad(
-                integrand, low, high, points=points, limit=500, epsabs=1e-16, epsrel=1e-12
-            )
-        result.append(value)
-    return np.array(result)
 
 
 # ---- prob_best and expected_loss against the references ----------------------------------
@@ -239,7 +123,9 @@ def test_many_tests_at_once_keep_their_shape_and_match_one_by_one() -> None:
     np.testing.assert_allclose(best.sum(axis=1), 1.0, atol=1e-12)
     for row in (0, 137, 299):
         np.testing.assert_allclose(best[row], stats.prob_best(alphas[row], betas[row]), atol=1e-14)
-        np.testing.assert_allclose(loss[row], stats.expected_loss(alphas[row], betas[row]), atol=1e-15)
+        np.testing.assert_allclose(
+            loss[row], stats.expected_loss(alphas[row], betas[row]), atol=1e-15
+        )
 
 
 @pytest.mark.parametrize("arms", [2, 3, 5, 8])
@@ -299,8 +185,12 @@ def test_credible_interval_is_equal_tailed(alpha: float, beta: float) -> None:
     assert 0 <= low < high <= 1
     if alpha + beta < 1e4:
         with mp.workdps(25):
-            assert float(mp.betainc(alpha, beta, 0, low, regularized=True)) == pytest.approx(0.025, abs=1e-12)
-            assert float(mp.betainc(alpha, beta, 0, high, regularized=True)) == pytest.approx(0.975, abs=1e-12)
+            assert float(mp.betainc(alpha, beta, 0, low, regularized=True)) == pytest.approx(
+                0.025, abs=1e-12
+            )
+            assert float(mp.betainc(alpha, beta, 0, high, regularized=True)) == pytest.approx(
+                0.975, abs=1e-12
+            )
     else:
         assert special.betainc(alpha, beta, [low, high]) == pytest.approx([0.025, 0.975], abs=1e-10)
 
@@ -316,7 +206,9 @@ def quad_lift_cdf(ac: float, bc: float, av: float, bv: float, lift: float) -> fl
     """P(p_v / p_c − 1 ≤ lift) = ∫ f_c(x) F_v((1 + lift) x) dx, by adaptive quad."""
     points = special.betaincinv(ac, bc, [1e-8, 0.01, 0.5, 0.99, 1 - 1e-8])
     value, _ = integrate.quad(
-        lambda x: scipy_stats.beta.pdf(x, ac, bc) * special.betainc(av, bv, min((1 + lift) * x, 1.0)),
+        lambda x: (
+            scipy_stats.beta.pdf(x, ac, bc) * special.betainc(av, bv, min((1 + lift) * x, 1.0))
+        ),
         0,
         1,
         points=points,
@@ -376,7 +268,9 @@ def test_thompson_allocation_keeps_the_floor_and_sums_to_one() -> None:
     weights = stats.thompson_allocation(alphas, betas, floor=0.05)
     assert weights.min() >= 0.05 - 1e-15
     assert weights.sum() == pytest.approx(1.0, abs=1e-12)
-    np.testing.assert_allclose(stats.thompson_allocation(alphas, betas, floor=0.0), stats.prob_best(alphas, betas))
+    np.testing.assert_allclose(
+        stats.thompson_allocation(alphas, betas, floor=0.0), stats.prob_best(alphas, betas)
+    )
     assert weights[1] > weights[2] > weights[0]
     many = stats.thompson_allocation(np.ones((3, 4)), np.ones((3, 4)))
     np.testing.assert_allclose(many, 0.25)
@@ -451,7 +345,9 @@ def test_stats_module_does_not_import_dagster() -> None:
         alias.name.split(".")[0]
         for node in ast.walk(tree)
         if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
     }
     assert "dagster" not in imported
     assert imported <= {"__future__", "dataclasses", "typing", "numpy", "scipy"}
