@@ -46,7 +46,7 @@ _NODES_PER_PANEL = 8
 _CENTRAL_Z = np.arange(-6.0, 6.0 + 1e-9, 1.0)
 _TAIL_POINTS = 6  # per side, from the ±6σ point out to the tail bound (both included)
 _TAIL_MASS = 1e-15  # mass each arm may leave outside its own bounds, per side
-# Tests per vectorised block: bounds memory at about 30 MB for 4 arms.
+# Elements per (T, K, N) array in one vectorised block (32 MB), which bounds memory.
 _BLOCK_ELEMENTS = 4_000_000
 
 PROB_BEST_TO_WIN = 0.95
