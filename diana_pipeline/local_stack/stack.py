@@ -204,13 +204,14 @@ class LocalStack:
 
     # ---- up ---------------------------------------------------------------------------------
 
-    def up(self, with_dagster: bool = False) -> None:
+    def up(self, with_dagster: bool = False, with_dynamodb: bool = True) -> None:
         s = self.settings
         s.home.mkdir(parents=True, exist_ok=True)
         log.info("stack folder: %s (logs in %s)", s.home, s.logs_dir)
         self._start_kafka()
         self._ensure_topic()
-        self._start_dynamodb()
+        if with_dynamodb:
+            self._start_dynamodb()
         if with_dagster:
             self._start_dagster()
 

@@ -1,0 +1,108 @@
+"""Jobs. `traffic_job` sends synthetic web events to Kafka:
+
+    dagster job execute -m diana_pipeline.definitions -j traffic_job \\
+        -c examples/traffic_job.yaml
+"""
+
+import time
+
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+from pydantic import Field
+
+from diana_pipeline.config import ConfigError
+from diana_pipeline.producer import ProducerError
+from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.traffic import NoiseRates, TrafficError, TrafficRun, TrafficSummary, build_spec
+
+PROGRESS_LOG_INTERVAL_S = 5.0
+
+
+class NoiseConfig(Config):
+    """Faults to exercise the pipeline's defences; probabilities per visit (per event for
+    duplicates)."""
+
+    duplicate_rate: float = Field(0.0, description="events delivered twice (same event_id)")
+    orphan_click_rate: float = Field(0.0, description="clicks from users never exposed")
+    malformed_rate: float = Field(0.0, description="extra messages that are not valid events")
+    cross_variant_rate: float = Field(0.0, description="returning users exposed in another variant")
+
+
+class TrafficConfig(Config):
+    events_per_second: float | None = Field(50.0, description="target rate; null = unthrottled")
+    duration_seconds: float | None = Field(
+        120.0, description="stop after this long (null: no limit)"
+    )
+    count: int | None = Field(None, description="stop after this many messages")
+    success_probabilities: dict[str, float] = Field(
+        default_factory=lambda: {"control": 0.35, "treatment": 0.55},
+        description="success probability per variant name",
+    )
+    tests: list[str] | None = Field(None, description="test ids; null = every test")
+    users: int | None = Field(None, description="distinct users; null = a new user per visit")
+    repeat_visit_rate: float = Field(0.0, description="share of visits by returning users")
+    seed: int | None = Field(None, description="random seed: same seed, same users and outcomes")
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+
+
+@op(description="Send synthetic exposure and success events to the events topic.")
+def send_traffic(
+    context: OpExecutionContext, config: TrafficConfig, experiments: ExperimentsResource
+) -> Output[dict]:
+    try:
+        settings = experiments.load()
+        spec = build_spec(
+            settings,
+            config.success_probabilities,
+            tests=config.tests,
+            eps=config.events_per_second,
+            duration_s=config.duration_seconds,
+            count=config.count,
+            users=config.users,
+            repeat_rate=config.repeat_visit_rate,
+            seed=config.seed,
+            noise=NoiseRates(
+                duplicate=config.noise.duplicate_rate,
+                orphan_click=config.noise.orphan_click_rate,
+                malformed=config.noise.malformed_rate,
+                cross_variant=config.noise.cross_variant_rate,
+            ),
+        )
+    except (TrafficError, ConfigError) as exc:
+        raise Failure(description=str(exc)) from None
+
+    last_log = [time.monotonic()]
+
+    def log_progress(summary: TrafficSummary) -> None:
+        if time.monotonic() - last_log[0] >= PROGRESS_LOG_INTERVAL_S:
+            last_log[0] = time.monotonic()
+            context.log.info(
+                f"sent {summary.sent:,} messages in {summary.elapsed_s:.0f}s "
+                f"({summary.rate:,.0f}/s), delivered {summary.deliveries.delivered:,}"
+            )
+
+    try:
+        summary = TrafficRun(settings, spec, on_progress=log_progress).run()
+    except ProducerError as exc:
+        raise Failure(description=str(exc)) from None
+    metadata = {
+        "sent": summary.sent,
+        "delivered": summary.deliveries.delivered,
+        "failed": summary.deliveries.failures,
+        "events_per_second": round(summary.rate, 1),
+        "elapsed_seconds": round(summary.elapsed_s, 2),
+        "summary": MetadataValue.md(summary.table()),
+        "details": MetadataValue.json(summary.as_dict()),
+    }
+    context.log.info(f"done: {summary.sent:,} messages, {summary.rate:,.0f}/s\n{summary.table()}")
+    if summary.deliveries.failures:
+        raise Failure(
+            description=f"{summary.deliveries.failures:,} of {summary.sent:,} messages were not "
+            f"delivered: {dict(summary.deliveries.failed)}",
+            metadata=metadata,
+        )
+    return Output(summary.as_dict(), metadata=metadata)
+
+
+@job(description="Synthetic traffic into Kafka, for demos and pipeline tests.")
+def traffic_job() -> None:
+    send_traffic()

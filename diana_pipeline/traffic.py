@@ -1,0 +1,539 @@
+"""Synthetic web traffic for A/B tests: the engine behind `traffic_job` and `diana-traffic`.
+
+Each visit of a user exposes them to every selected test (an exposure event, in the variant
+the hash of (test, user) gives) and, with that variant's success probability, produces a
+success event a short random time later. Optional noise exercises the pipeline's defences:
+duplicate deliveries, clicks from users never exposed, malformed messages, and users
+re-exposed in a second variant.
+
+Pacing follows a schedule (visit i is due at start + i · interval), so the requested rate
+holds over the whole run, whatever each send costs. Unthrottled (eps None), events go out as
+fast as they can be made, with their timestamps taken from the clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.events import TimestampFormatter, VariantAssigner
+from diana_pipeline.producer import Deliveries, check_topic, flush, make_producer, produce
+
+log = logging.getLogger(__name__)
+
+MAX_SUCCESS_DELAY_S = 10.0
+PROGRESS_INTERVAL_S = 0.5
+
+
+class TrafficError(ValueError):
+    """The traffic specification is invalid; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class NoiseRates:
+    """Optional faults, as probabilities per visit (per event for duplicates)."""
+
+    duplicate: float = 0.0  # an event is delivered twice (same event_id)
+    orphan_click: float = 0.0  # a success event from a user never exposed
+    malformed: float = 0.0  # an extra message that is not a valid event
+    cross_variant: float = 0.0  # a returning user is exposed again in another variant
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    probabilities: dict[str, dict[str, float]]  # test_id -> variant -> success probability
+    eps: float | None = 50.0  # events per second; None = unthrottled
+    duration_s: float | None = None
+    count: int | None = None  # total messages to send
+    users: int | None = None  # distinct users available; None = a new user every visit
+    repeat_rate: float = 0.0  # share of visits by a user seen before
+    seed: int | None = None
+    mean_success_delay_s: float = 1.0
+    noise: NoiseRates = NoiseRates()
+
+
+def build_spec(
+    config: ExperimentsConfig,
+    probabilities: dict[str, float],
+    *,
+    tests: list[str] | None = None,
+    eps: float | None = 50.0,
+    duration_s: float | None = None,
+    count: int | None = None,
+    users: int | None = None,
+    repeat_rate: float = 0.0,
+    seed: int | None = None,
+    mean_success_delay_s: float = 1.0,
+    noise: NoiseRates | None = None,
+) -> TrafficSpec:
+    """Check user-facing settings against experiments.yaml; TrafficError names the problem.
+
+    `probabilities` maps variant names to success probabilities; a name applies to every
+    selected test that has that variant."""
+    selected = tests or [t.test_id for t in config.tests]
+    known_tests = {t.test_id: t for t in config.tests}
+    for test_id in selected:
+        if test_id not in known_tests:
+            raise TrafficError(
+                f"unknown test {test_id!r}; experiments.yaml has {sorted(known_tests)}"
+            )
+    all_variants = {v for t in selected for v in known_tests[t].variant_names}
+    for variant, probability in probabilities.items():
+        if variant not in all_variants:
+            raise TrafficError(
+                f"unknown variant {variant!r} in the success probabilities; "
+                f"the tests have {sorted(all_variants)}"
+            )
+        if not 0.0 <= probability <= 1.0:
+            raise TrafficError(
+                f"success probability of {variant} must be in [0, 1], got {probability:g}"
+            )
+    per_test: dict[str, dict[str, float]] = {}
+    for test_id in selected:
+        missing = [v for v in known_tests[test_id].variant_names if v not in probabilities]
+        if missing:
+            example = ",".join(f"{v}=0.3" for v in known_tests[test_id].variant_names)
+            raise TrafficError(
+                f"no success probability for variant(s) {', '.join(missing)} of test {test_id} "
+                f'(e.g. --prob "{example}")'
+            )
+        per_test[test_id] = {v: probabilities[v] for v in known_tests[test_id].variant_names}
+    if eps is not None and not eps > 0:
+        raise TrafficError(f"events per second must be > 0 (or unthrottled), got {eps:g}")
+    if duration_s is None and count is None:
+        raise TrafficError("give a duration or a count of events")
+    if duration_s is not None and not duration_s > 0:
+        raise TrafficError(f"duration must be > 0 seconds, got {duration_s:g}")
+    if count is not None and count < 1:
+        raise TrafficError(f"count must be ≥ 1, got {count}")
+    if users is not None and users < 1:
+        raise TrafficError(f"users must be ≥ 1, got {users}")
+    if not 0.0 <= repeat_rate < 1.0:
+        raise TrafficError(f"repeat-visit rate must be in [0, 1), got {repeat_rate:g}")
+    if not mean_success_delay_s >= 0:
+        raise TrafficError(f"mean success delay must be ≥ 0, got {mean_success_delay_s:g}")
+    noise = noise or NoiseRates()
+    for name, rate in vars(noise).items():
+        if not 0.0 <= rate <= 1.0:
+            raise TrafficError(f"noise rate {name} must be in [0, 1], got {rate:g}")
+    return TrafficSpec(
+        probabilities=per_test,
+        eps=eps,
+        duration_s=duration_s,
+        count=count,
+        users=users,
+        repeat_rate=repeat_rate,
+        seed=seed,
+        mean_success_delay_s=mean_success_delay_s,
+        noise=noise,
+    )
+
+
+def parse_probabilities(text: str) -> dict[str, float]:
+    """'control=0.35,treatment=0.55' -> {'control': 0.35, 'treatment': 0.55}."""
+    result: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            result[name.strip()] = float(value)
+        except ValueError:
+            raise TrafficError(
+                f"expected variant=probability pairs such as control=0.35, got {part!r}"
+            ) from None
+    if not result:
+        raise TrafficError("no success probabilities given")
+    return result
+
+
+@dataclass
+class TrafficSummary:
+    """What a run sent, and what the pipeline should count from it."""
+
+    events: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (test, type, variant)
+    exposed_users: Counter[tuple[str, str]] = field(default_factory=Counter)  # clean, per variant
+    converted_users: Counter[tuple[str, str]] = field(default_factory=Counter)
+    noise: Counter[str] = field(default_factory=Counter)
+    deliveries: Deliveries = field(default_factory=Deliveries)
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def sent(self) -> int:
+        return self.deliveries.produced
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sent": self.sent,
+            "delivered": self.deliveries.delivered,
+            "failed": dict(self.deliveries.failed),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "events_per_s": round(self.rate, 1),
+            "interrupted": self.interrupted,
+            "events": [
+                {"test_id": t, "event_type": e, "variant": v, "count": n}
+                for (t, e, v), n in sorted(self.events.items())
+            ],
+            "expected_counts": [
+                {
+                    "test_id": t,
+                    "variant": v,
+                    "exposed_users": n,
+                    "converted_users": self.converted_users[(t, v)],
+                }
+                for (t, v), n in sorted(self.exposed_users.items())
+            ],
+            "noise": dict(self.noise),
+        }
+
+    def table(self) -> str:
+        lines = ["| test | variant | event type | events |", "|---|---|---|---:|"]
+        lines += [f"| {t} | {v} | {e} | {n:,} |" for (t, e, v), n in sorted(self.events.items())]
+        lines += [
+            "",
+            "| test | variant | exposed users | converted users | rate |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for (t, v), n in sorted(self.exposed_users.items()):
+            converted = self.converted_users[(t, v)]
+            lines.append(f"| {t} | {v} | {n:,} | {converted:,} | {converted / n if n else 0:.4f} |")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _TestPlan:
+    test_id: str
+    assigner: VariantAssigner
+    probabilities: list[float]  # by variant index
+    exposure_parts: list[str]  # JSON middle part per variant, exposure event
+    success_parts: list[str]
+    exposure_event: str
+    success_event: str
+    max_delay_s: float
+
+
+def _json_middle(event_type: str, test_id: str, variant: str) -> str:
+    # The fields that do not change per event, escaped once.
+    return (
+        f'"event_type":{json.dumps(event_type)},"test_id":{json.dumps(test_id)},'
+        f'"variant":{json.dumps(variant)},'
+    )
+
+
+_MALFORMED = (
+    b"this is not json",
+    b'{"event_id": "truncated", "event_type": "ButtonDisp',
+    b'{"event_type": "ButtonClicked", "test_id": "%(test)s", "variant": "%(variant)s"}',  # no ids
+    b'{"event_id": 17, "event_type": ["ButtonDisplayed"], "test_id": "%(test)s", '
+    b'"variant": "%(variant)s", "user_id": null, "timestamp": "yesterday"}',
+    b'{"event_id": "x", "event_type": "ButtonDisplayed", "test_id": "%(test)s", '
+    b'"variant": "no-such-variant", "user_id": "u", "timestamp": "2026-11-21T00:00:00.000Z"}',
+    b"\xff\xfe not utf-8 \x00",
+)
+
+
+class _RandomStream:
+    """Scalar draws from one seeded generator, made in blocks: a numpy call per draw costs
+    more than the whole rest of an event. Deterministic for a given seed."""
+
+    _BLOCK = 65_536
+
+    def __init__(self, seed: int | None) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._uniforms: list[float] = []
+        self._exponentials: list[float] = []
+
+    def uniform(self) -> float:
+        if not self._uniforms:
+            self._uniforms = self._rng.random(self._BLOCK).tolist()
+        return self._uniforms.pop()
+
+    def exponential(self) -> float:
+        """A standard exponential draw (mean 1)."""
+        if not self._exponentials:
+            self._exponentials = self._rng.standard_exponential(self._BLOCK).tolist()
+        return self._exponentials.pop()
+
+    def below(self, n: int) -> int:
+        """A uniform integer in [0, n)."""
+        return min(int(self.uniform() * n), n - 1)
+
+
+@dataclass(order=True)
+class _PendingSuccess:
+    due_s: float
+    seq: int
+    key: bytes = field(compare=False)
+    payload: bytes = field(compare=False)
+    plan_index: int = field(compare=False)
+    user_index: int = field(compare=False)
+    variant: int = field(compare=False)
+
+
+# Per user and test: not exposed, exposed, exposed and converted, seen in two variants.
+_UNSEEN, _EXPOSED, _CONVERTED, _MIXED = 0, 1, 2, 3
+
+
+class TrafficRun:
+    """One run of traffic into Kafka. Call `run()`; `stop()` (from a signal) ends it early.
+
+    Every message goes through `_emit`, which enforces the count, so a run with a count sends
+    exactly that many messages; the summary counts only what was actually sent."""
+
+    def __init__(
+        self,
+        config: ExperimentsConfig,
+        spec: TrafficSpec,
+        on_progress: Callable[[TrafficSummary], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.summary = TrafficSummary()
+        self._on_progress = on_progress
+        self._stop = False
+        self._random = _RandomStream(spec.seed)
+        self._limit = spec.count if spec.count is not None else sys.maxsize
+        self._run_id = os.urandom(4).hex()  # event ids stay unique across runs, seeded or not
+        self._user_prefix = f"u{spec.seed}-" if spec.seed is not None else f"u{self._run_id}-"
+        self._plans = [self._plan(test_id, p) for test_id, p in spec.probabilities.items()]
+        self._next_user = 0
+        self._user_state = [bytearray() for _ in self._plans]
+        self._event_seq = 0
+        self._timestamps = TimestampFormatter()
+        self._pending: list[_PendingSuccess] = []  # successes waiting for their time
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def _plan(self, test_id: str, probabilities: dict[str, float]) -> _TestPlan:
+        test = self.config.test(test_id)
+        names = test.variant_names
+        return _TestPlan(
+            test_id=test_id,
+            assigner=VariantAssigner(test),
+            probabilities=[probabilities[v] for v in names],
+            exposure_parts=[_json_middle(test.exposure_event, test_id, v) for v in names],
+            success_parts=[_json_middle(test.success_event, test_id, v) for v in names],
+            exposure_event=test.exposure_event,
+            success_event=test.success_event,
+            # Successes must land inside the test's conversion window to count.
+            max_delay_s=min(MAX_SUCCESS_DELAY_S, 0.5 * test.conversion_window.total_seconds()),
+        )
+
+    # ---- the run ----------------------------------------------------------------------------
+
+    def run(self) -> TrafficSummary:
+        kafka = self.config.infrastructure.kafka
+        producer = make_producer(kafka.bootstrap_servers)
+        check_topic(producer, kafka.bootstrap_servers, kafka.topic)
+        self._producer, self._topic = producer, kafka.topic
+        spec = self.spec
+        events_per_visit = sum(1.0 + float(np.mean(p.probabilities)) for p in self._plans)
+        events_per_visit += spec.noise.malformed + spec.noise.orphan_click
+        interval = events_per_visit / spec.eps if spec.eps else 0.0
+        started = time.monotonic()
+        start_ms = int(time.time() * 1000)
+        last_progress = started
+        visit = 0
+        try:
+            while not self._done(started):
+                now = time.monotonic()
+                due = visit * interval
+                if spec.eps:
+                    self._send_due_successes(due)
+                    ahead = due - (now - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                        if self._done(started):
+                            break
+                event_ms = start_ms + int(due * 1000) if spec.eps else int(time.time() * 1000)
+                self._visit(due, event_ms)
+                visit += 1
+                if now - last_progress >= PROGRESS_INTERVAL_S:
+                    last_progress = now
+                    self._progress(started)
+                    producer.poll(0)
+            self._drain_pending()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+        finally:
+            self._pending.clear()  # not sent, so never counted
+            flush(producer, self.summary.deliveries)
+            self._progress(started)
+        return self.summary
+
+    def _room(self) -> int:
+        """Messages that may still be sent (pending successes have their places reserved)."""
+        return self._limit - self.summary.deliveries.produced - len(self._pending)
+
+    def _done(self, started: float) -> bool:
+        if self._stop or self._room() <= 0:
+            return True
+        duration = self.spec.duration_s
+        return duration is not None and time.monotonic() - started >= duration
+
+    def _progress(self, started: float) -> None:
+        self.summary.elapsed_s = time.monotonic() - started
+        if self._on_progress is not None:
+            self._on_progress(self.summary)
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def _emit(self, payload: bytes, key: bytes | None, reserved: bool = False) -> bool:
+        """Send one message unless the count is reached; maybe deliver it twice (noise)."""
+        if not reserved and self._room() <= 0:
+            return False
+        produce(self._producer, self.summary.deliveries, self._topic, payload, key)
+        duplicate = self.spec.noise.duplicate
+        if duplicate and self._random.uniform() < duplicate and self._room() > 0:
+            produce(self._producer, self.summary.deliveries, self._topic, payload, key)
+            self.summary.noise["duplicate deliveries"] += 1
+        return True
+
+    def _payload(self, middle: str, user_id: str, event_ms: int) -> bytes:
+        self._event_seq += 1
+        return (
+            f'{{"event_id":"{self._run_id}-{self._event_seq}",{middle}'
+            f'"user_id":"{user_id}","timestamp":"{self._timestamps(event_ms)}"}}'
+        ).encode()
+
+    def _exposure(self, plan: _TestPlan, variant: int, user_id: str, event_ms: int) -> bool:
+        payload = self._payload(plan.exposure_parts[variant], user_id, event_ms)
+        if not self._emit(payload, user_id.encode()):
+            return False
+        self.summary.events[(plan.test_id, plan.exposure_event, plan.assigner.names[variant])] += 1
+        return True
+
+    def _success_sent(self, pending: _PendingSuccess) -> None:
+        """Book a success that went out: the event, and the user's first conversion."""
+        plan = self._plans[pending.plan_index]
+        name = plan.assigner.names[pending.variant]
+        self.summary.events[(plan.test_id, plan.success_event, name)] += 1
+        state = self._user_state[pending.plan_index]
+        if state[pending.user_index] == _EXPOSED:
+            state[pending.user_index] = _CONVERTED
+            self.summary.converted_users[(plan.test_id, name)] += 1
+
+    def _send_due_successes(self, due_s: float) -> None:
+        while self._pending and self._pending[0].due_s <= due_s:
+            pending = heapq.heappop(self._pending)
+            self._emit(pending.payload, pending.key, reserved=True)
+            self._success_sent(pending)
+
+    def _drain_pending(self) -> None:
+        """After the last visit, send the successes still waiting, at once: their timestamps
+        already say when they happened, and the run ends on time."""
+        while self._pending and not self._stop:
+            self._send_due_successes(self._pending[0].due_s)
+
+    # ---- one visit ---------------------------------------------------------------------------
+
+    def _visit(self, due_s: float, event_ms: int) -> None:
+        spec, random = self.spec, self._random
+        user_index = self._pick_user()
+        user_id = f"{self._user_prefix}{user_index}"
+        for plan_index, plan in enumerate(self._plans):
+            state = self._user_state[plan_index]
+            if len(state) <= user_index:
+                state.extend(bytes(user_index + 1 - len(state) + 4096))
+            variant = plan.assigner.variant_index(user_id)
+            cross = spec.noise.cross_variant
+            if cross and state[user_index] != _UNSEEN and random.uniform() < cross:
+                self._cross_variant(plan, plan_index, user_index, user_id, variant, event_ms)
+                continue
+            if not self._exposure(plan, variant, user_id, event_ms):
+                return
+            if state[user_index] == _UNSEEN:
+                state[user_index] = _EXPOSED
+                self.summary.exposed_users[(plan.test_id, plan.assigner.names[variant])] += 1
+            if random.uniform() < plan.probabilities[variant] and self._room() > 0:
+                delay = min(random.exponential() * spec.mean_success_delay_s, plan.max_delay_s)
+                pending = _PendingSuccess(
+                    due_s + delay,
+                    self._event_seq,
+                    user_id.encode(),
+                    self._payload(
+                        plan.success_parts[variant], user_id, event_ms + int(delay * 1000)
+                    ),
+                    plan_index,
+                    user_index,
+                    variant,
+                )
+                if spec.eps:
+                    heapq.heappush(self._pending, pending)
+                elif self._emit(pending.payload, pending.key):
+                    self._success_sent(pending)
+        if spec.noise.orphan_click and random.uniform() < spec.noise.orphan_click:
+            self._orphan_click(event_ms)
+        if spec.noise.malformed and random.uniform() < spec.noise.malformed:
+            self._malformed()
+
+    def _pick_user(self) -> int:
+        spec = self.spec
+        returning = (
+            self._next_user > 0 and spec.repeat_rate and self._random.uniform() < spec.repeat_rate
+        )
+        exhausted = spec.users is not None and self._next_user >= spec.users
+        if returning or exhausted:
+            return self._random.below(self._next_user)
+        self._next_user += 1
+        return self._next_user - 1
+
+    # ---- noise -------------------------------------------------------------------------------
+
+    def _cross_variant(
+        self,
+        plan: _TestPlan,
+        plan_index: int,
+        user_index: int,
+        user_id: str,
+        variant: int,
+        event_ms: int,
+    ) -> None:
+        other = (variant + 1) % len(plan.assigner.names)
+        if not self._exposure(plan, other, user_id, event_ms):
+            return
+        state = self._user_state[plan_index]
+        if state[user_index] in (_EXPOSED, _CONVERTED):
+            # This user no longer counts: the pipeline excludes users seen in two variants.
+            name = plan.assigner.names[variant]
+            self.summary.exposed_users[(plan.test_id, name)] -= 1
+            if state[user_index] == _CONVERTED:
+                self.summary.converted_users[(plan.test_id, name)] -= 1
+            state[user_index] = _MIXED
+            self.summary.noise["users in two variants"] += 1
+
+    def _orphan_click(self, event_ms: int) -> None:
+        plan = self._plans[self._random.below(len(self._plans))]
+        user_id = f"{self._user_prefix}orphan-{self._event_seq}"
+        variant = plan.assigner.variant_index(user_id)
+        payload = self._payload(plan.success_parts[variant], user_id, event_ms)
+        if self._emit(payload, user_id.encode()):
+            self.summary.events[
+                (plan.test_id, plan.success_event, plan.assigner.names[variant])
+            ] += 1
+            self.summary.noise["clicks without exposure"] += 1
+
+    def _malformed(self) -> None:
+        plan = self._plans[0]
+        template = _MALFORMED[self._random.below(len(_MALFORMED))]
+        payload = template.replace(b"%(test)s", plan.test_id.encode()).replace(
+            b"%(variant)s", plan.assigner.names[0].encode()
+        )
+        if self._emit(payload, None):
+            self.summary.noise["malformed messages"] += 1
