@@ -394,12 +394,15 @@ class TrafficRun:
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def _emit(self, payload: bytes, key: bytes | None, reserved: bool = False) -> bool:
-        """Send one message unless the count is reached; maybe deliver it twice (noise)."""
+    def _emit(
+        self, payload: bytes, key: bytes | None, reserved: bool = False, event: bool = True
+    ) -> bool:
+        """Send one message unless the count is reached; an event may be delivered twice
+        (noise)."""
         if not reserved and self._room() <= 0:
             return False
         produce(self._producer, self.summary.deliveries, self._topic, payload, key)
-        duplicate = self.spec.noise.duplicate
+        duplicate = self.spec.noise.duplicate if event else 0.0
         if duplicate and self._random.uniform() < duplicate and self._room() > 0:
             produce(self._producer, self.summary.deliveries, self._topic, payload, key)
             self.summary.noise["duplicate deliveries"] += 1
@@ -535,5 +538,5 @@ class TrafficRun:
         payload = template.replace(b"%(test)s", plan.test_id.encode()).replace(
             b"%(variant)s", plan.assigner.names[0].encode()
         )
-        if self._emit(payload, None):
+        if self._emit(payload, None, event=False):
             self.summary.noise["malformed messages"] += 1

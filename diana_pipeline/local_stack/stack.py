@@ -99,10 +99,13 @@ class StackSettings:
 
     @classmethod
     def from_environment(
-        cls, project_dir: Path | None = None, config_file: Path | None = None
+        cls,
+        project_dir: Path | None = None,
+        config_file: Path | None = None,
+        environ: dict[str, str] | None = None,
     ) -> StackSettings:
         """Ports and names from experiments.yaml (with its ${DIANA_*} overrides) and env vars."""
-        env = dict(os.environ)
+        env = dict(os.environ if environ is None else environ)
         project = (project_dir or Path.cwd()).resolve()
         config_path = (
             config_file or Path(env.get("DIANA_CONFIG") or project / "experiments.yaml")

@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from diana_pipeline.local_stack.stack import dagster_workspace_state, dynamodb_local_client
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port
+from diana_pipeline_tests.kafka_helpers import private_stack_environment
 
 DIANA_STACK = str(Path(sys.executable).with_name("diana-stack"))
 
@@ -46,17 +47,7 @@ def run_stack(
 
 def stack_environment(home: Path) -> dict[str, str]:
     """A private stack: its own folder and ports; config overrides through experiments.yaml."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIANA_", "DAGSTER_"))}
-    env.update(
-        DIANA_HOME=str(home),
-        DIANA_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-        DIANA_KAFKA_CONTROLLER_PORT=str(free_port()),
-        DIANA_DYNAMODB_ENDPOINT=f"http://127.0.0.1:{free_port()}",
-        DIANA_DAGSTER_PORT=str(free_port()),
-        DIANA_DUCKDB_PATH=str(home / "events.duckdb"),
-        DIANA_CSV_DIR=str(home / "output"),
-    )
-    return env
+    return private_stack_environment(home, free_port)
 
 
 def ports_of(env: dict[str, str]) -> dict[str, int]:
