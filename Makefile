@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench-stats
+.PHONY: demo test down status bench-stats bench-traffic
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -36,3 +36,7 @@ status:
 bench-stats: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stats_benchmark
+
+# The traffic benchmark: Diana's unthrottled traffic beside a bare producer (own Kafka).
+bench-traffic: $(INSTALLED)
+	$(BIN)/python -m benchmarks.traffic_benchmark

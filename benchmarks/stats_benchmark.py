@@ -34,8 +34,6 @@ ARMS = 4
 DRAWS = 20_000
 PRIOR = 0.5  # bayesian-testing's default prior, Beta(0.5, 0.5), used by all three methods
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-SECTION_START = "<!-- stats-benchmark:start -->"
-SECTION_END = "<!-- stats-benchmark:end -->"
 
 
 @dataclass
@@ -187,40 +185,52 @@ def machine() -> str:
     )
 
 
-def write_docs(results: list[Result], command: str, reference_sample: int) -> None:
-    section = "\n".join(
-        [
-            SECTION_START,
-            "## Statistics: P(best) + expected loss",
-            "",
-            f"Measured {dt.date.today().isoformat()} on {machine()}.",
-            f"Command: `{command}`",
-            "",
-            f"Tests with 1,000-1,000,000 users per arm, rates 1-50%, {ARMS} arms within ±10% of "
-            "each other, Beta(0.5, 0.5) prior for every method. Time covers both quantities for "
-            "all tests (Diana computes them in one pass). Errors are the maximum absolute "
-            f"difference from adaptive-quad references on {reference_sample} randomly chosen "
-            "tests of each size; bayesian-testing rounds its expected loss to 7 decimals. "
-            f"Runs under {REPEAT_BELOW_S:.0f} s are repeated {REPEATS} times and the best kept, "
-            "for every method.",
-            "",
-            table(results),
-            SECTION_END,
-        ]
-    )
+DESCRIPTION = (
+    "Tests with 1,000-1,000,000 users per arm, rates 1-50%, {arms} arms within ±10% of each "
+    "other, Beta(0.5, 0.5) prior for every method. Time covers both quantities for all tests "
+    "(Diana computes them in one pass). Errors are the maximum absolute difference from "
+    "adaptive-quad references on {sample} randomly chosen tests of each size; bayesian-testing "
+    "rounds its expected loss to 7 decimals. Runs under {repeat_s:.0f} s are repeated {repeats} "
+    "times and the best kept, for every method."
+)
+
+
+def replace_section(name: str, body: str) -> None:
+    """Write one benchmark's section of docs/benchmarks.md, keeping the others."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n{body}\n{end}"
     DOCS.parent.mkdir(exist_ok=True)
     text = (
         DOCS.read_text()
         if DOCS.exists()
         else "# Benchmarks\n\nEvery figure comes with its baseline, measured in the same run.\n"
     )
-    pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), re.DOTALL)
-    text = (
-        pattern.sub(lambda _: section, text)
-        if pattern.search(text)
-        else text.rstrip() + "\n\n" + section + "\n"
-    )
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
     DOCS.write_text(text)
+
+
+def write_docs(results: list[Result], command: str, reference_sample: int) -> None:
+    replace_section(
+        "stats-benchmark",
+        "\n".join(
+            [
+                "## Statistics: P(best) + expected loss",
+                "",
+                f"Measured {dt.date.today().isoformat()} on {machine()}.",
+                f"Command: `{command}`",
+                "",
+                DESCRIPTION.format(
+                    arms=ARMS, sample=reference_sample, repeat_s=REPEAT_BELOW_S, repeats=REPEATS
+                ),
+                "",
+                table(results),
+            ]
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

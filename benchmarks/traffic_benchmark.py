@@ -1,0 +1,123 @@
+"""Traffic benchmark: the unthrottled rate of Diana's traffic engine (what diana-traffic
+--unthrottled and traffic_job with events_per_second null run), beside a bare confluent-kafka
+producer sending ready-made messages of the same size with the same producer settings (the
+limit of the client on this machine), in the same run, against a private Kafka broker that
+this command starts and stops.
+
+    .venv/bin/python -m benchmarks.traffic_benchmark            # prints, writes docs/benchmarks.md
+    .venv/bin/python -m benchmarks.traffic_benchmark --events 200000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.stats_benchmark import machine, replace_section
+from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.producer import Deliveries, flush, make_producer, produce
+from diana_pipeline.traffic import TrafficRun, build_spec
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+
+TARGET = 50_000
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def bare_producer(bootstrap: str, topic: str, payloads: list[bytes]) -> float:
+    producer = make_producer(bootstrap)
+    deliveries = Deliveries()
+    started = time.perf_counter()
+    for payload in payloads:
+        produce(producer, deliveries, topic, payload, payload[-40:-30])
+    flush(producer, deliveries)
+    elapsed = time.perf_counter() - started
+    assert deliveries.delivered == len(payloads), deliveries
+    return len(payloads) / elapsed
+
+
+def diana_traffic(kafka: KafkaForTests, topic: str, events: int) -> tuple[float, list[bytes]]:
+    config = kafka.config_for(topic)
+    spec = build_spec(config, {"control": 0.35, "treatment": 0.55}, eps=None, count=events, seed=1)
+    summary = TrafficRun(config, spec).run()
+    assert summary.deliveries.delivered == events, summary.deliveries
+    return summary.rate, [value for _, value in kafka.read_all(topic)[:events]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each; the best is kept")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
+        env = private_stack_environment(Path(home), free_port)
+        settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
+        stack = LocalStack(settings)
+        print("  .. starting a private Kafka broker", file=sys.stderr)
+        stack.up(with_dynamodb=False)
+        try:
+            kafka = KafkaForTests(settings.bootstrap_servers, env)
+            diana_rates, bare_rates = [], []
+            for run in range(args.runs):
+                print(
+                    f"  .. run {run + 1}/{args.runs}: diana traffic, then the bare producer",
+                    file=sys.stderr,
+                )
+                rate, payloads = diana_traffic(kafka, kafka.new_topic(), args.events)
+                diana_rates.append(rate)
+                bare_rates.append(
+                    bare_producer(settings.bootstrap_servers, kafka.new_topic(), payloads)
+                )
+        finally:
+            stack.down()
+    diana, bare = max(diana_rates), max(bare_rates)
+    size = sum(len(p) for p in payloads) / len(payloads)
+    table = "\n".join(
+        [
+            "| producer | events/s (best of runs) | share of the bare producer |",
+            "|---|---:|---:|",
+            f"| bare confluent-kafka producer, ready-made messages (the limit) "
+            f"| {bare:,.0f} | 100% |",
+            f"| Diana traffic engine, unthrottled (target ≥ {TARGET:,}) "
+            f"| {diana:,.0f} | {diana / bare:.0%} |",
+        ]
+    )
+    print(table)
+    if not args.no_write:
+        replace_section(
+            "traffic-benchmark",
+            "\n".join(
+                [
+                    "## Traffic: unthrottled producer rate",
+                    "",
+                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
+                    "Command: `python -m benchmarks.traffic_benchmark "
+                    f"--events {args.events} --runs {args.runs}`",
+                    "",
+                    f"{args.events:,} messages of {size:.0f} bytes on average to a 3-partition "
+                    "topic of a local single-node broker; same producer settings (idempotent, "
+                    "lz4, batched), "
+                    "every message delivered before the clock stops. Best of "
+                    f"{args.runs} runs each: Diana {', '.join(f'{r:,.0f}' for r in diana_rates)}; "
+                    f"bare {', '.join(f'{r:,.0f}' for r in bare_rates)}.",
+                    "",
+                    table,
+                ]
+            ),
+        )
+    return 0 if diana >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
