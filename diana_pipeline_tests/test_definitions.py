@@ -22,6 +22,7 @@ def test_definitions_load_with_the_experiments_resource() -> None:
     assert isinstance(defs, Definitions)
     Definitions.validate_loadable(defs)
     assert "experiments" in defs.get_repository_def().get_top_level_resources()
+    assert defs.get_job_def("traffic_job").name == "traffic_job"
     experiments = defs.resources["experiments"]
     assert experiments.load() == load_config(REPO_ROOT / "experiments.yaml")
 
