@@ -150,6 +150,24 @@ class Partitions(_Strict):
     def _utc(cls, start: datetime) -> datetime:
         return start if start.tzinfo else start.replace(tzinfo=UTC)
 
+    @model_validator(mode="after")
+    def _start_on_a_boundary(self) -> Partitions:
+        # Windows follow the cron grid (whole hours, midnights): the first must start on it.
+        midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
+        offset = (self.start - midnight).total_seconds()
+        if offset % self.window.total_seconds():
+            raise ValueError(
+                f"start {self.start.isoformat()} is not on a {_format_duration(self.window)} "
+                "window boundary"
+            )
+        return self
+
+    def window_start(self, moment: datetime) -> datetime:
+        """The start of the window that holds `moment` (UTC)."""
+        elapsed = (moment - self.start).total_seconds()
+        size = self.window.total_seconds()
+        return self.start + timedelta(seconds=(elapsed // size) * size)
+
     @property
     def cron_schedule(self) -> str:
         """The cron expression whose ticks are the window boundaries."""
@@ -159,6 +177,20 @@ class Partitions(_Strict):
         if seconds < 86400:
             return f"0 */{seconds // 3600} * * *" if seconds > 3600 else "0 * * * *"
         return "0 0 * * *"
+
+
+class Ingestion(_Strict):
+    """How the Kafka sensor drains the topic into DuckDB."""
+
+    sensor_interval: Duration = timedelta(seconds=5)
+    # Messages per ingestion run (a micro-batch); more make several runs.
+    max_batch_messages: int = Field(200_000, ge=1)
+    # A message larger than this is rejected as oversized.
+    max_event_bytes: int = Field(16_384, ge=256)
+    # Event timestamps later than now + this are rejected as out of range.
+    max_clock_skew: Duration = timedelta(hours=1)
+    # Rebuilding a window from Kafka also reads messages produced this long after it ended.
+    max_lateness: Duration = timedelta(hours=1)
 
 
 class Prior(_Strict):
@@ -209,6 +241,7 @@ class ExperimentsConfig(_Strict):
     infrastructure: Infrastructure = Infrastructure()
     output_sink: OutputSink = "console"
     partitions: Partitions = Partitions()
+    ingestion: Ingestion = Ingestion()
     tests: list[ExperimentTest] = Field(min_length=1)
 
     @field_validator("tests")

@@ -1,19 +1,23 @@
 """The one Definitions object of Diana (workspace.yaml and `dagster ... -m` point here)."""
 
-from __future__ import annotations
-
 from dagster import Definitions
 
+from diana_pipeline.assets.ingestion import build_ingestion
 from diana_pipeline.config import config_path, load_config
 from diana_pipeline.jobs import traffic_job
 from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.sensors import build_kafka_sensor
 
 # Validated here, at load: a bad experiments.yaml fails the code location with a message that
 # names the field, and nothing starts half-configured.
 CONFIG_FILE = config_path()
 EXPERIMENTS = load_config(CONFIG_FILE)
 
+events, ingest_job = build_ingestion(EXPERIMENTS)
+
 defs = Definitions(
-    jobs=[traffic_job],
+    assets=[events],
+    jobs=[traffic_job, ingest_job],
+    sensors=[build_kafka_sensor(EXPERIMENTS, ingest_job)],
     resources={"experiments": ExperimentsResource(config_file=str(CONFIG_FILE))},
 )

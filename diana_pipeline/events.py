@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import accumulate
 
-from diana_pipeline.config import ExperimentTest
+import orjson
+
+from diana_pipeline.config import ExperimentsConfig, ExperimentTest
 
 EVENT_FIELDS = ("event_id", "event_type", "test_id", "variant", "user_id", "timestamp")
 
@@ -74,3 +77,84 @@ class TimestampFormatter:
             self._prefix = f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}"
         self._last = f"{self._prefix}.{millis:03d}Z"
         return self._last
+
+
+# ---- validation (ingestion) ------------------------------------------------------------------
+
+MAX_FIELD_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class ValidEvent:
+    event_id: str
+    event_type: str
+    test_id: str
+    variant: str
+    user_id: str
+    event_time: datetime  # UTC, naive
+    window_start: datetime  # UTC, naive
+
+
+class EventValidator:
+    """Turns raw Kafka message values into events, or into a reason for rejecting them.
+
+    Checks, in order: size, UTF-8 JSON object, every field present and a non-empty string of
+    at most 256 characters, known test and variant, a UTC timestamp from the first window up
+    to now + the allowed clock skew."""
+
+    def __init__(self, config: ExperimentsConfig, now: datetime | None = None) -> None:
+        self._variants = {t.test_id: set(t.variant_names) for t in config.tests}
+        self._partitions = config.partitions
+        self._max_bytes = config.ingestion.max_event_bytes
+        moment = now or datetime.now(UTC)
+        self._earliest = config.partitions.start
+        self._latest = moment + config.ingestion.max_clock_skew
+
+    def validate(self, raw: bytes | None) -> ValidEvent | str:
+        """The event, or the reason it is rejected."""
+        if raw is None:
+            return "empty message (no value)"
+        if len(raw) > self._max_bytes:
+            return f"oversized: {len(raw):,} bytes > {self._max_bytes:,}"
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return f"not JSON: {exc}"
+        if not isinstance(event, dict):
+            return f"not a JSON object but a {type(event).__name__}"
+        missing = [name for name in EVENT_FIELDS if name not in event]
+        if missing:
+            return f"missing field(s): {', '.join(missing)}"
+        for name in EVENT_FIELDS:
+            value = event[name]
+            if not isinstance(value, str):
+                return f"field {name} must be a string, got {type(value).__name__}"
+            if not value or len(value) > MAX_FIELD_LENGTH:
+                return (
+                    f"field {name} must have 1 to {MAX_FIELD_LENGTH} characters, has {len(value)}"
+                )
+        test_id, variant = event["test_id"], event["variant"]
+        variants = self._variants.get(test_id)
+        if variants is None:
+            return f"unknown test {test_id!r}"
+        if variant not in variants:
+            return f"unknown variant {variant!r} of test {test_id!r}"
+        try:
+            moment = datetime.fromisoformat(event["timestamp"])
+        except ValueError:
+            return f"timestamp is not ISO-8601: {event['timestamp']!r}"
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not self._earliest <= moment <= self._latest:
+            return (
+                f"timestamp out of range: {event['timestamp']} (accepted from "
+                f"{self._earliest:%Y-%m-%dT%H:%M:%SZ} to {self._latest:%Y-%m-%dT%H:%M:%SZ})"
+            )
+        return ValidEvent(
+            event["event_id"],
+            event["event_type"],
+            test_id,
+            variant,
+            event["user_id"],
+            moment.replace(tzinfo=None),
+            self._partitions.window_start(moment).replace(tzinfo=None),
+        )

@@ -160,6 +160,14 @@ BAD_CASES = {
         _set("tests.0.variants.0.weight", 0.5),
         r"tests\[0\]\.variants\[0\]\.weight: unknown key",
     ),
+    "window start off the grid": (
+        _set("partitions.start", "2026-11-01T00:30:00Z"),
+        r"partitions: start 2026-11-01T00:30:00\+00:00 is not on a 1h window boundary",
+    ),
+    "zero batch": (
+        _set("ingestion.max_batch_messages", 0),
+        r"ingestion\.max_batch_messages: Input should be greater than or equal to 1",
+    ),
     "same exposure and success event": (
         _set("tests.0.success_event", "ButtonDisplayed"),
         r"tests\[0\]: exposure_event and success_event must differ",
@@ -241,3 +249,11 @@ def test_durations(text: str | int, expected: timedelta) -> None:
 def test_window_cron_schedules(window: str, cron: str) -> None:
     config = parse_mutated(_set("partitions.window", window))
     assert config.partitions.cron_schedule == cron
+
+
+def test_window_start_of_a_moment() -> None:
+    from datetime import UTC, datetime
+
+    config = parse_mutated(_set("partitions.window", "15m"))
+    moment = datetime(2026, 11, 21, 10, 44, 59, 999000, tzinfo=UTC)
+    assert config.partitions.window_start(moment) == datetime(2026, 11, 21, 10, 30, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Assets, by domain: ingestion (events), and later statistics and outputs."""

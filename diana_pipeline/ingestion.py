@@ -1,0 +1,336 @@
+"""Kafka → DuckDB, exactly once: the engine behind the sensor's runs and the `events` asset.
+
+An ingestion run owns a set of offset ranges. For each range not yet in the ledger it reads
+exactly those offsets (assign(), never a subscription), validates every message and writes
+events, rejections and the ledger row in one DuckDB transaction. Only then does it commit
+the consumer group's offsets, which exist for lag tools only: the sensor's cursor and the
+ledger are what make ingestion exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.events import EventValidator, ValidEvent
+from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
+
+log = logging.getLogger(__name__)
+
+CONSUME_BATCH = 10_000
+WRITE_BATCH = 50_000  # messages validated and inserted at a time, inside the one transaction
+STALL_TIMEOUT_S = 60.0
+METADATA_TIMEOUT_S = 10.0
+
+
+class KafkaUnavailableError(RuntimeError):
+    """Kafka cannot be reached, or the topic does not exist; the message says which."""
+
+
+@dataclass
+class IngestResult:
+    """What a run stored, for the materialisation metadata."""
+
+    counts: WriteCounts = field(default_factory=WriteCounts)
+    ranges: list[OffsetRange] = field(default_factory=list)  # newly ingested
+    skipped: list[OffsetRange] = field(default_factory=list)  # already in the ledger
+    lost: int = 0
+    lag: dict[int, int] = field(default_factory=dict)  # per partition, after the run
+    seconds: float = 0.0
+
+
+def make_consumer(config: ExperimentsConfig, group: str | None = None) -> Consumer:
+    kafka = config.infrastructure.kafka
+    return Consumer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": group or kafka.consumer_group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "socket.connection.setup.timeout.ms": 5000,
+        },
+        logger=logging.getLogger("diana.librdkafka"),
+    )
+
+
+def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+    """Low and high watermark of every partition of the topic (the only broker reads the
+    sensor makes)."""
+    try:
+        metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"Kafka is unreachable: {exc.args[0].str()}") from None
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise KafkaUnavailableError(
+            f"topic {topic!r} does not exist (diana-stack up creates it; "
+            "check infrastructure.kafka.topic)"
+        )
+    result = {}
+    for partition in sorted(described.partitions):
+        try:
+            result[partition] = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            raise KafkaUnavailableError(f"Kafka is unreachable: {exc.args[0].str()}") from None
+    return result
+
+
+def read_range(
+    consumer: Consumer, topic: str, offset_range: OffsetRange, low_watermark: int
+) -> Iterator[tuple[int, bytes | None]]:
+    """(offset, value) of every message in the range that Kafka still holds, in order."""
+    start = max(offset_range.start, low_watermark)
+    if start >= offset_range.end:
+        return
+    consumer.assign([TopicPartition(topic, offset_range.partition, start)])
+    next_offset = start
+    last_progress = time.monotonic()
+    try:
+        while next_offset < offset_range.end:
+            messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=1.0)
+            if not messages:
+                if time.monotonic() - last_progress > STALL_TIMEOUT_S:
+                    raise KafkaUnavailableError(
+                        f"no messages from {topic}[{offset_range}] for {STALL_TIMEOUT_S:.0f}s "
+                        f"(stuck at offset {next_offset})"
+                    )
+                continue
+            last_progress = time.monotonic()
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaUnavailableError(f"reading {topic}[{offset_range}]: {error.str()}")
+                offset = message.offset()
+                if offset >= offset_range.end:
+                    next_offset = offset_range.end
+                    break
+                next_offset = offset + 1
+                yield offset, message.value()
+    finally:
+        consumer.unassign()
+
+
+def ingest(
+    config: ExperimentsConfig, ranges: list[OffsetRange], run_id: str | None = None
+) -> IngestResult:
+    """Store every range not yet in the ledger, each in one transaction with its ledger row."""
+    started = time.monotonic()
+    topic = config.infrastructure.kafka.topic
+    validator = EventValidator(config)
+    result = IngestResult()
+    consumer = make_consumer(config)
+    try:
+        marks = watermarks(consumer, topic)
+        with EventStore.open(config.infrastructure.duckdb.path) as store:
+            for offset_range in ranges:
+                if store.ingested(topic, offset_range):
+                    result.skipped.append(offset_range)
+                    continue
+                low = marks.get(offset_range.partition, (0, 0))[0]
+                counts = WriteCounts()
+                with store.transaction():
+                    seen = _store_messages(
+                        store, consumer, topic, offset_range, low, validator, counts
+                    )
+                    lost = offset_range.size - seen
+                    store.record_range(topic, offset_range, run_id, counts, lost)
+                _merge(result.counts, counts)
+                result.ranges.append(offset_range)
+                result.lost += lost
+                if lost:
+                    log.warning("%s[%s]: %d offsets no longer in Kafka", topic, offset_range, lost)
+            stored_up_to = store.ingested_end(topic)
+        _commit_offsets(consumer, topic, ranges)
+        for partition, (low, high) in watermarks(consumer, topic).items():
+            result.lag[partition] = max(0, high - max(low, stored_up_to.get(partition, 0)))
+    finally:
+        consumer.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _store_messages(
+    store: EventStore,
+    consumer: Consumer,
+    topic: str,
+    offset_range: OffsetRange,
+    low_watermark: int,
+    validator: EventValidator,
+    counts: WriteCounts,
+) -> int:
+    """Validate and insert the range's messages in batches; returns how many were read."""
+    valid: list[tuple[int, int, ValidEvent]] = []
+    rejected: list[tuple[int, int, bytes | None, str]] = []
+    seen = 0
+    partition = offset_range.partition
+    for offset, value in read_range(consumer, topic, offset_range, low_watermark):
+        seen += 1
+        outcome = validator.validate(value)
+        if isinstance(outcome, str):
+            rejected.append((partition, offset, value, outcome))
+        else:
+            valid.append((partition, offset, outcome))
+        if len(valid) + len(rejected) >= WRITE_BATCH:
+            store.add_events(topic, valid, counts)
+            store.add_rejected(topic, rejected, counts)
+            valid, rejected = [], []
+    store.add_events(topic, valid, counts)
+    store.add_rejected(topic, rejected, counts)
+    return seen
+
+
+def _merge(total: WriteCounts, part: WriteCounts) -> None:
+    total.events_by_window.update(part.events_by_window)
+    total.duplicates += part.duplicates
+    total.rejected += part.rejected
+
+
+def _commit_offsets(consumer: Consumer, topic: str, ranges: list[OffsetRange]) -> None:
+    """Move the consumer group forward (for lag tools) after the data is stored; never back."""
+    ends: dict[int, int] = {}
+    for offset_range in ranges:
+        ends[offset_range.partition] = max(ends.get(offset_range.partition, 0), offset_range.end)
+    if not ends:
+        return
+    committed = consumer.committed(
+        [TopicPartition(topic, p) for p in ends], timeout=METADATA_TIMEOUT_S
+    )
+    forward = [
+        TopicPartition(topic, tp.partition, ends[tp.partition])
+        for tp in committed
+        if ends[tp.partition] > tp.offset
+    ]
+    if forward:
+        consumer.commit(offsets=forward, asynchronous=False)
+
+
+# ---- planning (the sensor) ---------------------------------------------------------------------
+
+
+def plan_runs(
+    marks: dict[int, tuple[int, int]], cursor: dict[int, int], max_batch: int, max_runs: int
+) -> tuple[list[list[OffsetRange]], dict[int, int]]:
+    """Split the offsets between the cursor and the end of each partition into runs of at
+    most `max_batch` messages. Returns the runs and the cursor after them. A partition the
+    cursor has never seen starts at its low watermark (everything Kafka still holds)."""
+    position = {p: cursor.get(p, low) for p, (low, _) in marks.items()}
+    runs: list[list[OffsetRange]] = []
+    current: list[OffsetRange] = []
+    room = max_batch
+    for partition, (_, high) in sorted(marks.items()):
+        while position[partition] < high:
+            if len(runs) == max_runs:
+                return runs, {**cursor, **position}
+            take = min(high - position[partition], room)
+            current.append(OffsetRange(partition, position[partition], position[partition] + take))
+            position[partition] += take
+            room -= take
+            if room == 0:
+                runs.append(current)
+                current, room = [], max_batch
+    if current and len(runs) < max_runs:
+        runs.append(current)
+    return runs, {**cursor, **position}
+
+
+def run_key(topic: str, ranges: list[OffsetRange]) -> str:
+    return f"{topic}/" + ",".join(str(r) for r in ranges)
+
+
+# ---- rebuilding one window (the events asset) ---------------------------------------------------
+
+
+@dataclass
+class RebuildResult:
+    counts: WriteCounts
+    scanned: int
+    oldest_held: datetime | None  # timestamp of the oldest message Kafka still holds
+    complete: bool  # False when Kafka no longer holds the start of the window
+
+
+def rebuild_window(
+    config: ExperimentsConfig, window_start: datetime, window_end: datetime
+) -> RebuildResult:
+    """Re-read from Kafka the messages that may belong to the window and store any of its
+    events that are missing (insert-or-ignore: running it twice changes nothing)."""
+    kafka = config.infrastructure.kafka
+    validator = EventValidator(config)
+    skew, lateness = config.ingestion.max_clock_skew, config.ingestion.max_lateness
+    scan_from = _epoch_ms(window_start - skew)
+    scan_to = _epoch_ms(window_end + lateness)
+    target = window_start.replace(tzinfo=None)
+    consumer = make_consumer(config, group=f"diana-rebuild-{uuid.uuid4().hex[:8]}")
+    counts = WriteCounts()
+    scanned = 0
+    oldest: datetime | None = None
+    complete = True
+    try:
+        marks = watermarks(consumer, kafka.topic)
+        starts = consumer.offsets_for_times(
+            [TopicPartition(kafka.topic, p, scan_from) for p in marks], timeout=METADATA_TIMEOUT_S
+        )
+        ends = consumer.offsets_for_times(
+            [TopicPartition(kafka.topic, p, scan_to) for p in marks], timeout=METADATA_TIMEOUT_S
+        )
+        with EventStore.open(config.infrastructure.duckdb.path) as store, store.transaction():
+            for begin, finish in zip(starts, ends, strict=True):
+                low, high = marks[begin.partition]
+                first = begin.offset if begin.offset >= 0 else high
+                last = finish.offset if finish.offset >= 0 else high
+                if low > 0 or first < low:
+                    # Retention has removed the start of the partition: is it before the window?
+                    oldest_here = _message_time(consumer, kafka.topic, begin.partition, low)
+                    if oldest_here is not None:
+                        oldest = oldest_here if oldest is None else min(oldest, oldest_here)
+                        if oldest_here > window_start - skew:
+                            complete = False
+                offset_range = OffsetRange(begin.partition, max(first, low), last)
+                valid: list[tuple[int, int, ValidEvent]] = []
+                rejected: list[tuple[int, int, bytes | None, str]] = []
+                for offset, value in read_range(consumer, kafka.topic, offset_range, low):
+                    scanned += 1
+                    outcome = validator.validate(value)
+                    if isinstance(outcome, str):
+                        rejected.append((begin.partition, offset, value, outcome))
+                    elif outcome.window_start == target:
+                        valid.append((begin.partition, offset, outcome))
+                store.add_events(kafka.topic, valid, counts)
+                store.add_rejected(kafka.topic, rejected, counts)
+    finally:
+        consumer.close()
+    return RebuildResult(counts, scanned, oldest, complete)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)
+
+
+def _message_time(consumer: Consumer, topic: str, partition: int, offset: int) -> datetime | None:
+    consumer.assign([TopicPartition(topic, partition, offset)])
+    try:
+        for _ in range(10):
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                return datetime.fromtimestamp(message.timestamp()[1] / 1000, UTC)
+    finally:
+        consumer.unassign()
+    return None
+
+
+def window_end(config: ExperimentsConfig, window_start: datetime) -> datetime:
+    return window_start + timedelta(seconds=config.partitions.window.total_seconds())

@@ -1,0 +1,260 @@
+"""The DuckDB event store: the source of truth for every number Diana shows.
+
+Tables
+  events           one row per event_id (a duplicate delivery is counted, not stored twice),
+                   with its Kafka position, event-time window and ingestion time
+  rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
+  ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
+                   same transaction as its events, so a range is stored exactly once
+
+DuckDB allows one writing process at a time; Dagster serialises every step that opens the
+store through the `duckdb` pool (dagster.yaml).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from diana_pipeline.events import ValidEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id        VARCHAR   NOT NULL PRIMARY KEY,
+    event_type      VARCHAR   NOT NULL,
+    test_id         VARCHAR   NOT NULL,
+    variant         VARCHAR   NOT NULL,
+    user_id         VARCHAR   NOT NULL,
+    event_time      TIMESTAMP NOT NULL,  -- UTC
+    window_start    TIMESTAMP NOT NULL,  -- UTC, the event-time partition
+    topic           VARCHAR   NOT NULL,
+    kafka_partition INTEGER   NOT NULL,
+    kafka_offset    BIGINT    NOT NULL,
+    ingested_at     TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected_events (
+    topic           VARCHAR   NOT NULL,
+    kafka_partition INTEGER   NOT NULL,
+    kafka_offset    BIGINT    NOT NULL,
+    raw             BLOB,
+    reason          VARCHAR   NOT NULL,
+    rejected_at     TIMESTAMP NOT NULL,
+    PRIMARY KEY (topic, kafka_partition, kafka_offset)
+);
+CREATE TABLE IF NOT EXISTS ingested_ranges (
+    topic           VARCHAR   NOT NULL,
+    kafka_partition INTEGER   NOT NULL,
+    start_offset    BIGINT    NOT NULL,  -- first offset of the range
+    end_offset      BIGINT    NOT NULL,  -- one past the last
+    run_id          VARCHAR,
+    events          BIGINT    NOT NULL,  -- newly stored events
+    duplicates      BIGINT    NOT NULL,  -- valid events whose event_id was already stored
+    rejected        BIGINT    NOT NULL,
+    lost            BIGINT    NOT NULL,  -- offsets Kafka no longer held when read
+    ingested_at     TIMESTAMP NOT NULL,
+    PRIMARY KEY (topic, kafka_partition, start_offset)
+);
+"""
+
+_EVENT_COLUMNS = [
+    "event_id",
+    "event_type",
+    "test_id",
+    "variant",
+    "user_id",
+    "event_time",
+    "window_start",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+]
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """Offsets [start, end) of one partition."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    def __str__(self) -> str:
+        return f"{self.partition}:{self.start}-{self.end}"
+
+
+@dataclass
+class WriteCounts:
+    """What one write stored, per window for the events."""
+
+    events_by_window: Counter[datetime] = field(default_factory=Counter)
+    duplicates: int = 0
+    rejected: int = 0
+
+    @property
+    def events(self) -> int:
+        return sum(self.events_by_window.values())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class EventStore:
+    """A connection to the store file; use `EventStore.open(path)` as a context manager."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path, read_only: bool = False) -> Iterator[EventStore]:
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        connection = duckdb.connect(str(path), read_only=read_only)
+        try:
+            if not read_only:
+                connection.execute(SCHEMA)
+            yield cls(connection)
+        finally:
+            connection.close()
+
+    # ---- the ledger ---------------------------------------------------------------------------
+
+    def ingested(self, topic: str, offset_range: OffsetRange) -> bool:
+        row = self.connection.execute(
+            "SELECT 1 FROM ingested_ranges WHERE topic = ? AND kafka_partition = ? "
+            "AND start_offset = ?",
+            [topic, offset_range.partition, offset_range.start],
+        ).fetchone()
+        return row is not None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside is stored together or not at all."""
+        self.connection.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        self.connection.execute("COMMIT")
+
+    def record_range(
+        self,
+        topic: str,
+        offset_range: OffsetRange,
+        run_id: str | None,
+        counts: WriteCounts,
+        lost: int,
+    ) -> None:
+        self.connection.execute(
+            "INSERT INTO ingested_ranges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                topic,
+                offset_range.partition,
+                offset_range.start,
+                offset_range.end,
+                run_id,
+                counts.events,
+                counts.duplicates,
+                counts.rejected,
+                lost,
+                _now(),
+            ],
+        )
+
+    # ---- rows ---------------------------------------------------------------------------------
+
+    def add_events(
+        self, topic: str, rows: Iterable[tuple[int, int, ValidEvent]], counts: WriteCounts
+    ) -> None:
+        """Insert (partition, offset, event) rows; an event_id already stored is a duplicate.
+        Within the batch the first position of an event_id wins."""
+        batch = pd.DataFrame(
+            [
+                (
+                    e.event_id,
+                    e.event_type,
+                    e.test_id,
+                    e.variant,
+                    e.user_id,
+                    e.event_time,
+                    e.window_start,
+                    topic,
+                    p,
+                    o,
+                )
+                for p, o, e in rows
+            ],
+            columns=_EVENT_COLUMNS,
+        )
+        if batch.empty:
+            return
+        self.connection.register("incoming_events", batch)
+        try:
+            inserted = self.connection.execute(
+                f"""
+                INSERT OR IGNORE INTO events
+                SELECT {", ".join(_EVENT_COLUMNS)}, ? AS ingested_at
+                FROM incoming_events
+                QUALIFY row_number() OVER (
+                    PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) = 1
+                RETURNING window_start
+                """,
+                [_now()],
+            ).fetchall()
+        finally:
+            self.connection.unregister("incoming_events")
+        counts.events_by_window.update(row[0] for row in inserted)
+        counts.duplicates += len(batch) - len(inserted)
+
+    def add_rejected(
+        self, topic: str, rows: Iterable[tuple[int, int, bytes | None, str]], counts: WriteCounts
+    ) -> None:
+        """Insert (partition, offset, raw, reason) rows; a position already stored is skipped."""
+        batch = pd.DataFrame(
+            [(topic, p, o, raw, reason) for p, o, raw, reason in rows],
+            columns=["topic", "kafka_partition", "kafka_offset", "raw", "reason"],
+        )
+        if batch.empty:
+            return
+        self.connection.register("incoming_rejected", batch)
+        try:
+            inserted = self.connection.execute(
+                "INSERT OR IGNORE INTO rejected_events "
+                "SELECT topic, kafka_partition, kafka_offset, raw, reason, ? "
+                "FROM incoming_rejected RETURNING 1",
+                [_now()],
+            ).fetchall()
+        finally:
+            self.connection.unregister("incoming_rejected")
+        counts.rejected += len(inserted)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def count_events(self, window_start: datetime | None = None) -> int:
+        if window_start is None:
+            return self.connection.execute("SELECT count(*) FROM events").fetchone()[0]
+        return self.connection.execute(
+            "SELECT count(*) FROM events WHERE window_start = ?", [window_start]
+        ).fetchone()[0]
+
+    def ingested_end(self, topic: str) -> dict[int, int]:
+        """Per partition, the end of the highest range in the ledger."""
+        rows = self.connection.execute(
+            "SELECT kafka_partition, max(end_offset) FROM ingested_ranges WHERE topic = ? "
+            "GROUP BY kafka_partition",
+            [topic],
+        ).fetchall()
+        return dict(rows)
