@@ -206,16 +206,21 @@ def _commit_offsets(consumer: Consumer, topic: str, ranges: list[OffsetRange]) -
         ends[offset_range.partition] = max(ends.get(offset_range.partition, 0), offset_range.end)
     if not ends:
         return
-    committed = consumer.committed(
-        [TopicPartition(topic, p) for p in ends], timeout=METADATA_TIMEOUT_S
-    )
-    forward = [
-        TopicPartition(topic, tp.partition, ends[tp.partition])
-        for tp in committed
-        if ends[tp.partition] > tp.offset
-    ]
-    if forward:
-        consumer.commit(offsets=forward, asynchronous=False)
+    # Best effort: the data is already stored and the ledger is the truth; a coordinator
+    # that is still loading must not fail the run.
+    try:
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in ends], timeout=METADATA_TIMEOUT_S
+        )
+        forward = [
+            TopicPartition(topic, tp.partition, ends[tp.partition])
+            for tp in committed
+            if ends[tp.partition] > tp.offset
+        ]
+        if forward:
+            consumer.commit(offsets=forward, asynchronous=False)
+    except KafkaException as exc:
+        log.warning("could not commit consumer offsets (lag tools only): %s", exc.args[0].str())
 
 
 # ---- planning (the sensor) ---------------------------------------------------------------------

@@ -51,3 +51,72 @@ def test_timestamps_are_iso_utc_with_milliseconds() -> None:
         assert ISO_MS.match(text)
         parsed = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         assert round(parsed.timestamp() * 1000) == epoch_ms
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+import orjson  # noqa: E402
+import pytest  # noqa: E402
+
+from diana_pipeline.config import load_config  # noqa: E402
+from diana_pipeline.events import EventValidator, ValidEvent  # noqa: E402
+from diana_pipeline_tests.conftest import REPO_ROOT  # noqa: E402
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+GOOD = {
+    "event_id": "e-1",
+    "event_type": "ButtonDisplayed",
+    "test_id": "button-color-test",
+    "variant": "control",
+    "user_id": "alice",
+    "timestamp": "2026-11-21T10:15:30.250Z",
+}
+
+
+def validator() -> EventValidator:
+    return EventValidator(load_config(REPO_ROOT / "experiments.yaml", env={}), now=NOW)
+
+
+def test_a_valid_event_gets_its_window() -> None:
+    event = validator().validate(orjson.dumps(GOOD))
+    assert isinstance(event, ValidEvent)
+    assert event.event_time == datetime(2026, 11, 21, 10, 15, 30, 250000)
+    assert event.window_start == datetime(2026, 11, 21, 10, 0)
+    offset = validator().validate(orjson.dumps({**GOOD, "timestamp": "2026-11-21T11:15:30+01:00"}))
+    assert isinstance(offset, ValidEvent) and offset.window_start == datetime(2026, 11, 21, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (None, "empty message"),
+        (b"x" * 20_000, "oversized: 20,000 bytes > 16,384"),
+        (b"not json", "not JSON"),
+        (b"\xff\xfe\x00", "not JSON"),
+        (b'{"event_id": "trunc', "not JSON"),
+        (b"[1, 2]", "not a JSON object but a list"),
+        (
+            orjson.dumps({k: v for k, v in GOOD.items() if k != "user_id"}),
+            "missing field(s): user_id",
+        ),
+        (orjson.dumps({**GOOD, "event_id": 17}), "field event_id must be a string, got int"),
+        (orjson.dumps({**GOOD, "user_id": None}), "field user_id must be a string, got NoneType"),
+        (orjson.dumps({**GOOD, "user_id": ""}), "field user_id must have 1 to 256 characters"),
+        (
+            orjson.dumps({**GOOD, "variant": "x" * 300}),
+            "field variant must have 1 to 256 characters",
+        ),
+        (orjson.dumps({**GOOD, "test_id": "other-test"}), "unknown test 'other-test'"),
+        (
+            orjson.dumps({**GOOD, "variant": "purple"}),
+            "unknown variant 'purple' of test 'button-color-test'",
+        ),
+        (orjson.dumps({**GOOD, "timestamp": "yesterday"}), "timestamp is not ISO-8601"),
+        (orjson.dumps({**GOOD, "timestamp": "1970-01-01T00:00:00.000Z"}), "timestamp out of range"),
+        (orjson.dumps({**GOOD, "timestamp": "2100-01-01T00:00:00.000Z"}), "timestamp out of range"),
+    ],
+)
+def test_each_bad_message_has_its_reason(raw: bytes | None, reason: str) -> None:
+    outcome = validator().validate(raw)
+    assert isinstance(outcome, str)
+    assert outcome.startswith(reason)

@@ -1,0 +1,67 @@
+"""The DuckDB store on its own: duplicates, idempotent writes, all-or-nothing transactions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from diana_pipeline.events import ValidEvent
+from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
+
+WINDOW = datetime(2026, 11, 21, 10, 0)
+
+
+def event(event_id: str, user: str = "u") -> ValidEvent:
+    return ValidEvent(event_id, "ButtonDisplayed", "t", "control", user, WINDOW, WINDOW)
+
+
+def test_duplicates_within_and_across_batches_are_stored_once(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        counts = WriteCounts()
+        store.add_events(
+            "web", [(0, 5, event("a")), (0, 6, event("b")), (1, 2, event("a"))], counts
+        )
+        assert (counts.events, counts.duplicates) == (2, 1)
+        store.add_events("web", [(2, 9, event("b")), (2, 10, event("c"))], counts)
+        assert (counts.events, counts.duplicates) == (3, 2)
+        assert counts.events_by_window == {WINDOW: 3}
+        # The first position of a duplicated event_id is the one kept.
+        row = store.connection.execute(
+            "SELECT kafka_partition, kafka_offset FROM events WHERE event_id = 'a'"
+        ).fetchone()
+        assert row == (0, 5)
+        assert store.count_events() == 3 and store.count_events(WINDOW) == 3
+
+
+def test_rejections_are_stored_once_per_position(tmp_path: Path) -> None:
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        counts = WriteCounts()
+        store.add_rejected("web", [(0, 1, b"junk", "not JSON"), (0, 2, None, "empty")], counts)
+        store.add_rejected("web", [(0, 1, b"junk", "not JSON")], counts)
+        assert counts.rejected == 2
+        raw, reason = store.connection.execute(
+            "SELECT raw, reason FROM rejected_events WHERE kafka_offset = 1"
+        ).fetchone()
+        assert (raw, reason) == (b"junk", "not JSON")
+
+
+def test_a_failed_transaction_stores_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with EventStore.open(path) as store:
+        with pytest.raises(RuntimeError), store.transaction():
+            counts = WriteCounts()
+            store.add_events("web", [(0, 0, event("a"))], counts)
+            store.record_range("web", OffsetRange(0, 0, 1), "run", counts, 0)
+            raise RuntimeError("killed mid-write")
+        assert store.count_events() == 0
+        assert not store.ingested("web", OffsetRange(0, 0, 1))
+    with EventStore.open(path) as store, store.transaction():
+        counts = WriteCounts()
+        store.add_events("web", [(0, 0, event("a"))], counts)
+        store.record_range("web", OffsetRange(0, 0, 1), "run", counts, 0)
+    with EventStore.open(path, read_only=True) as store:
+        assert store.count_events() == 1
+        assert store.ingested("web", OffsetRange(0, 0, 1))
+        assert store.ingested_end("web") == {0: 1}
