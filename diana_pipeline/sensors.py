@@ -21,6 +21,7 @@ from diana_pipeline.ingestion import (
     watermarks,
 )
 from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.run_health import fail_dead_runs
 
 MAX_RUNS_PER_TICK = 20
 
@@ -37,6 +38,8 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: JobDefinition):
     )
     def kafka_events_sensor(context: SensorEvaluationContext, experiments: ExperimentsResource):
         settings = experiments.load()
+        for run_id in fail_dead_runs(context.instance, ingest_job.name):
+            context.log.warning(f"ingestion run {run_id} lost its workers; failed it for a retry")
         topic = settings.infrastructure.kafka.topic
         consumer = make_consumer(settings)
         try:

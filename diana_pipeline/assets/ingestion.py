@@ -24,6 +24,7 @@ from diana_pipeline.ingestion import (
 )
 from diana_pipeline.partitions import partition_key, window_partitions
 from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.run_health import worker_tags
 from diana_pipeline.store import EventStore, OffsetRange
 
 EVENTS = AssetKey("events")
@@ -88,12 +89,15 @@ def build_ingestion(config: ExperimentsConfig) -> tuple:
 
     @op(
         pool=DUCKDB_POOL,
+        out={},  # reports materialisations of `events` partitions; no output of its own
         description="Ingest exactly the given Kafka offset ranges into DuckDB.",
     )
     def ingest_ranges(
         context: OpExecutionContext, config: IngestConfig, experiments: ExperimentsResource
     ):
         settings = experiments.load()
+        # Who runs this step, so that the sensor can tell a live run from a dead one.
+        context.instance.add_run_tags(context.run_id, worker_tags())
         ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
         try:
             result = ingest(settings, ranges, run_id=context.run_id)

@@ -1,0 +1,292 @@
+"""The Kafka sensor: in process (requests, cursor, skip reasons, dead runs), then under a real
+`dagster-daemon run` in a subprocess: exact totals end to end, a kill -9 of the daemon and
+its runs mid-ingestion, and Kafka stopped and restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import psutil
+import pytest
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    SensorResult,
+    SkipReason,
+    build_sensor_context,
+)
+
+from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.config import load_config
+from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, fail_dead_runs
+from diana_pipeline.sensors import build_kafka_sensor
+from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
+from diana_pipeline_tests.conftest import free_port
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+
+pytestmark = pytest.mark.servers
+DAGSTER_DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
+
+
+def tick(env: dict[str, str], instance: DagsterInstance, cursor: str | None = None):
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        config = load_config(REPO_ROOT / "experiments.yaml")
+        _, ingest_job = build_ingestion(config)
+        sensor = build_kafka_sensor(config, ingest_job)
+        resources = {
+            "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml"))
+        }
+        with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return sensor(context)
+
+
+def produce(
+    env: dict[str, str], count: int, seed: int, noise: NoiseRates | None = None
+) -> TrafficSummary:
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    spec = build_spec(
+        config, {"control": 0.35, "treatment": 0.55}, eps=None, count=count, seed=seed, noise=noise
+    )
+    return TrafficRun(config, spec).run()
+
+
+def test_sensor_requests_micro_batches_and_keeps_a_cursor(kafka: KafkaForTests) -> None:
+    topic = kafka.new_topic()
+    env = {**kafka.env_for(topic), "DIANA_MAX_BATCH_MESSAGES": "400"}
+    produce(env, 1000, seed=1)
+    with DagsterInstance.ephemeral() as instance:
+        result = tick(env, instance)
+        assert isinstance(result, SensorResult)
+        ranges = [
+            r
+            for request in result.run_requests
+            for r in request.run_config["ops"]["ingest_ranges"]["config"]["ranges"]
+        ]
+        assert sum(r["end"] - r["start"] for r in ranges) == 1000
+        assert all(
+            sum(
+                r["end"] - r["start"]
+                for r in req.run_config["ops"]["ingest_ranges"]["config"]["ranges"]
+            )
+            <= 400
+            for req in result.run_requests
+        )
+        assert len({request.run_key for request in result.run_requests}) == len(result.run_requests)
+        assert all(request.run_key.startswith(f"{topic}/") for request in result.run_requests)
+        quiet = tick(env, instance, cursor=result.cursor)
+        assert isinstance(quiet, SkipReason) and "no new messages" in quiet.skip_message
+
+
+def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(
+    kafka: KafkaForTests,
+) -> None:
+    with DagsterInstance.ephemeral() as instance:
+        down = tick(
+            {**kafka.env, "DIANA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}, instance
+        )
+        assert isinstance(down, SkipReason) and "Kafka is unreachable" in down.skip_message
+        missing = tick(kafka.env_for("no-such-topic"), instance)
+        assert (
+            isinstance(missing, SkipReason)
+            and "topic 'no-such-topic' does not exist" in missing.skip_message
+        )
+
+
+def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
+    config = load_config(REPO_ROOT / "experiments.yaml", env=kafka.env)
+    _, ingest_job = build_ingestion(config)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with DagsterInstance.ephemeral() as instance:
+        run_config = {"ops": {"ingest_ranges": {"config": {"ranges": []}}}}
+        dead = instance.create_run_for_job(
+            ingest_job,
+            run_config=run_config,
+            tags={PIDS_TAG: f"{gone.pid}:1.0", HOST_TAG: socket.gethostname()},
+        )
+        alive = instance.create_run_for_job(
+            ingest_job,
+            run_config=run_config,
+            tags={
+                PIDS_TAG: f"{os.getpid()}:{psutil.Process().create_time():.3f}",
+                HOST_TAG: socket.gethostname(),
+            },
+        )
+        for run in (dead, alive):
+            instance.run_storage.handle_run_event(run.run_id, _started_event(run))
+        instance.event_log_storage.set_concurrency_slots("duckdb", 1)
+        claimed = instance.event_log_storage.claim_concurrency_slot(
+            "duckdb", dead.run_id, "ingest_ranges"
+        )
+        assert claimed.is_claimed
+        assert fail_dead_runs(instance, ingest_job.name) == [dead.run_id]
+        assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
+
+
+def _started_event(run):
+    from dagster._core.events import DagsterEvent, DagsterEventType
+
+    return DagsterEvent(DagsterEventType.RUN_START.value, run.job_name)
+
+
+# ---- under a real daemon --------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [DAGSTER_DAEMON, "run", "-w", "workspace.yaml"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill_everything(self) -> None:
+        """kill -9 the daemon and every process under it (code server, run workers, steps)."""
+        assert self.process is not None
+        root = psutil.Process(self.process.pid)
+        family = [root, *root.children(recursive=True)]
+        for member in family:
+            member.send_signal(signal.SIGKILL)
+        psutil.wait_procs(family, timeout=10)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def stored_events(path: Path) -> int | None:
+    """Events in the store, or None while a writer holds it."""
+    if not path.exists():
+        return 0
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return con.execute("SELECT count(*) FROM events").fetchone()[0]
+    except duckdb.Error:
+        return None
+
+
+def wait_for(predicate, timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out waiting for {what}; daemon log tail:\n{log.read_text()[-4000:]}"
+            )
+        time.sleep(1)
+
+
+@pytest.fixture
+def daemon_env(kafka: KafkaForTests, tmp_path: Path) -> Iterator[dict[str, str]]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
+    topic = kafka.new_topic()
+    yield {
+        **kafka.env_for(topic),
+        "DAGSTER_HOME": str(home),
+        "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb"),
+        "DIANA_MAX_BATCH_MESSAGES": "20000",
+    }
+
+
+def test_daemon_ingests_exactly_and_survives_kill_9(
+    daemon_env: dict[str, str], tmp_path: Path
+) -> None:
+    store = Path(daemon_env["DIANA_DUCKDB_PATH"])
+    daemon = Daemon(daemon_env, tmp_path / "daemon.log")
+    noise = NoiseRates(duplicate=0.02, malformed=0.02, orphan_click=0.01)
+    sent = produce(daemon_env, 150_000, seed=21, noise=noise)
+    expected = sum(sent.events.values())
+    daemon.start()
+    try:
+        # Kill everything once ingestion is under way but not done.
+        wait_for(
+            lambda: (stored_events(store) or 0) > 0, 180, "the first ingested events", daemon.log
+        )
+        daemon.kill_everything()
+        partial = stored_events(store)
+        assert partial is not None and partial < expected
+        daemon.start()
+        wait_for(lambda: stored_events(store) == expected, 420, f"{expected} events", daemon.log)
+        time.sleep(10)  # retried or late runs must not add anything
+        assert stored_events(store) == expected
+        with duckdb.connect(str(store), read_only=True) as con:
+            assert (
+                con.execute("SELECT count(*) FROM rejected_events").fetchone()[0]
+                == sent.noise["malformed messages"]
+            )
+            covered = con.execute(
+                "SELECT sum(end_offset - start_offset) FROM ingested_ranges"
+            ).fetchone()[0]
+            assert covered == sent.sent  # every offset exactly once
+    finally:
+        daemon.stop()
+
+
+def test_sensor_rides_out_kafka_stopping_and_starting(tmp_path: Path) -> None:
+    stack_env = private_stack_environment(tmp_path / "stack", free_port)
+    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", stack_env)
+    stack = LocalStack(settings)
+    stack.up(with_dynamodb=False)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
+    env = {**stack_env, "DAGSTER_HOME": str(home)}
+    store = Path(env["DIANA_DUCKDB_PATH"])
+    daemon = Daemon(env, tmp_path / "daemon.log")
+    try:
+        first = produce(env, 2000, seed=31)
+        daemon.start()
+        wait_for(
+            lambda: stored_events(store) == sum(first.events.values()),
+            180,
+            "the first batch",
+            daemon.log,
+        )
+        stack.processes["kafka"].stop()
+        time.sleep(12)  # a few sensor ticks with Kafka down
+        with DagsterInstance.from_config(str(home)) as instance:
+            skips = [
+                tick.skip_reason or ""
+                for state in instance.all_instigator_state()
+                for tick in instance.get_ticks(
+                    state.instigator_origin_id, state.selector_id, limit=10
+                )
+            ]
+        assert any("Kafka is unreachable" in reason for reason in skips), skips
+        stack.up(with_dynamodb=False)
+        second = produce(env, 2000, seed=32)
+        total = sum(first.events.values()) + sum(second.events.values())
+        wait_for(
+            lambda: stored_events(store) == total, 180, "the batch after the restart", daemon.log
+        )
+    finally:
+        daemon.stop()
+        stack.down()
