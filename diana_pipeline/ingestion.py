@@ -99,7 +99,7 @@ def read_range(
     last_progress = time.monotonic()
     try:
         while next_offset < offset_range.end:
-            messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=1.0)
+            messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1)
             if not messages:
                 if time.monotonic() - last_progress > STALL_TIMEOUT_S:
                     raise KafkaUnavailableError(
