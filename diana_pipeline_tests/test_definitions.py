@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions
 
 from diana_pipeline.config import load_config
-from diana_pipeline_tests.conftest import REPO_ROOT
-
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
+from diana_pipeline_tests.conftest import REPO_ROOT, run_command
 
 
 def test_definitions_load_with_the_experiments_resource() -> None:
@@ -28,15 +25,7 @@ def test_definitions_load_with_the_experiments_resource() -> None:
 
 
 def _validate(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DAGSTER, "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_command("dagster", "definitions", "validate", "-w", "workspace.yaml", env=env)
 
 
 def test_workspace_validates(tmp_path: Path) -> None:

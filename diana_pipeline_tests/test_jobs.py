@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from diana_pipeline_tests.conftest import run_command
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
-
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 pytestmark = pytest.mark.servers
 
@@ -23,24 +21,17 @@ def execute(
     run_config.write_text(yaml.safe_dump(config))
     (tmp_path / "dagster_home").mkdir(exist_ok=True)
     env = {**kafka.env_for(topic), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
-    return subprocess.run(
-        [
-            DAGSTER,
-            "job",
-            "execute",
-            "-m",
-            "diana_pipeline.definitions",
-            "-j",
-            "traffic_job",
-            "-c",
-            str(run_config),
-        ],
-        cwd=REPO_ROOT,
+    return run_command(
+        "dagster",
+        "job",
+        "execute",
+        "-m",
+        "diana_pipeline.definitions",
+        "-j",
+        "traffic_job",
+        "-c",
+        str(run_config),
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
     )
 
 

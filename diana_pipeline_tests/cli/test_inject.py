@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from diana_pipeline_tests.conftest import run_command
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
-DIANA_INJECT = str(Path(sys.executable).with_name("diana-inject"))
 EXAMPLE = REPO_ROOT / "examples" / "events.jsonl"
 
 pytestmark = pytest.mark.servers
 
 
 def inject(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DIANA_INJECT, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_command("diana-inject", *args, env=env, timeout=120)
 
 
 def test_example_file_sends_objects_and_refuses_the_rest(kafka: KafkaForTests) -> None:

@@ -10,7 +10,6 @@ import os
 import socket
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -23,10 +22,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from diana_pipeline.local_stack.stack import dagster_workspace_state, dynamodb_local_client
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port
+from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
 from diana_pipeline_tests.kafka_helpers import private_stack_environment
-
-DIANA_STACK = str(Path(sys.executable).with_name("diana-stack"))
 
 pytestmark = pytest.mark.servers
 
@@ -34,15 +31,7 @@ pytestmark = pytest.mark.servers
 def run_stack(
     env: dict[str, str], *args: str, timeout: float = 420
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DIANA_STACK, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_command("diana-stack", *args, env=env, timeout=timeout)
 
 
 def stack_environment(home: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from diana_pipeline_tests.conftest import free_port
+from diana_pipeline_tests.conftest import free_port, run_command
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
 DIANA_TRAFFIC = str(Path(sys.executable).with_name("diana-traffic"))
@@ -20,15 +20,7 @@ pytestmark = pytest.mark.servers
 
 
 def traffic(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DIANA_TRAFFIC, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_command("diana-traffic", *args, env=env, timeout=120)
 
 
 def test_count_with_json_summary(kafka: KafkaForTests) -> None:
