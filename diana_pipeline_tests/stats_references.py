@@ -21,7 +21,9 @@ from scipy import stats as scipy_stats
 # ---- references --------------------------------------------------------------------------
 
 
-def mpmath_prob_best(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
+def _mpmath_per_arm(alphas: list[float], betas: list[float], integrand, dps: int) -> np.ndarray:
+    """For each arm k, ∫_0^1 integrand(k, pdf, cdf, x) dx at `dps` digits (tanh-sinh, split at
+    the arms' means)."""
     with mp.workdps(dps):
         a = [mp.mpf(v) for v in alphas]
         b = [mp.mpf(v) for v in betas]
@@ -34,45 +36,30 @@ def mpmath_prob_best(alphas: list[float], betas: list[float], dps: int = 20) -> 
         def cdf(j: int, x: mp.mpf) -> mp.mpf:
             return mp.betainc(a[j], b[j], 0, x, regularized=True)
 
+        def others(k: int, x: mp.mpf) -> mp.mpf:
+            return mp.fprod(cdf(j, x) for j in range(len(a)) if j != k)
+
         cuts = [mp.mpf(0), *sorted(a[j] / (a[j] + b[j]) for j in range(len(a))), mp.mpf(1)]
         return np.array(
             [
-                float(
-                    mp.quad(
-                        lambda x, k=k: (
-                            pdf(k, x) * mp.fprod(cdf(j, x) for j in range(len(a)) if j != k)
-                        ),
-                        cuts,
-                    )
-                )
+                float(mp.quad(lambda x, k=k: integrand(k, pdf, cdf, others, x), cuts))
                 for k in range(len(a))
             ]
         )
+
+
+def mpmath_prob_best(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
+    """P(k best) = ∫ f_k ∏_{j≠k} F_j dx."""
+    return _mpmath_per_arm(
+        alphas, betas, lambda k, pdf, cdf, others, x: pdf(k, x) * others(k, x), dps
+    )
 
 
 def mpmath_expected_loss(alphas: list[float], betas: list[float], dps: int = 20) -> np.ndarray:
-    """E[max_j p_j − p_k] = ∫ (F_k − ∏_j F_j) dx."""
-    with mp.workdps(dps):
-        a = [mp.mpf(v) for v in alphas]
-        b = [mp.mpf(v) for v in betas]
-
-        def cdf(j: int, x: mp.mpf) -> mp.mpf:
-            return mp.betainc(a[j], b[j], 0, x, regularized=True)
-
-        cuts = [mp.mpf(0), *sorted(a[j] / (a[j] + b[j]) for j in range(len(a))), mp.mpf(1)]
-        return np.array(
-            [
-                float(
-                    mp.quad(
-                        lambda x, k=k: (
-                            cdf(k, x) * (1 - mp.fprod(cdf(j, x) for j in range(len(a)) if j != k))
-                        ),
-                        cuts,
-                    )
-                )
-                for k in range(len(a))
-            ]
-        )
+    """E[max_j p_j − p_k] = ∫ F_k (1 − ∏_{j≠k} F_j) dx."""
+    return _mpmath_per_arm(
+        alphas, betas, lambda k, pdf, cdf, others, x: cdf(k, x) * (1 - others(k, x)), dps
+    )
 
 
 def exact_sum_b_beats_a(alpha_a: int, beta_a: int, alpha_b: int, beta_b: int) -> float:
