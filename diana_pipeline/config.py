@@ -163,7 +163,8 @@ class Partitions(_Strict):
         return self
 
     def window_start(self, moment: datetime) -> datetime:
-        """The start of the window that holds `moment` (UTC)."""
+        """The start of the window that holds `moment` (naive datetimes are UTC)."""
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         elapsed = (moment - self.start).total_seconds()
         size = self.window.total_seconds()
         return self.start + timedelta(seconds=(elapsed // size) * size)

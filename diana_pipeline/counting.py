@@ -1,0 +1,158 @@
+"""The counting rules of design.md §3, as SQL over the DuckDB event store.
+
+A Bernoulli trial is a user. As of a cutoff T (only events before T count):
+- a user is exposed to a test at their first exposure event and belongs to its variant;
+- a success is a success event of an exposed user at or after that first exposure and
+  within the test's conversion window; each user counts at most once as exposed and once
+  as a success, so successes ≤ exposures always;
+- users seen in more than one variant are excluded (and counted);
+- success events of users never exposed are orphans (and counted).
+
+Counts are cumulative functions of the cutoff, so a window's increments are
+totals(window end) − totals(window start): a backfill over any range of windows gives
+exactly what the live path gave. (An increment can be negative when a user counted earlier
+shows up in a second variant during the window and leaves the counts.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from diana_pipeline.config import ExperimentsConfig
+
+_CUMULATIVE_SQL = """
+WITH tests(test_id, exposure_event, success_event, window_us) AS (
+    SELECT * FROM (VALUES {tests})
+),
+ev AS (
+    SELECT e.test_id, e.user_id, e.variant, e.event_type, e.event_time,
+           t.exposure_event, t.success_event, t.window_us
+    FROM events e JOIN tests t USING (test_id)
+    WHERE e.event_time < $cutoff
+),
+exposures AS (
+    SELECT test_id, user_id,
+           min(event_time) AS first_exposure,
+           arg_min(variant, event_time) AS variant,
+           count(DISTINCT variant) AS variants,
+           any_value(window_us) AS window_us
+    FROM ev WHERE event_type = exposure_event
+    GROUP BY test_id, user_id
+),
+clean AS (SELECT * FROM exposures WHERE variants = 1),
+converted AS (
+    SELECT DISTINCT c.test_id, c.user_id
+    FROM clean c JOIN ev e ON e.test_id = c.test_id AND e.user_id = c.user_id
+    WHERE e.event_type = e.success_event
+      AND e.event_time >= c.first_exposure
+      AND e.event_time <= c.first_exposure + to_microseconds(c.window_us)
+)
+SELECT c.test_id, c.variant, count(*) AS exposures, count(v.user_id) AS successes
+FROM clean c LEFT JOIN converted v ON v.test_id = c.test_id AND v.user_id = c.user_id
+GROUP BY ALL
+"""
+
+_QUALITY_SQL = """
+WITH tests(test_id, exposure_event, success_event) AS (SELECT * FROM (VALUES {tests})),
+ev AS (
+    SELECT e.test_id, e.user_id, e.variant, e.event_type, t.exposure_event, t.success_event
+    FROM events e JOIN tests t USING (test_id)
+    WHERE e.event_time < $cutoff
+),
+exposed AS (
+    SELECT test_id, user_id, count(DISTINCT variant) AS variants
+    FROM ev WHERE event_type = exposure_event GROUP BY ALL
+)
+SELECT t.test_id,
+       (SELECT count(*) FROM exposed x WHERE x.test_id = t.test_id AND x.variants > 1),
+       (SELECT count(DISTINCT s.user_id) FROM ev s
+        WHERE s.test_id = t.test_id AND s.event_type = s.success_event
+          AND NOT EXISTS (SELECT 1 FROM exposed x
+                          WHERE x.test_id = s.test_id AND x.user_id = s.user_id))
+FROM tests t
+"""
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    exposures: int
+    successes: int
+
+
+@dataclass(frozen=True)
+class Quality:
+    multi_variant_users: int  # excluded from the counts
+    orphan_success_users: int  # successes by users never exposed
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """One variant of one test in one window: increments and totals to the window's end."""
+
+    test_id: str
+    variant: str
+    exposures_inc: int
+    successes_inc: int
+    exposures_total: int
+    successes_total: int
+
+
+def _tests_values(config: ExperimentsConfig, with_window: bool) -> tuple[str, list[object]]:
+    rows, params = [], []
+    for test in config.tests:
+        placeholders = ["?", "?", "?"] + (["?"] if with_window else [])
+        rows.append(f"({', '.join(placeholders)})")
+        params += [test.test_id, test.exposure_event, test.success_event]
+        if with_window:
+            params.append(int(test.conversion_window.total_seconds() * 1_000_000))
+    return ", ".join(rows), params
+
+
+def cumulative_counts(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[tuple[str, str], VariantCounts]:
+    """(test_id, variant) -> exposures and successes counted from events before `cutoff`
+    (naive UTC). Every configured variant is present, with zeros when it has no users."""
+    values, params = _tests_values(config, with_window=True)
+    sql = _CUMULATIVE_SQL.format(tests=values).replace("$cutoff", "?")
+    rows = connection.execute(sql, [*params, cutoff]).fetchall()
+    counts = {(t.test_id, v): VariantCounts(0, 0) for t in config.tests for v in t.variant_names}
+    for test_id, variant, exposures, successes in rows:
+        if (test_id, variant) in counts:
+            counts[(test_id, variant)] = VariantCounts(exposures, successes)
+    return counts
+
+
+def quality(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[str, Quality]:
+    """Per test, the users left out of the counts as of `cutoff`."""
+    values, params = _tests_values(config, with_window=False)
+    sql = _QUALITY_SQL.format(tests=values).replace("$cutoff", "?")
+    rows = connection.execute(sql, [*params, cutoff]).fetchall()
+    return {test_id: Quality(multi, orphans) for test_id, multi, orphans in rows}
+
+
+def window_counts(
+    connection: duckdb.DuckDBPyConnection,
+    config: ExperimentsConfig,
+    window_start: datetime,
+    window_end: datetime,
+) -> list[WindowCounts]:
+    """Increments within [start, end) and totals at `end`, for every test and variant."""
+    before = cumulative_counts(connection, config, window_start)
+    after = cumulative_counts(connection, config, window_end)
+    return [
+        WindowCounts(
+            test_id,
+            variant,
+            total.exposures - before[(test_id, variant)].exposures,
+            total.successes - before[(test_id, variant)].successes,
+            total.exposures,
+            total.successes,
+        )
+        for (test_id, variant), total in after.items()
+    ]
