@@ -194,6 +194,24 @@ class Ingestion(_Strict):
     max_lateness: Duration = timedelta(hours=1)
 
 
+class Statistics(_Strict):
+    """How the statistics assets refresh and decide."""
+
+    # The current window's statistics are rematerialised on this cron even with no events.
+    schedule: str = "*/5 * * * *"
+    # Every variant keeps at least this share of traffic in the bandit's allocation.
+    thompson_floor: float = Field(0.01, ge=0, lt=0.5, allow_inf_nan=False)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not re.fullmatch(r"[\d*/,\- ]+", value):
+            raise ValueError(
+                f"expected a 5-field cron expression such as */5 * * * *, got {value!r}"
+            )
+        return value
+
+
 class Prior(_Strict):
     alpha: float = Field(1.0, gt=0, allow_inf_nan=False)
     beta: float = Field(1.0, gt=0, allow_inf_nan=False)
@@ -243,6 +261,7 @@ class ExperimentsConfig(_Strict):
     output_sink: OutputSink = "console"
     partitions: Partitions = Partitions()
     ingestion: Ingestion = Ingestion()
+    statistics: Statistics = Statistics()
     tests: list[ExperimentTest] = Field(min_length=1)
 
     @field_validator("tests")

@@ -3,6 +3,7 @@
 from dagster import Definitions
 
 from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import config_path, load_config
 from diana_pipeline.jobs import traffic_job
 from diana_pipeline.resources import ExperimentsResource
@@ -14,10 +15,14 @@ CONFIG_FILE = config_path()
 EXPERIMENTS = load_config(CONFIG_FILE)
 
 events, ingest_job = build_ingestion(EXPERIMENTS)
+statistics_assets, statistics_job, statistics_schedule, statistics_automation = build_statistics(
+    EXPERIMENTS
+)
 
 defs = Definitions(
-    assets=[events],
-    jobs=[traffic_job, ingest_job],
-    sensors=[build_kafka_sensor(EXPERIMENTS, ingest_job)],
+    assets=[events, *statistics_assets],
+    jobs=[traffic_job, ingest_job, statistics_job],
+    schedules=[statistics_schedule],
+    sensors=[build_kafka_sensor(EXPERIMENTS, ingest_job), statistics_automation],
     resources={"experiments": ExperimentsResource(config_file=str(CONFIG_FILE))},
 )

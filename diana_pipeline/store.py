@@ -241,6 +241,47 @@ class EventStore:
             self.connection.unregister("incoming_rejected")
         counts.rejected += len(inserted)
 
+    # ---- results of the statistics assets -------------------------------------------------------
+
+    RESULT_TABLES = ("variant_increments", "posteriors", "superiority", "allocation")
+
+    def replace_windows(
+        self, table: str, window_starts: list[datetime], rows: list[dict[str, object]]
+    ) -> None:
+        """Replace the rows of these windows in a results table (created from the rows on
+        first use): re-materialising a window never duplicates it."""
+        if table not in self.RESULT_TABLES:
+            raise ValueError(f"not a results table: {table}")
+        frame = pd.DataFrame(rows)
+        self.connection.register("incoming_results", frame)
+        try:
+            with self.transaction():
+                self.connection.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming_results "
+                    "WHERE false"
+                )
+                self.connection.execute(
+                    f"DELETE FROM {table} WHERE window_start IN (SELECT unnest(?::TIMESTAMP[]))",
+                    [window_starts],
+                )
+                if rows:
+                    self.connection.execute(
+                        f"INSERT INTO {table} BY NAME SELECT * FROM incoming_results"
+                    )
+        finally:
+            self.connection.unregister("incoming_results")
+
+    def read_windows(self, table: str, window_starts: list[datetime]) -> list[dict[str, object]]:
+        if table not in self.RESULT_TABLES:
+            raise ValueError(f"not a results table: {table}")
+        cursor = self.connection.execute(
+            f"SELECT * FROM {table} WHERE window_start IN (SELECT unnest(?::TIMESTAMP[])) "
+            "ORDER BY ALL",
+            [window_starts],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     # ---- reading ------------------------------------------------------------------------------
 
     def count_events(self, window_start: datetime | None = None) -> int:

@@ -168,6 +168,10 @@ BAD_CASES = {
         _set("ingestion.max_batch_messages", 0),
         r"ingestion\.max_batch_messages: Input should be greater than or equal to 1",
     ),
+    "bad schedule": (
+        _set("statistics.schedule", "every five minutes"),
+        r"statistics\.schedule: expected a 5-field cron expression",
+    ),
     "same exposure and success event": (
         _set("tests.0.success_event", "ButtonDisplayed"),
         r"tests\[0\]: exposure_event and success_event must differ",

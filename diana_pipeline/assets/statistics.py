@@ -1,0 +1,303 @@
+"""Statistics assets on the event-time windows: increments → posteriors → superiority and
+allocation. Results live in DuckDB tables of the same names (one set of rows per window,
+replaced on re-materialisation), so a range of windows is computed in one run and a
+backfill gives exactly what the live path gave."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    BackfillPolicy,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    ScheduleEvaluationContext,
+    asset,
+    define_asset_job,
+    schedule,
+)
+
+from diana_pipeline.analysis import (
+    allocation_rows,
+    posterior_records,
+    quality_checks,
+    superiority_rows,
+)
+from diana_pipeline.assets.ingestion import DUCKDB_POOL, DUCKDB_WRITER_TAGS, EVENTS
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.counting import WindowCounts, quality, window_counts
+from diana_pipeline.partitions import partition_key, window_partitions
+from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.store import EventStore
+
+INCREMENTS = AssetKey("variant_increments")
+POSTERIORS = AssetKey("posteriors")
+SUPERIORITY = AssetKey("superiority")
+ALLOCATION = AssetKey("allocation")
+STATISTICS = [INCREMENTS, POSTERIORS, SUPERIORITY, ALLOCATION]
+
+# Refresh a window when its upstream window changed (or is about to, in the same tick), in
+# any window, late ones included; never twice at once.
+REFRESH = (
+    (
+        AutomationCondition.any_deps_updated()
+        | AutomationCondition.any_deps_match(AutomationCondition.will_be_requested())
+    )
+    & ~AutomationCondition.in_progress()
+    & ~AutomationCondition.any_deps_in_progress()
+).with_label("upstream window changed")
+
+CHECKS = {
+    "sample_ratio_mismatch": "Exposures match the configured allocation (chi-square).",
+    "users_in_several_variants": "Few users are seen in more than one variant.",
+    "clicks_without_exposure": "Few successes come from users never exposed.",
+    "successes_within_exposures": "Successes never exceed exposures.",
+}
+
+
+def _windows(context, config: ExperimentsConfig) -> list[tuple[datetime, datetime]]:
+    """The windows of the run's partition range, as naive UTC (start, end) pairs."""
+    span = context.partition_time_window
+    size = timedelta(seconds=config.partitions.window.total_seconds())
+    start, windows = span.start.astimezone(UTC).replace(tzinfo=None), []
+    end = span.end.astimezone(UTC).replace(tzinfo=None)
+    while start < end:
+        windows.append((start, start + size))
+        start += size
+    return windows
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, object]:
+    """The four assets, the statistics job, its schedule and the automation sensor."""
+    partitions = window_partitions(config.partitions)
+    common = {
+        "partitions_def": partitions,
+        "pool": DUCKDB_POOL,
+        "backfill_policy": BackfillPolicy.single_run(),
+        "automation_condition": REFRESH,
+        "owners": ["team:growth"],
+    }
+
+    @asset(
+        key=INCREMENTS,
+        deps=[EVENTS],
+        group_name="statistics",
+        kinds={"duckdb", "sql"},
+        check_specs=[
+            AssetCheckSpec(name, asset=INCREMENTS, description=d) for name, d in CHECKS.items()
+        ],
+        description="Per window, test and variant: users newly exposed and converted "
+        "(exposures_inc, successes_inc) and totals to the window's end, by the counting rules.",
+        **common,
+    )
+    def variant_increments(context, experiments: ExperimentsResource) -> MaterializeResult:
+        settings = experiments.load()
+        windows = _windows(context, settings)
+        rows: list[dict] = []
+        with EventStore.open(settings.infrastructure.duckdb.path) as store:
+            for start, end in windows:
+                counts = window_counts(store.connection, settings, start, end)
+                rows += [{**vars(c), "window_start": start, "window_end": end} for c in counts]
+            store.replace_windows("variant_increments", [s for s, _ in windows], rows)
+            last_start, last_end = windows[-1]
+            latest = [
+                WindowCounts(**{k: r[k] for k in WindowCounts.__dataclass_fields__})
+                for r in rows
+                if r["window_start"] == last_start
+            ]
+            figures = quality(store.connection, settings, last_end)
+        checks = [
+            AssetCheckResult(
+                check_name=check.name,
+                passed=check.passed,
+                severity=AssetCheckSeverity.ERROR
+                if check.severity == "error"
+                else AssetCheckSeverity.WARN,
+                description=check.description,
+                metadata={"figures": MetadataValue.json(check.metadata)},
+            )
+            for check in quality_checks(settings, latest, figures)
+        ]
+        columns = [
+            "test_id",
+            "variant",
+            "exposures_inc",
+            "successes_inc",
+            "exposures_total",
+            "successes_total",
+        ]
+        return MaterializeResult(
+            metadata={
+                "windows": len(windows),
+                "latest_window": MetadataValue.md(
+                    _table([r for r in rows if r["window_start"] == last_start], columns)
+                ),
+            },
+            check_results=checks,
+        )
+
+    @asset(
+        key=POSTERIORS,
+        deps=[INCREMENTS],
+        group_name="statistics",
+        kinds={"duckdb", "python"},
+        description="Per window, test and variant: the Beta posterior to the window's end "
+        "(alpha, beta, totals, rate, mean, 95% credible interval, P(best), expected loss).",
+        **common,
+    )
+    def posteriors(context, experiments: ExperimentsResource) -> MaterializeResult:
+        settings = experiments.load()
+        windows = _windows(context, settings)
+        with EventStore.open(settings.infrastructure.duckdb.path) as store:
+            increments = store.read_windows("variant_increments", [s for s, _ in windows])
+            records: list[dict] = []
+            for start, end in windows:
+                counts = [
+                    WindowCounts(**{k: r[k] for k in WindowCounts.__dataclass_fields__})
+                    for r in increments
+                    if r["window_start"] == start
+                ]
+                records += posterior_records(settings, counts, start, end, _now())
+            store.replace_windows("posteriors", [s for s, _ in windows], records)
+        latest = [r for r in records if r["window_start"] == windows[-1][0]]
+        columns = [
+            "test_id",
+            "variant",
+            "exposures_total",
+            "successes_total",
+            "mean",
+            "ci_low",
+            "ci_high",
+            "prob_best",
+            "expected_loss",
+        ]
+        return MaterializeResult(
+            metadata={
+                "windows": len(windows),
+                "posteriors": MetadataValue.md(_table(latest, columns)),
+            }
+        )
+
+    @asset(
+        key=SUPERIORITY,
+        deps=[POSTERIORS],
+        group_name="statistics",
+        kinds={"duckdb", "python"},
+        description="Per window and test: P(best), pairwise P(a > b), expected loss, lift over "
+        "control with its 95% interval, and the decision with its reason.",
+        **common,
+    )
+    def superiority(context, experiments: ExperimentsResource) -> MaterializeResult:
+        settings = experiments.load()
+        windows = _windows(context, settings)
+        with EventStore.open(settings.infrastructure.duckdb.path) as store:
+            records = store.read_windows("posteriors", [s for s, _ in windows])
+            rows: list[dict] = []
+            for start, _ in windows:
+                rows += superiority_rows(
+                    settings, [r for r in records if r["window_start"] == start]
+                )
+            stored = [{**r, "prob_beats": json.dumps(r["prob_beats"])} for r in rows]
+            store.replace_windows("superiority", [s for s, _ in windows], stored)
+        latest = [r for r in rows if r["window_start"] == windows[-1][0]]
+        columns = [
+            "test_id",
+            "variant",
+            "prob_best",
+            "expected_loss",
+            "lift_vs_control_low",
+            "lift_vs_control_high",
+            "decision",
+            "reason",
+        ]
+        return MaterializeResult(
+            metadata={
+                "windows": len(windows),
+                "superiority": MetadataValue.md(_table(latest, columns)),
+            }
+        )
+
+    @asset(
+        key=ALLOCATION,
+        deps=[POSTERIORS],
+        group_name="statistics",
+        kinds={"duckdb", "python"},
+        description="Per window and test: the Thompson-sampling traffic split recommended for "
+        "the next window (P(best) with a floor per variant).",
+        **common,
+    )
+    def allocation(context, experiments: ExperimentsResource) -> MaterializeResult:
+        settings = experiments.load()
+        windows = _windows(context, settings)
+        with EventStore.open(settings.infrastructure.duckdb.path) as store:
+            records = store.read_windows("posteriors", [s for s, _ in windows])
+            rows: list[dict] = []
+            for start, _ in windows:
+                rows += allocation_rows(
+                    settings, [r for r in records if r["window_start"] == start]
+                )
+            store.replace_windows("allocation", [s for s, _ in windows], rows)
+        latest = [r for r in rows if r["window_start"] == windows[-1][0]]
+        columns = ["test_id", "variant", "configured_allocation", "recommended_allocation"]
+        return MaterializeResult(
+            metadata={
+                "windows": len(windows),
+                "allocation": MetadataValue.md(_table(latest, columns)),
+            }
+        )
+
+    selection = AssetSelection.assets(*STATISTICS)
+    statistics_job = define_asset_job(
+        "statistics_job",
+        selection=selection,
+        tags=DUCKDB_WRITER_TAGS,
+        description="Recompute the statistics of a window (or a range, in one run).",
+    )
+
+    @schedule(
+        name="statistics_schedule",
+        cron_schedule=config.statistics.schedule,
+        job=statistics_job,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Refresh the current window's statistics even when no event comes.",
+    )
+    def statistics_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        current = config.partitions.window_start(context.scheduled_execution_time.astimezone(UTC))
+        return RunRequest(partition_key=partition_key(current))
+
+    automation = AutomationConditionSensorDefinition(
+        "statistics_automation",
+        target=selection,
+        default_status=DefaultSensorStatus.RUNNING,
+        run_tags=DUCKDB_WRITER_TAGS,
+        minimum_interval_seconds=10,
+        description="After each ingestion, refreshes the statistics of the windows it touched.",
+    )
+    return (
+        [variant_increments, posteriors, superiority, allocation],
+        statistics_job,
+        statistics_schedule,
+        automation,
+    )
