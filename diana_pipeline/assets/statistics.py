@@ -3,6 +3,7 @@ allocation. Results live in DuckDB tables of the same names (one set of rows per
 replaced on re-materialisation), so a range of windows is computed in one run and a
 backfill gives exactly what the live path gave."""
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +37,7 @@ from diana_pipeline.assets.ingestion import DUCKDB_POOL, DUCKDB_WRITER_TAGS, EVE
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import WindowCounts, quality, window_counts
 from diana_pipeline.partitions import partition_key, window_partitions
+from diana_pipeline.plots import posterior_figure
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.store import EventStore
 
@@ -180,7 +182,19 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 ]
                 records += posterior_records(settings, counts, start, end, _now())
             store.replace_windows("posteriors", [s for s, _ in windows], records)
+            history = store.connection.execute(
+                "SELECT window_start, test_id, variant, prob_best FROM posteriors "
+                "WHERE window_start <= ? ORDER BY window_start",
+                [windows[-1][0]],
+            ).fetchall()
         latest = [r for r in records if r["window_start"] == windows[-1][0]]
+        picture = posterior_figure(
+            latest,
+            [
+                dict(zip(("window_start", "test_id", "variant", "prob_best"), h, strict=True))
+                for h in history
+            ],
+        )
         columns = [
             "test_id",
             "variant",
@@ -196,6 +210,9 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
             metadata={
                 "windows": len(windows),
                 "posteriors": MetadataValue.md(_table(latest, columns)),
+                "plot": MetadataValue.md(
+                    f"![posteriors](data:image/png;base64,{base64.b64encode(picture).decode()})"
+                ),
             }
         )
 

@@ -5,6 +5,7 @@ automation target the right assets."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from pathlib import Path
 
@@ -64,7 +65,15 @@ def test_live_windows_equal_a_single_run_backfill(setup) -> None:
     with EventStore.open(path) as store:
         store_events(store, FIXTURE)
     for key in KEYS:
-        run(assets, events, resources, partition_key=key)
+        result = run(assets, events, resources, partition_key=key)
+    [posteriors_event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == AssetKey("posteriors")
+    ]
+    plot = posteriors_event.materialization.metadata["plot"].value
+    png = base64.b64decode(plot.split("base64,", 1)[1].rstrip(")"))
+    assert png.startswith(b"\x89PNG") and len(png) > 5_000
     live = {
         name: table(path, name)
         for name in ("variant_increments", "posteriors", "superiority", "allocation")

@@ -1,0 +1,71 @@
+"""Pictures of a test's state: posterior densities per variant, and P(best) over the windows
+so far. Rendered to PNG bytes (no display needed)."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats as distributions
+
+
+def posterior_figure(
+    latest: list[dict[str, object]], history: list[dict[str, object]], dpi: int = 80
+) -> bytes:
+    """One row per test: the Beta posterior of each variant (left) and each variant's P(best)
+    window by window (right). `latest`: posterior records of one window; `history`: records
+    with window_start, test_id, variant and prob_best of every window so far."""
+    tests = sorted({str(r["test_id"]) for r in latest})
+    figure, axes = plt.subplots(len(tests), 2, figsize=(10, 3.2 * len(tests)), squeeze=False)
+    for row, test_id in enumerate(tests):
+        density_axis, best_axis = axes[row]
+        mine = [r for r in latest if r["test_id"] == test_id]
+        low = min(float(r["ci_low"]) for r in mine)
+        high = max(float(r["ci_high"]) for r in mine)
+        pad = max((high - low) * 0.6, 1e-4)
+        x = np.linspace(max(0.0, low - pad), min(1.0, high + pad), 600)
+        for record in mine:
+            pdf = distributions.beta.pdf(x, float(record["alpha"]), float(record["beta"]))
+            density_axis.plot(
+                x, pdf, label=f"{record['variant']} (P(best) {float(record['prob_best']):.3f})"
+            )
+            density_axis.fill_between(x, pdf, alpha=0.15)
+        density_axis.set_title(f"{test_id}: posterior success rate")
+        density_axis.set_xlabel("success rate")
+        density_axis.legend(fontsize=8)
+        series: dict[str, dict[object, float]] = defaultdict(dict)
+        for record in history:
+            if record["test_id"] == test_id:
+                series[str(record["variant"])][record["window_start"]] = float(record["prob_best"])
+        # Windows as evenly spaced labelled positions: readable for one window or hundreds.
+        windows = sorted({w for points in series.values() for w in points})
+        position = {w: i for i, w in enumerate(windows)}
+        for variant, points in sorted(series.items()):
+            ordered = sorted(points.items())
+            best_axis.plot(
+                [position[w] for w, _ in ordered],
+                [p for _, p in ordered],
+                marker="o",
+                markersize=3,
+                label=variant,
+            )
+        step = max(1, len(windows) // 8)
+        best_axis.set_xticks(range(0, len(windows), step))
+        best_axis.set_xticklabels([f"{w:%m-%d %H:%M}" for w in windows[::step]])
+        best_axis.set_xlim(-0.5, max(len(windows) - 0.5, 0.5))
+        best_axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+        best_axis.set_ylim(-0.02, 1.02)
+        best_axis.set_title("P(best) over the windows")
+        best_axis.tick_params(axis="x", labelrotation=30, labelsize=7)
+        best_axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
