@@ -5,6 +5,7 @@ backfill gives exactly what the live path gave."""
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -88,6 +89,30 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _from_posteriors(
+    context,
+    config: ExperimentsConfig,
+    table: str,
+    build_rows: Callable[[ExperimentsConfig, list[dict]], list[dict]],
+    columns: list[str],
+    stored: Callable[[dict], dict] = lambda row: row,
+) -> MaterializeResult:
+    """Derive a results table from the stored posteriors, window by window, for the run's
+    windows; the latest window's rows go into the metadata."""
+    windows = _windows(context, config)
+    starts = [start for start, _ in windows]
+    with EventStore.open(config.infrastructure.duckdb.path) as store:
+        records = store.read_windows("posteriors", starts)
+        rows: list[dict] = []
+        for start in starts:
+            rows += build_rows(config, [r for r in records if r["window_start"] == start])
+        store.replace_windows(table, starts, [stored(row) for row in rows])
+    latest = [row for row in rows if row["window_start"] == starts[-1]]
+    return MaterializeResult(
+        metadata={"windows": len(windows), table: MetadataValue.md(_table(latest, columns))}
+    )
 
 
 def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, object]:
@@ -226,33 +251,15 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         **common,
     )
     def superiority(context, experiments: ExperimentsResource) -> MaterializeResult:
-        settings = experiments.load()
-        windows = _windows(context, settings)
-        with EventStore.open(settings.infrastructure.duckdb.path) as store:
-            records = store.read_windows("posteriors", [s for s, _ in windows])
-            rows: list[dict] = []
-            for start, _ in windows:
-                rows += superiority_rows(
-                    settings, [r for r in records if r["window_start"] == start]
-                )
-            stored = [{**r, "prob_beats": json.dumps(r["prob_beats"])} for r in rows]
-            store.replace_windows("superiority", [s for s, _ in windows], stored)
-        latest = [r for r in rows if r["window_start"] == windows[-1][0]]
-        columns = [
-            "test_id",
-            "variant",
-            "prob_best",
-            "expected_loss",
-            "lift_vs_control_low",
-            "lift_vs_control_high",
-            "decision",
-            "reason",
-        ]
-        return MaterializeResult(
-            metadata={
-                "windows": len(windows),
-                "superiority": MetadataValue.md(_table(latest, columns)),
-            }
+        columns = ["test_id", "variant", "prob_best", "expected_loss", "lift_vs_control_low",
+                   "lift_vs_control_high", "decision", "reason"]  # fmt: skip
+        return _from_posteriors(
+            context,
+            experiments.load(),
+            "superiority",
+            superiority_rows,
+            columns,
+            stored=lambda row: {**row, "prob_beats": json.dumps(row["prob_beats"])},
         )
 
     @asset(
@@ -265,24 +272,8 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         **common,
     )
     def allocation(context, experiments: ExperimentsResource) -> MaterializeResult:
-        settings = experiments.load()
-        windows = _windows(context, settings)
-        with EventStore.open(settings.infrastructure.duckdb.path) as store:
-            records = store.read_windows("posteriors", [s for s, _ in windows])
-            rows: list[dict] = []
-            for start, _ in windows:
-                rows += allocation_rows(
-                    settings, [r for r in records if r["window_start"] == start]
-                )
-            store.replace_windows("allocation", [s for s, _ in windows], rows)
-        latest = [r for r in rows if r["window_start"] == windows[-1][0]]
         columns = ["test_id", "variant", "configured_allocation", "recommended_allocation"]
-        return MaterializeResult(
-            metadata={
-                "windows": len(windows),
-                "allocation": MetadataValue.md(_table(latest, columns)),
-            }
-        )
+        return _from_posteriors(context, experiments.load(), "allocation", allocation_rows, columns)
 
     selection = AssetSelection.assets(*STATISTICS)
     statistics_job = define_asset_job(
