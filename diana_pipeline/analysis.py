@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 
 from diana_pipeline import stats
-from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.config import ExperimentsConfig, ExperimentTest
 from diana_pipeline.counting import Quality, WindowCounts
 
 SRM_ERROR_P = 0.001
@@ -66,6 +66,13 @@ def posterior_records(
     return records
 
 
+def _in_variant_order(test: ExperimentTest, records: list[dict[str, object]]) -> list[dict]:
+    """The test's records in the order of its configured variants (control first), whatever
+    order they were stored or read in."""
+    by_variant = {r["variant"]: r for r in records if r["test_id"] == test.test_id}
+    return [by_variant[name] for name in test.variant_names]
+
+
 def superiority_rows(
     config: ExperimentsConfig, records: list[dict[str, object]]
 ) -> list[dict[str, object]]:
@@ -73,7 +80,7 @@ def superiority_rows(
     over control (the first variant) with its 95% interval, and the test's decision."""
     rows: list[dict[str, object]] = []
     for test in config.tests:
-        mine = [r for r in records if r["test_id"] == test.test_id]
+        mine = _in_variant_order(test, records)
         alphas = np.array([r["alpha"] for r in mine], dtype=float)
         betas = np.array([r["beta"] for r in mine], dtype=float)
         decision = stats.decide(
@@ -123,7 +130,7 @@ def allocation_rows(
     floor = config.statistics.thompson_floor
     rows: list[dict[str, object]] = []
     for test in config.tests:
-        mine = [r for r in records if r["test_id"] == test.test_id]
+        mine = _in_variant_order(test, records)
         floor_here = min(floor, 1.0 / len(mine))
         weights = stats.thompson_allocation(
             [r["alpha"] for r in mine], [r["beta"] for r in mine], floor=floor_here

@@ -1,0 +1,52 @@
+"""From counts to records, superiority and allocation: variants keep their configured order
+(control first) whatever order the stored records come back in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from diana_pipeline import stats
+from diana_pipeline.analysis import allocation_rows, posterior_records, superiority_rows
+from diana_pipeline.config import parse_config
+from diana_pipeline.counting import WindowCounts
+
+# "treatment" sorts before "zcontrol"; the configured control is listed first all the same.
+CONFIG = parse_config(
+    """
+tests:
+  - test_id: t
+    minimum_sample: 10
+    variants:
+      - {name: zcontrol, allocation: 0.5}
+      - {name: treatment, allocation: 0.5}
+"""
+)
+START, END = datetime(2026, 11, 21, 10), datetime(2026, 11, 21, 11)
+
+
+def records() -> list[dict[str, object]]:
+    counts = [
+        WindowCounts("t", "zcontrol", 1000, 100, 1000, 100),
+        WindowCounts("t", "treatment", 1000, 300, 1000, 300),
+    ]
+    return posterior_records(CONFIG, counts, START, END, END)
+
+
+def test_records_follow_the_counts_and_the_configured_order() -> None:
+    control, treatment = records()
+    assert (control["variant"], treatment["variant"]) == ("zcontrol", "treatment")
+    assert (control["alpha"], control["beta"]) == (101.0, 901.0)
+    assert (treatment["alpha"], treatment["beta"]) == (301.0, 701.0)
+    best = stats.prob_best([101.0, 301.0], [901.0, 701.0])
+    assert control["prob_best"] == float(best[0]) and treatment["prob_best"] == float(best[1])
+
+
+def test_superiority_and_allocation_use_the_configured_order_not_the_stored_one() -> None:
+    shuffled = sorted(records(), key=lambda r: str(r["variant"]))  # treatment first
+    rows = {r["variant"]: r for r in superiority_rows(CONFIG, shuffled)}
+    # The lift is measured against the configured control, so the control's is zero.
+    assert rows["zcontrol"]["lift_vs_control_low"] == rows["zcontrol"]["lift_vs_control_high"] == 0
+    assert rows["treatment"]["lift_vs_control_low"] > 1.0  # 30% against 10%: more than double
+    assert rows["treatment"]["winner"] == "treatment"
+    weights = {r["variant"]: r["recommended_allocation"] for r in allocation_rows(CONFIG, shuffled)}
+    assert weights["treatment"] > 0.98 and weights["zcontrol"] == 0.01
