@@ -73,6 +73,22 @@ def _in_variant_order(test: ExperimentTest, records: list[dict[str, object]]) ->
     return [by_variant[name] for name in test.variant_names]
 
 
+def in_config_order(
+    config: ExperimentsConfig, records: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    """Records by window, then tests and variants in their configured order."""
+    rank = {
+        (test.test_id, name): (t, v)
+        for t, test in enumerate(config.tests)
+        for v, name in enumerate(test.variant_names)
+    }
+    unknown = (len(rank), 0)
+    return sorted(
+        records,
+        key=lambda r: (r["window_start"], rank.get((r["test_id"], r["variant"]), unknown)),
+    )
+
+
 def superiority_rows(
     config: ExperimentsConfig, records: list[dict[str, object]]
 ) -> list[dict[str, object]]:

@@ -259,10 +259,21 @@ class ExperimentTest(_Strict):
 class ExperimentsConfig(_Strict):
     infrastructure: Infrastructure = Infrastructure()
     output_sink: OutputSink = "console"
+    # Also publish every posterior record to this Kafka topic; None (or empty): don't.
+    output_topic: str | None = None
     partitions: Partitions = Partitions()
     ingestion: Ingestion = Ingestion()
     statistics: Statistics = Statistics()
     tests: list[ExperimentTest] = Field(min_length=1)
+
+    @field_validator("output_topic")
+    @classmethod
+    def _topic_name(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
+            raise ValueError(f"a Kafka topic name (letters, digits, '.', '_', '-'), got {value!r}")
+        return value
 
     @field_validator("tests")
     @classmethod

@@ -5,6 +5,7 @@ from dagster import Definitions
 from diana_pipeline.assets.ingestion import build_ingestion
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import config_path, load_config
+from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.jobs import traffic_job
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.sensors import build_kafka_sensor
@@ -24,5 +25,8 @@ defs = Definitions(
     jobs=[traffic_job, ingest_job, statistics_job],
     schedules=[statistics_schedule],
     sensors=[build_kafka_sensor(EXPERIMENTS, ingest_job), statistics_automation],
-    resources={"experiments": ExperimentsResource(config_file=str(CONFIG_FILE))},
+    resources={
+        "experiments": ExperimentsResource(config_file=str(CONFIG_FILE)),
+        POSTERIOR_SINK: posterior_sink(EXPERIMENTS),
+    },
 )

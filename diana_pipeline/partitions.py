@@ -1,6 +1,6 @@
 """The event-time windows of experiments.yaml as Dagster partitions."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dagster import TimeWindowPartitionsDefinition
 
@@ -24,3 +24,17 @@ def partition_key(window_start: datetime) -> str:
     """The partition key of a window start (naive datetimes are UTC)."""
     aware = window_start if window_start.tzinfo else window_start.replace(tzinfo=UTC)
     return aware.strftime(PARTITION_KEY_FORMAT)
+
+
+def run_windows(context, partitions: Partitions) -> list[tuple[datetime, datetime]]:
+    """The windows of a run's partition range (one, or many in a single-run backfill), as
+    naive UTC (start, end) pairs."""
+    span = context.partition_time_window
+    size = timedelta(seconds=partitions.window.total_seconds())
+    start = span.start.astimezone(UTC).replace(tzinfo=None)
+    end = span.end.astimezone(UTC).replace(tzinfo=None)
+    windows = []
+    while start < end:
+        windows.append((start, start + size))
+        start += size
+    return windows

@@ -282,6 +282,26 @@ class EventStore:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def read_window_range(
+        self, table: str, start: datetime | None, end: datetime | None
+    ) -> list[dict[str, object]]:
+        """The rows of the windows starting in [start, end) (None: unbounded on that side);
+        nothing when the table was never written."""
+        if table not in self.RESULT_TABLES:
+            raise ValueError(f"not a results table: {table}")
+        exists = self.connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+        ).fetchone()[0]
+        if not exists:
+            return []
+        cursor = self.connection.execute(
+            f"SELECT * FROM {table} WHERE (?::TIMESTAMP IS NULL OR window_start >= ?) "
+            "AND (?::TIMESTAMP IS NULL OR window_start < ?) ORDER BY ALL",
+            [start, start, end, end],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     # ---- reading ------------------------------------------------------------------------------
 
     def count_events(self, window_start: datetime | None = None) -> int:

@@ -6,7 +6,7 @@ backfill gives exactly what the live path gave."""
 import base64
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckResult,
@@ -35,9 +35,10 @@ from diana_pipeline.analysis import (
     superiority_rows,
 )
 from diana_pipeline.assets.ingestion import DUCKDB_POOL, DUCKDB_WRITER_TAGS, EVENTS
+from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import WindowCounts, quality, window_counts
-from diana_pipeline.partitions import partition_key, window_partitions
+from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.store import EventStore
@@ -67,18 +68,6 @@ CHECKS = {
 }
 
 
-def _windows(context, config: ExperimentsConfig) -> list[tuple[datetime, datetime]]:
-    """The windows of the run's partition range, as naive UTC (start, end) pairs."""
-    span = context.partition_time_window
-    size = timedelta(seconds=config.partitions.window.total_seconds())
-    start, windows = span.start.astimezone(UTC).replace(tzinfo=None), []
-    end = span.end.astimezone(UTC).replace(tzinfo=None)
-    while start < end:
-        windows.append((start, start + size))
-        start += size
-    return windows
-
-
 def _table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -101,7 +90,7 @@ def _from_posteriors(
 ) -> MaterializeResult:
     """Derive a results table from the stored posteriors, window by window, for the run's
     windows; the latest window's rows go into the metadata."""
-    windows = _windows(context, config)
+    windows = run_windows(context, config.partitions)
     starts = [start for start, _ in windows]
     with EventStore.open(config.infrastructure.duckdb.path) as store:
         records = store.read_windows("posteriors", starts)
@@ -116,7 +105,8 @@ def _from_posteriors(
 
 
 def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, object]:
-    """The four assets, the statistics job, its schedule and the automation sensor."""
+    """The four statistics assets and the output asset, the statistics job, its schedule and
+    the automation sensor."""
     partitions = window_partitions(config.partitions)
     common = {
         "partitions_def": partitions,
@@ -140,7 +130,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
     )
     def variant_increments(context, experiments: ExperimentsResource) -> MaterializeResult:
         settings = experiments.load()
-        windows = _windows(context, settings)
+        windows = run_windows(context, settings.partitions)
         rows: list[dict] = []
         with EventStore.open(settings.infrastructure.duckdb.path) as store:
             for start, end in windows:
@@ -195,7 +185,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
     )
     def posteriors(context, experiments: ExperimentsResource) -> MaterializeResult:
         settings = experiments.load()
-        windows = _windows(context, settings)
+        windows = run_windows(context, settings.partitions)
         with EventStore.open(settings.infrastructure.duckdb.path) as store:
             increments = store.read_windows("variant_increments", [s for s, _ in windows])
             records: list[dict] = []
@@ -275,12 +265,14 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         columns = ["test_id", "variant", "configured_allocation", "recommended_allocation"]
         return _from_posteriors(context, experiments.load(), "allocation", allocation_rows, columns)
 
-    selection = AssetSelection.assets(*STATISTICS)
+    published = build_published_posteriors(config, POSTERIORS, common)
+    selection = AssetSelection.assets(*STATISTICS, PUBLISHED)
     statistics_job = define_asset_job(
         "statistics_job",
         selection=selection,
         tags=DUCKDB_WRITER_TAGS,
-        description="Recompute the statistics of a window (or a range, in one run).",
+        description="Recompute the statistics of a window (or a range, in one run) and write "
+        "its posterior records to the sink.",
     )
 
     @schedule(
@@ -304,7 +296,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         description="After each ingestion, refreshes the statistics of the windows it touched.",
     )
     return (
-        [variant_increments, posteriors, superiority, allocation],
+        [variant_increments, posteriors, superiority, allocation, published],
         statistics_job,
         statistics_schedule,
         automation,

@@ -20,8 +20,10 @@ from dagster import (
 )
 
 from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import load_config
+from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.conftest import REPO_ROOT
@@ -42,7 +44,10 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     config = load_config(experiments)
     events, _ = build_ingestion(config)
     assets, *_ = build_statistics(config)
-    resources = {"experiments": ExperimentsResource(config_file=str(experiments))}
+    resources = {
+        "experiments": ExperimentsResource(config_file=str(experiments)),
+        POSTERIOR_SINK: posterior_sink(config),
+    }
     return config, assets, events, resources, tmp_path / "events.duckdb"
 
 
@@ -134,11 +139,11 @@ def test_schedule_and_automation_target_the_statistics() -> None:
     schedule = defs.get_schedule_def("statistics_schedule")
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def(schedule.job_name)
-    assert set(job.asset_layer.executable_asset_keys) == set(STATISTICS)
+    assert set(job.asset_layer.executable_asset_keys) == {*STATISTICS, PUBLISHED}
     automation = defs.get_sensor_def("statistics_automation")
     assert automation.default_status == DefaultSensorStatus.RUNNING
     repository = defs.get_repository_def()
-    for key in STATISTICS:
+    for key in [*STATISTICS, PUBLISHED]:
         spec = repository.asset_graph.get(key)
         assert spec.automation_condition is not None, key
     assert repository.asset_graph.get(AssetKey("variant_increments")).parent_keys == {

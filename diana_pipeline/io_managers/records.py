@@ -1,0 +1,135 @@
+"""The posterior record of design.md §5 as text: the field list, one JSON line, CSV cells, and
+the way back with errors that name the field. Shared by every sink, the Kafka topic and
+diana-analyze, so each writes and reads the same thing.
+
+In memory a record is a dict: strings, naive UTC datetimes, ints and floats. As text,
+datetimes are ISO-8601 with a Z and floats use Python's shortest round-trip form, so reading a
+record back gives exactly the floats that were written."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+
+POSTERIOR_FIELDS: tuple[str, ...] = (
+    "test_id",
+    "variant",
+    "window_start",
+    "window_end",
+    "timestamp",
+    "alpha",
+    "beta",
+    "exposures_inc",
+    "successes_inc",
+    "exposures_total",
+    "successes_total",
+    "success_rate_total",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "prob_best",
+    "expected_loss",
+)
+TEXT_FIELDS = frozenset({"test_id", "variant"})
+TIME_FIELDS = frozenset({"window_start", "window_end", "timestamp"})
+INT_FIELDS = frozenset({"exposures_inc", "successes_inc", "exposures_total", "successes_total"})
+FLOAT_FIELDS = frozenset(POSTERIOR_FIELDS) - TEXT_FIELDS - TIME_FIELDS - INT_FIELDS
+
+Record = dict[str, object]
+_KINDS = {
+    **dict.fromkeys(TEXT_FIELDS, "text"),
+    **dict.fromkeys(TIME_FIELDS, "an ISO-8601 time"),
+    **dict.fromkeys(INT_FIELDS, "a count"),
+    **dict.fromkeys(FLOAT_FIELDS, "a finite number"),
+}
+
+
+class RecordError(ValueError):
+    """A stored posterior record cannot be read back; the message says where and why."""
+
+
+def format_time(moment: datetime) -> str:
+    """ISO-8601 in UTC with a Z; microseconds only when there are some."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat() + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    """A naive UTC datetime from ISO-8601 (with Z, an offset, or none: then UTC)."""
+    moment = datetime.fromisoformat(text.strip())
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def encode(field: str, value: object) -> str | int | float:
+    """A field's value for JSON (times as text) and, through str(), for CSV."""
+    if field in TIME_FIELDS:
+        return format_time(value)  # type: ignore[arg-type]
+    if field in INT_FIELDS:
+        return int(value)  # type: ignore[call-overload]
+    if field in FLOAT_FIELDS:
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            raise RecordError(f"{field}: {number} is not a finite number")
+        return number
+    return str(value)
+
+
+def to_json(record: Mapping[str, object]) -> str:
+    """One record as compact JSON, its fields in design.md's order."""
+    return json.dumps({f: encode(f, record[f]) for f in POSTERIOR_FIELDS}, ensure_ascii=False)
+
+
+def to_cells(record: Mapping[str, object]) -> dict[str, str]:
+    # repr() of a float is the shortest text that reads back to the same float.
+    return {
+        f: repr(value) if isinstance(value := encode(f, record[f]), float) else str(value)
+        for f in POSTERIOR_FIELDS
+    }
+
+
+def decode(
+    raw: Mapping[str, object], where: str, required: Iterable[str] = POSTERIOR_FIELDS
+) -> Record:
+    """A record from text or JSON values. Missing required fields, unknown test ids and values
+    of the wrong kind raise RecordError naming `where` and the field."""
+    missing = [f for f in required if raw.get(f) in (None, "")]
+    if missing:
+        raise RecordError(f"{where}: missing {', '.join(missing)}")
+    record: Record = {}
+    for field in POSTERIOR_FIELDS:
+        value = raw.get(field)
+        if value in (None, ""):
+            continue
+        try:
+            if field in TIME_FIELDS:
+                record[field] = parse_time(str(value))
+            elif field in INT_FIELDS:
+                # Through Decimal: exact for text, floats and DynamoDB's numbers alike.
+                number = Decimal(str(value))
+                if not number.is_finite() or number != number.to_integral_value() or number < 0:
+                    raise ValueError
+                record[field] = int(number)
+            elif field in FLOAT_FIELDS:
+                record[field] = float(value)  # type: ignore[arg-type]
+                if not math.isfinite(record[field]):  # type: ignore[arg-type]
+                    raise ValueError
+            else:
+                record[field] = str(value)
+        except (TypeError, ValueError, ArithmeticError):
+            expected = _KINDS[field]
+            raise RecordError(f"{where}: {field} should be {expected}, got {value!r}") from None
+    return record
+
+
+def record_key(record: Mapping[str, object]) -> str:
+    """What identifies a record: test, variant and window (the Kafka key)."""
+    return f"{record['test_id']}/{sort_key(record)}"
+
+
+def sort_key(record: Mapping[str, object]) -> str:
+    """`variant#window_start`: the DynamoDB sort key under the test_id partition key."""
+    return f"{record['variant']}#{format_time(record['window_start'])}"  # type: ignore[arg-type]
