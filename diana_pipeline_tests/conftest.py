@@ -1,5 +1,5 @@
-"""Shared test helpers: the repository root, free loopback ports, and a real Kafka broker
-for the whole session."""
+"""Shared test helpers: the repository root, free loopback ports, and a real Kafka broker and
+DynamoDB Local for the whole session."""
 
 from __future__ import annotations
 
@@ -54,5 +54,19 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaForTests]:
     try:
         stack.up(with_dynamodb=False)
         yield KafkaForTests(settings.bootstrap_servers, env)
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real DynamoDB Local started by the project's stack (DynamoDB only), shared by the
+    session; tests use a table each."""
+    env = private_stack_environment(tmp_path_factory.mktemp("dynamodb-stack"), free_port)
+    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
+    stack = LocalStack(settings)
+    try:
+        stack.up(with_kafka=False)
+        yield settings.dynamodb_endpoint
     finally:
         stack.down()

@@ -128,7 +128,7 @@ def _raw_rows(path: Path) -> list[dict[str, str]]:
 
 
 def _replace_file(path: Path, rows: list[dict[str, str]]) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=POSTERIOR_FIELDS, lineterminator="\n")

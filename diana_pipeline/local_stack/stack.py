@@ -207,12 +207,15 @@ class LocalStack:
 
     # ---- up ---------------------------------------------------------------------------------
 
-    def up(self, with_dagster: bool = False, with_dynamodb: bool = True) -> None:
+    def up(
+        self, with_dagster: bool = False, with_dynamodb: bool = True, with_kafka: bool = True
+    ) -> None:
         s = self.settings
         s.home.mkdir(parents=True, exist_ok=True)
         log.info("stack folder: %s (logs in %s)", s.home, s.logs_dir)
-        self._start_kafka()
-        self._ensure_topic()
+        if with_kafka:
+            self._start_kafka()
+            self._ensure_topic()
         if with_dynamodb:
             self._start_dynamodb()
         if with_dagster:

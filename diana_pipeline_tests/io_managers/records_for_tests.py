@@ -1,0 +1,39 @@
+"""Posterior records with awkward floats, for the sink tests (no Dagster, no servers)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from diana_pipeline.io_managers.records import Record
+
+
+def make_records(
+    window_start: datetime, tests: tuple[str, ...] = ("t1",), generation: int = 0
+) -> list[Record]:
+    """One record per test and variant of one window. Floats that text often gets wrong
+    (0.1 + 0.2, 1e-300, a long mantissa); `generation` changes the values, not the keys."""
+    records = []
+    for test_id in tests:
+        for k, variant in enumerate(("control", "treatment")):
+            records.append(
+                {
+                    "test_id": test_id,
+                    "variant": variant,
+                    "window_start": window_start,
+                    "window_end": window_start + timedelta(hours=1),
+                    "timestamp": datetime(2026, 11, 21, 12, 0, 1, 123456),
+                    "alpha": 1.0 + k + generation,
+                    "beta": 12345678.123456789 + generation,
+                    "exposures_inc": 10 + k,
+                    "successes_inc": 3,
+                    "exposures_total": 2**40 + k,  # beyond what a float32 holds
+                    "successes_total": 7,
+                    "success_rate_total": 0.1 + 0.2,
+                    "mean": 1 / 3,
+                    "ci_low": 1e-300,
+                    "ci_high": 0.9999999999999999,
+                    "prob_best": 0.5 + k * 1e-12,
+                    "expected_loss": 2.2250738585072014e-308,
+                }
+            )
+    return records
