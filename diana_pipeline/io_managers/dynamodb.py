@@ -1,10 +1,11 @@
 """DynamoDB sink: posterior records in the table `ab_posteriors` for dashboards.
 
-Partition key `test_id`, sort key `variant_window_start` = "variant#window_start" (ISO-8601, so
-a variant's windows sort by time). Writing is idempotent: a re-materialised window puts the
+Partition key `test_id`, sort key `variant_window_start` = "variant#window_start" (ISO-8601,
+so a variant's windows sort by time). Writing is idempotent: a re-materialised window puts the
 same keys again. Numbers are stored as Decimal from Python's shortest round-trip text, so a
-float read back is the float written. Batches of 25 go through BatchWriteItem; throttled or
-unprocessed items are retried with exponential backoff and jitter.
+float read back is the float written (magnitudes below DynamoDB's 1e-130 are stored as 0).
+Batches of 25 go through BatchWriteItem; throttled or unprocessed items are retried with
+exponential backoff and jitter.
 
 Credentials come from the environment (boto3's usual chain). DynamoDB Local accepts any, so
 for a loopback endpoint with none set, fixed placeholders are used: they are not secrets."""
@@ -51,6 +52,7 @@ BATCH_SIZE = 25  # BatchWriteItem's limit
 UNPROCESSED_ATTEMPTS = 8
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 5.0
+SMALLEST_NUMBER = 1e-130  # DynamoDB's number range starts there
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -152,8 +154,7 @@ class PosteriorTable:
         values: dict[str, object] = {PARTITION_KEY: record["test_id"], SORT_KEY: sort_key(record)}
         for field in POSTERIOR_FIELDS:
             value = encode(field, record[field])
-            # DynamoDB numbers are decimal: the shortest round-trip text keeps floats exact.
-            values[field] = Decimal(repr(value)) if field in FLOAT_FIELDS else value
+            values[field] = _number(value) if field in FLOAT_FIELDS else value
         return {k: self._serializer.serialize(v) for k, v in values.items()}
 
     def _write_batch(self, items: list[dict[str, dict]]) -> None:
@@ -199,6 +200,13 @@ class PosteriorTable:
             ) from None
         except BotoCoreError as exc:
             raise DynamoDBError(f"{where}: {exc}") from None
+
+
+def _number(value: float) -> Decimal:
+    """DynamoDB numbers are decimal: the shortest round-trip text keeps a float exact. They
+    cannot hold magnitudes below 1e-130; a P(best) or expected loss that small is stored as
+    0 (it is zero for every decision)."""
+    return Decimal(0) if abs(value) < SMALLEST_NUMBER else Decimal(repr(value))
 
 
 class DynamoDBIOManager(ConfigurableIOManager):
