@@ -231,3 +231,58 @@ def quality_checks(
             {"violations": impossible},
         ),
     ]
+
+
+def summarize_test(
+    test_id: str,
+    records: list[dict[str, object]],
+    threshold_of_caring: float,
+    minimum_sample: int,
+) -> dict[str, object]:
+    """What diana-analyze reports for one test in one window, recomputed from α and β alone:
+    per variant the mean, 95% credible interval, P(best) and expected loss; the probability
+    that each variant beats each other; the decision. `records` come in variant order and
+    need variant, window_start, alpha, beta and exposures_total."""
+    alphas = np.array([r["alpha"] for r in records], dtype=float)
+    betas = np.array([r["beta"] for r in records], dtype=float)
+    names = [str(r["variant"]) for r in records]
+    exposures = [int(r["exposures_total"]) for r in records]  # type: ignore[call-overload]
+    best, loss = stats.prob_best_and_expected_loss(alphas, betas)
+    low, high = stats.credible_interval(alphas, betas)
+    decision = stats.decide(best, loss, exposures, threshold_of_caring, minimum_sample, names=names)
+    beats = {
+        a: {
+            b: float(stats.prob_superiority(alphas[i], betas[i], alphas[j], betas[j]))
+            for j, b in enumerate(names)
+            if j != i
+        }
+        for i, a in enumerate(names)
+    }
+    first = records[0]
+    return {
+        "test_id": test_id,
+        "window_start": first["window_start"],
+        "window_end": first.get("window_end"),
+        "timestamp": first.get("timestamp"),
+        "variants": [
+            {
+                "variant": names[k],
+                "alpha": float(alphas[k]),
+                "beta": float(betas[k]),
+                "exposures": exposures[k],
+                "successes": records[k].get("successes_total"),
+                "mean": float(alphas[k] / (alphas[k] + betas[k])),
+                "ci_low": float(low[k]),
+                "ci_high": float(high[k]),
+                "prob_best": float(best[k]),
+                "expected_loss": float(loss[k]),
+            }
+            for k in range(len(records))
+        ],
+        "prob_superiority": beats,
+        "decision": {
+            "verdict": decision.verdict,
+            "winner": decision.winner,
+            "reason": decision.reason,
+        },
+    }

@@ -1,9 +1,9 @@
 """CSV sink: posterior records in `posteriors_<date>.csv` (one file per UTC day of the window
 start) in the configured folder, for offline plots and spreadsheets.
 
-Re-materialising a window replaces its rows. Each file is rewritten whole under an exclusive
-lock, to a temporary file renamed over the old one, so two runs writing the same day never
-mix their rows and a reader never sees half a file."""
+Re-materialising a window replaces its rows. Writers hold an exclusive lock on the folder and
+rewrite a file whole, to a temporary file renamed over the old one, so two runs writing the
+same day never lose each other's rows and a reader never sees half a file."""
 
 from __future__ import annotations
 
@@ -77,9 +77,9 @@ class PosteriorCsvFiles:
         days = set(by_day) | set(_days(span))
         self.directory.mkdir(parents=True, exist_ok=True)
         written = []
-        for day in sorted(days):
-            path = self.directory / file_name(day)
-            with self._locked(path):
+        with self._locked():
+            for day in sorted(days):
+                path = self.directory / file_name(day)
                 kept = [
                     row for row in _raw_rows(path) if not replaced(parse_time(row["window_start"]))
                 ]
@@ -96,21 +96,21 @@ class PosteriorCsvFiles:
         else:
             paths = sorted(self.directory.glob(FILE_PATTERN))
         records: list[Record] = []
-        for path in paths:
+        for path in paths:  # no lock: files are only ever replaced whole, by rename
             if path.exists():
-                with self._locked(path):
-                    records += read_csv_file(path)
+                records += read_csv_file(path)
         return [r for r in records if span.holds(r["window_start"])]  # type: ignore[arg-type]
 
     @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        # A lock file beside the data: the data file itself is replaced by rename.
-        with (path.parent / f".{path.name}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> Iterator[None]:
+        # One exclusive lock on the folder itself (the files are replaced by rename, so they
+        # cannot carry it); writes are small, so one lock for every day costs nothing.
+        descriptor = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
 
 def _days(span: WindowSpan) -> list[date]:

@@ -37,6 +37,7 @@ TEXT_FIELDS = frozenset({"test_id", "variant"})
 TIME_FIELDS = frozenset({"window_start", "window_end", "timestamp"})
 INT_FIELDS = frozenset({"exposures_inc", "successes_inc", "exposures_total", "successes_total"})
 FLOAT_FIELDS = frozenset(POSTERIOR_FIELDS) - TEXT_FIELDS - TIME_FIELDS - INT_FIELDS
+POSITIVE_FIELDS = frozenset({"alpha", "beta"})  # Beta parameters
 
 Record = dict[str, object]
 _KINDS = {
@@ -44,6 +45,7 @@ _KINDS = {
     **dict.fromkeys(TIME_FIELDS, "an ISO-8601 time"),
     **dict.fromkeys(INT_FIELDS, "a count"),
     **dict.fromkeys(FLOAT_FIELDS, "a finite number"),
+    **dict.fromkeys(POSITIVE_FIELDS, "a positive number"),
 }
 
 
@@ -114,9 +116,10 @@ def decode(
                     raise ValueError
                 record[field] = int(number)
             elif field in FLOAT_FIELDS:
-                record[field] = float(value)  # type: ignore[arg-type]
-                if not math.isfinite(record[field]):  # type: ignore[arg-type]
+                number = float(value)  # type: ignore[arg-type]
+                if not math.isfinite(number) or (field in POSITIVE_FIELDS and number <= 0):
                     raise ValueError
+                record[field] = number
             else:
                 record[field] = str(value)
         except (TypeError, ValueError, ArithmeticError):

@@ -104,7 +104,7 @@ def test_bad_files_give_one_clear_error(tmp_path: Path) -> None:
         empty: "the file is empty",
         header_only: "has a header but no records",
         wrong: "not a posteriors file, the header lacks test_id, variant, window_start",
-        bad_value: "line 2: alpha should be a finite number, got 'one'",
+        bad_value: "line 2: alpha should be a positive number, got 'one'",
     }
     for path, message in cases.items():
         with pytest.raises(RecordError, match=message):

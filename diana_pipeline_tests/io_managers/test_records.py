@@ -50,8 +50,9 @@ def test_times_are_utc_with_a_z() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("alpha", "abc", "where: alpha should be a finite number, got 'abc'"),
-        ("alpha", "nan", "where: alpha should be a finite number, got 'nan'"),
+        ("alpha", "abc", "where: alpha should be a positive number, got 'abc'"),
+        ("beta", "0", "where: beta should be a positive number, got '0'"),
+        ("prob_best", "nan", "where: prob_best should be a finite number, got 'nan'"),
         ("exposures_total", "1.5", "where: exposures_total should be a count, got '1.5'"),
         ("exposures_total", "-1", "where: exposures_total should be a count, got '-1'"),
         ("exposures_total", "x", "where: exposures_total should be a count, got 'x'"),

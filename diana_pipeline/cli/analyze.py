@@ -1,0 +1,285 @@
+"""diana-analyze: read posterior records from a CSV file or the DynamoDB table and report,
+per test: each variant's mean, 95% credible interval, alpha and beta, P(best) and expected
+loss; the probability that each variant beats each other; the likely winner, or why there is
+none yet.
+
+Everything is recomputed from alpha and beta with diana_pipeline.stats, at the latest window
+of each test unless --at names one. Thresholds come from experiments.yaml when it knows the
+test (defaults otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+from diana_pipeline.analysis import summarize_test
+from diana_pipeline.config import (
+    CONFIG_ENV_VAR,
+    ConfigError,
+    ExperimentsConfig,
+    ExperimentTest,
+    config_path,
+    load_config,
+)
+from diana_pipeline.io_managers.csv import FILE_PATTERN, read_csv_file
+from diana_pipeline.io_managers.dynamodb import DynamoDBError, PosteriorTable
+from diana_pipeline.io_managers.records import Record, RecordError, format_time, parse_time
+from diana_pipeline.partitions import PARTITION_KEY_FORMAT
+from diana_pipeline.plots import posterior_figure
+
+# What a record needs for the analysis; the other columns of design.md §5 are optional.
+NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")
+
+
+class AnalyzeError(Exception):
+    """Bad input: a one-line message, exit code 2 (1 when a server cannot be reached)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diana-analyze",
+        description=__doc__.split("\n\n")[0],
+        epilog="examples: diana-analyze .diana/output/posteriors_2026-11-21.csv | "
+        "diana-analyze --source dynamodb --format json | diana-analyze --plot posteriors.png",
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="posteriors_<date>.csv file(s) (default with --source csv: every one in the "
+        "configured folder)",
+    )
+    parser.add_argument("--source", choices=("csv", "dynamodb"), default="csv")
+    parser.add_argument(
+        "--config", help=f"experiments file (default: ${CONFIG_ENV_VAR} or ./experiments.yaml)"
+    )
+    parser.add_argument(
+        "--at", help="the window to report, by its start: 2026-11-21T10:00 (default: latest)"
+    )
+    parser.add_argument("--test", action="append", help="only this test (repeatable)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw posterior densities")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _config(args.config)
+        records = _read(args, config)
+        reports, history = analyze(records, config, args.at, args.test)
+        if args.plot:
+            _plot(args.plot, reports, history)
+    except AnalyzeError as exc:
+        print(f"diana-analyze: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.format == "json":
+        print(json.dumps({"tests": reports}, indent=2, default=_json_default))
+    else:
+        print("\n\n".join(render(report) for report in reports))
+    if args.plot:
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _config(path: str | None) -> ExperimentsConfig | None:
+    """The experiments file; without --config a missing default file just means defaults."""
+    if path is None and not config_path().exists():
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise AnalyzeError(str(exc)) from None
+
+
+def _read(args: argparse.Namespace, config: ExperimentsConfig | None) -> list[Record]:
+    if args.source == "dynamodb":
+        if args.files:
+            raise AnalyzeError("FILE and --source dynamodb do not go together")
+        if config is None:
+            raise AnalyzeError(
+                f"--source dynamodb needs experiments.yaml for the endpoint and table "
+                f"(pass --config or set {CONFIG_ENV_VAR})"
+            )
+        settings = config.infrastructure.dynamodb
+        table = PosteriorTable(settings.endpoint_url, settings.region, settings.table)
+        try:
+            records = table.read()
+        except DynamoDBError as exc:
+            raise AnalyzeError(str(exc), exit_code=1) from None
+        except RecordError as exc:
+            raise AnalyzeError(str(exc)) from None
+        if not records:
+            raise AnalyzeError(f"table {settings.table} at {table.endpoint} holds no records")
+        return records
+    paths = list(args.files)
+    if not paths:
+        if config is None:
+            raise AnalyzeError("pass a posteriors CSV file (or --config for the output folder)")
+        folder = config.infrastructure.csv.directory
+        paths = sorted(folder.glob(FILE_PATTERN))
+        if not paths:
+            raise AnalyzeError(f"no {FILE_PATTERN} files in {folder}; pass a file")
+    records: list[Record] = []
+    for path in paths:
+        try:
+            records += read_csv_file(path, required=NEEDED)
+        except OSError as exc:
+            raise AnalyzeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (RecordError, UnicodeDecodeError) as exc:
+            raise AnalyzeError(str(exc)) from None
+    return records
+
+
+def analyze(
+    records: list[Record],
+    config: ExperimentsConfig | None,
+    at: str | None = None,
+    only: list[str] | None = None,
+) -> tuple[list[dict[str, object]], list[Record]]:
+    """One report per test (at its latest window, or `at`), and the records up to that
+    window (for the P(best) history of the plot)."""
+    latest: dict[tuple[str, str, datetime], Record] = {}
+    for record in records:  # a window written twice (two files): the later record counts
+        latest[(record["test_id"], record["variant"], record["window_start"])] = record  # type: ignore[index]
+    by_test: dict[str, list[Record]] = defaultdict(list)
+    for record in latest.values():
+        by_test[str(record["test_id"])].append(record)
+    if only:
+        unknown = sorted(set(only) - set(by_test))
+        if unknown:
+            raise AnalyzeError(f"no records of test {', '.join(unknown)} (have: {_list(by_test)})")
+        by_test = {t: rs for t, rs in by_test.items() if t in only}
+    moment = _window(at) if at else None
+    reports, history = [], []
+    for test_id, rows in sorted(by_test.items()):
+        windows = sorted({r["window_start"] for r in rows})  # type: ignore[type-var]
+        chosen = moment or windows[-1]
+        if chosen not in windows:
+            raise AnalyzeError(
+                f"test {test_id} has no records for the window starting {format_time(chosen)} "
+                f"(it has {len(windows)}, from {format_time(windows[0])} "
+                f"to {format_time(windows[-1])})"
+            )
+        threshold, minimum_sample, variant_names = _settings(config, test_id)
+        window = _in_order([r for r in rows if r["window_start"] == chosen], variant_names)
+        if len(window) < 2:
+            raise AnalyzeError(
+                f"test {test_id} has {len(window)} variant in the window starting "
+                f"{format_time(chosen)}; a comparison needs 2 or more"
+            )
+        reports.append(summarize_test(test_id, window, threshold, minimum_sample))
+        history += [r for r in rows if r["window_start"] <= chosen and "prob_best" in r]  # type: ignore[operator]
+    return reports, history
+
+
+def _settings(config: ExperimentsConfig | None, test_id: str) -> tuple[float, int, list[str]]:
+    """The test's threshold of caring, minimum sample and variant order; the defaults for a
+    test that experiments.yaml does not know."""
+    if config is not None:
+        try:
+            test = config.test(test_id)
+            return test.threshold_of_caring, test.minimum_sample, test.variant_names
+        except KeyError:
+            pass
+    fields = ExperimentTest.model_fields
+    return fields["threshold_of_caring"].default, fields["minimum_sample"].default, []
+
+
+def _in_order(rows: list[Record], variant_names: list[str]) -> list[Record]:
+    """Configured variants first, in their order (control first); others by name."""
+    rank = {name: k for k, name in enumerate(variant_names)}
+    return sorted(rows, key=lambda r: (rank.get(str(r["variant"]), len(rank)), r["variant"]))
+
+
+def _window(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, PARTITION_KEY_FORMAT)
+    except ValueError:
+        pass
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise AnalyzeError(
+            f"--at: expected a window start such as 2026-11-21T10:00, got {text!r}"
+        ) from None
+
+
+def _list(names: object) -> str:
+    return ", ".join(sorted(names)) or "none"  # type: ignore[call-overload]
+
+
+def _plot(path: Path, reports: list[dict[str, object]], history: list[Record]) -> None:
+    latest = [
+        {**variant, "test_id": report["test_id"]}
+        for report in reports
+        for variant in report["variants"]  # type: ignore[attr-defined]
+    ]
+    try:
+        path.write_bytes(posterior_figure(latest, history or latest, dpi=100))
+    except OSError as exc:
+        raise AnalyzeError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return format_time(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def render(report: dict[str, object]) -> str:
+    """A test's report as a table, the pairwise probabilities and the verdict."""
+    variants: list[dict] = report["variants"]  # type: ignore[assignment]
+    start, end = report["window_start"], report.get("window_end")
+    when = f"window {start:%Y-%m-%d %H:%M}" + (f" → {end:%H:%M}" if end else "") + " UTC"
+    if report.get("timestamp"):
+        when += f" · computed {report['timestamp']:%Y-%m-%d %H:%M:%S} UTC"
+    width = max(9, *(len(v["variant"]) for v in variants))
+    lines = [
+        f"{report['test_id']} · {when}",
+        "",
+        f"  {'variant':<{width}}  {'exposures':>10}  {'successes':>10}  {'mean':>7}  "
+        f"{'95% credible interval':>21}  {'alpha':>10}  {'beta':>10}  {'P(best)':>7}  "
+        f"{'exp. loss':>9}",
+    ]
+    for v in variants:
+        successes = "" if v["successes"] is None else f"{v['successes']:,}"
+        interval = f"[{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+        lines.append(
+            f"  {v['variant']:<{width}}  {v['exposures']:>10,}  {successes:>10}  "
+            f"{v['mean']:>7.4f}  {interval:>21}  {_number(v['alpha']):>10}  "
+            f"{_number(v['beta']):>10}  {v['prob_best']:>7.4f}  {v['expected_loss']:>9.2e}"
+        )
+    names = [v["variant"] for v in variants]
+    beats: dict[str, dict[str, float]] = report["prob_superiority"]  # type: ignore[assignment]
+    lines += ["", f"  {'P(row beats column)':<{width + 10}}" + "".join(f"  {n:>9}" for n in names)]
+    for a in names:
+        cells = "".join(f"  {'—' if a == b else f'{beats[a][b]:.4f}':>9}" for b in names)
+        lines.append(f"  {a:<{width + 10}}{cells}")
+    decision: dict[str, str] = report["decision"]  # type: ignore[assignment]
+    verdict = {
+        "winner": f"{decision['winner']} is the likely winner",
+        "keep running": "no winner yet: keep running",
+        "not enough data": "not enough data",
+    }[decision["verdict"]]
+    lines += ["", f"  → {verdict} ({decision['reason']})"]
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """Counts-like α and β without decimals; fractional priors keep theirs."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

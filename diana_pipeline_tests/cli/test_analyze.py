@@ -1,0 +1,239 @@
+"""diana-analyze on crafted files with known alpha and beta (every figure checked against
+diana_pipeline.stats), its JSON shape, the plot, DynamoDB as a source, and each bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diana_pipeline import stats
+from diana_pipeline.cli.analyze import main
+from diana_pipeline.io_managers.csv import PosteriorCsvFiles
+from diana_pipeline.io_managers.dynamodb import PosteriorTable
+from diana_pipeline.io_managers.records import POSTERIOR_FIELDS, to_cells
+from diana_pipeline.io_managers.windows import WindowSpan
+from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
+
+DAY = datetime(2026, 11, 21)
+HOUR = timedelta(hours=1)
+# Per window: variant -> (alpha, beta, exposures). The stored derived columns are nonsense on
+# purpose: the report must recompute them from alpha and beta.
+WINDOWS = {
+    DAY + 10 * HOUR: {"control": (31, 71, 100), "treatment": (41, 61, 100), "blue": (2, 3, 3)},
+    DAY + 11 * HOUR: {
+        "control": (351, 651, 1000),
+        "treatment": (451, 551, 1000),
+        "blue": (341, 661, 1000),
+    },
+}
+
+
+def crafted(test_id: str = "crafted-test") -> list[dict]:
+    return [
+        {
+            "test_id": test_id,
+            "variant": variant,
+            "window_start": start,
+            "window_end": start + HOUR,
+            "timestamp": start + HOUR,
+            "alpha": float(alpha),
+            "beta": float(beta),
+            "exposures_inc": 0,
+            "successes_inc": 0,
+            "exposures_total": n,
+            "successes_total": alpha - 1,
+            "success_rate_total": 0.0,
+            "mean": 0.0,
+            "ci_low": 0.0,
+            "ci_high": 0.0,
+            "prob_best": 0.5,
+            "expected_loss": 0.0,
+        }
+        for start, variants in WINDOWS.items()
+        for variant, (alpha, beta, n) in variants.items()
+    ]
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Path:
+    files = PosteriorCsvFiles(tmp_path / "output")
+    [path] = files.write(crafted(), WindowSpan(DAY + 10 * HOUR, DAY + 12 * HOUR))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_experiments_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The crafted test is unknown to any experiments file: default thresholds apply.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DIANA_CONFIG", raising=False)
+
+
+def analyze_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    assert main([*args, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def expected(start: datetime) -> dict[str, object]:
+    names = list(WINDOWS[start])
+    alphas = np.array([WINDOWS[start][v][0] for v in names], dtype=float)
+    betas = np.array([WINDOWS[start][v][1] for v in names], dtype=float)
+    low, high = stats.credible_interval(alphas, betas)
+    return {
+        "names": names,
+        "alphas": alphas,
+        "betas": betas,
+        "prob_best": stats.prob_best(alphas, betas),
+        "expected_loss": stats.expected_loss(alphas, betas),
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def test_latest_window_figures_match_the_stats_module(
+    csv_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [report] = analyze_json(capsys, str(csv_file))["tests"]
+    want = expected(DAY + 11 * HOUR)
+    assert report["test_id"] == "crafted-test"
+    assert report["window_start"] == "2026-11-21T11:00:00Z"
+    assert [v["variant"] for v in report["variants"]] == ["blue", "control", "treatment"]
+    for variant in report["variants"]:
+        k = want["names"].index(variant["variant"])
+        assert set(variant) >= {"variant", "alpha", "beta", "mean", "ci_low", "ci_high",
+                                "prob_best", "expected_loss"}  # fmt: skip
+        assert (variant["alpha"], variant["beta"]) == (want["alphas"][k], want["betas"][k])
+        assert variant["mean"] == pytest.approx(want["alphas"][k] / 1002, abs=1e-15)
+        for key in ("prob_best", "expected_loss", "ci_low", "ci_high"):
+            assert variant[key] == pytest.approx(want[key][k], abs=1e-12), key
+    beats = report["prob_superiority"]
+    assert beats["treatment"]["control"] == pytest.approx(
+        stats.prob_superiority(451, 551, 351, 651), abs=1e-12
+    )
+    assert beats["control"]["treatment"] == pytest.approx(
+        1 - beats["treatment"]["control"], abs=1e-12
+    )
+    assert report["decision"]["verdict"] == "winner"
+    assert report["decision"]["winner"] == "treatment"
+
+
+def test_at_names_an_earlier_window_with_too_little_data(
+    csv_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for at in ("2026-11-21T10:00", "2026-11-21-10:00", "2026-11-21T10:00:00Z"):
+        [report] = analyze_json(capsys, str(csv_file), "--at", at)["tests"]
+        assert report["window_start"] == "2026-11-21T10:00:00Z"
+        want = expected(DAY + 10 * HOUR)
+        got = {v["variant"]: v["prob_best"] for v in report["variants"]}
+        assert [got[n] for n in want["names"]] == pytest.approx(want["prob_best"], abs=1e-12)
+        assert report["decision"]["verdict"] == "not enough data"
+        assert "blue" in report["decision"]["reason"]
+
+
+def test_text_report_and_plot(
+    csv_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "posteriors.png"
+    assert main([str(csv_file), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "crafted-test · window 2026-11-21 11:00 → 12:00 UTC" in out
+    # treatment: Beta(451, 551), mean 0.4501, and its interval from the stats module.
+    low, high = stats.credible_interval(451.0, 551.0)
+    assert re.search(rf"0\.4501 +\[{float(low):.4f}, {float(high):.4f}\]", out)
+    assert "P(row beats column)" in out
+    assert "→ treatment is the likely winner" in out
+    assert plot.read_bytes().startswith(b"\x89PNG") and plot.stat().st_size > 10_000
+
+
+def test_the_command_runs_from_the_folder_of_experiments_yaml(csv_file: Path) -> None:
+    result = run_command("diana-analyze", str(csv_file), "--format", "json", env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["tests"][0]["decision"]["winner"] == "treatment"
+
+
+def test_without_a_file_reads_the_configured_folder(
+    csv_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIANA_CSV_DIR", str(csv_file.parent))
+    [report] = analyze_json(capsys, "--config", str(REPO_ROOT / "experiments.yaml"))["tests"]
+    assert report["test_id"] == "crafted-test"
+
+
+def bad(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text(",".join(POSTERIOR_FIELDS) + "\n")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("when,clicks\n2026-11-21,3\n")
+    bad_alpha = tmp_path / "bad_alpha.csv"
+    cells = to_cells(crafted()[0])
+    bad_alpha.write_text(
+        ",".join(POSTERIOR_FIELDS)
+        + "\n"
+        + ",".join("-3" if f == "alpha" else cells[f] for f in POSTERIOR_FIELDS)
+        + "\n"
+    )
+    PosteriorCsvFiles(tmp_path / "one").write(crafted()[:1], WindowSpan())
+    one_variant = next((tmp_path / "one").glob("*.csv"))
+    good = str(next((tmp_path / "output").glob("*.csv")))
+    return {
+        "missing": ([str(tmp_path / "nope.csv")], "cannot read .*nope.csv: No such file"),
+        "empty": ([str(empty)], "empty.csv: the file is empty"),
+        "header only": ([str(header_only)], "has a header but no records"),
+        "wrong shape": ([str(wrong)], "not a posteriors file, the header lacks test_id"),
+        "bad alpha": ([str(bad_alpha)], "line 2: alpha should be a positive number, got '-3'"),
+        "one variant": ([str(one_variant)], "has 1 variant in the window"),
+        "unknown window": ([good, "--at", "2026-11-20T10:00"], "no records for the window"),
+        "bad --at": ([good, "--at", "tuesday"], "--at: expected a window start"),
+        "unknown test": ([good, "--test", "other"], "no records of test other"),
+    }
+
+
+def test_each_bad_input_gives_one_line_and_a_non_zero_exit(
+    csv_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, (args, message) in bad(tmp_path).items():
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2, name
+        assert err.startswith("diana-analyze: error: ") and err.count("\n") == 1, (name, err)
+        assert re.search(message, err), (name, err)
+
+
+def test_an_unreachable_dynamodb_gives_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIANA_DYNAMODB_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    code = main(["--source", "dynamodb", "--config", str(REPO_ROOT / "experiments.yaml")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("diana-analyze: error: cannot reach DynamoDB at http://127.0.0.1:")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.servers
+def test_dynamodb_source_reports_the_same_as_the_csv(
+    csv_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    dynamodb_endpoint: str,
+) -> None:
+    table_name = f"analyze-{uuid.uuid4().hex[:8]}"
+    experiments = Path("experiments.yaml")
+    experiments.write_text(
+        (REPO_ROOT / "experiments.yaml").read_text().replace("ab_posteriors", table_name)
+    )
+    monkeypatch.setenv("DIANA_DYNAMODB_ENDPOINT", dynamodb_endpoint)
+    table = PosteriorTable(dynamodb_endpoint, "us-east-1", table_name)
+    table.ensure_table()
+    table.write(crafted())
+    from_dynamodb = analyze_json(capsys, "--source", "dynamodb")
+    from_csv = analyze_json(capsys, str(csv_file))
+    assert from_dynamodb == from_csv
