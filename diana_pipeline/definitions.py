@@ -1,6 +1,6 @@
 """The one Definitions object of Diana (workspace.yaml and `dagster ... -m` point here)."""
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from diana_pipeline.assets.ingestion import build_ingestion
 from diana_pipeline.assets.statistics import build_statistics
@@ -21,6 +21,10 @@ statistics_assets, statistics_job, statistics_schedule, statistics_automation = 
 )
 
 defs = Definitions(
+    # Every job is a short chain of steps on one DuckDB file, which only one step may write
+    # at a time anyway: a process per step (the multiprocess default) would add seconds of
+    # start-up to each step and nothing in parallel.
+    executor=in_process_executor,
     assets=[events, *statistics_assets],
     jobs=[traffic_job, ingest_job, statistics_job],
     schedules=[statistics_schedule],

@@ -20,11 +20,11 @@ UNTAGGED_GRACE_S = 300.0
 
 
 def worker_tags() -> dict[str, str]:
-    """The step process and its parent (the run worker), with their start times."""
+    """The process running the step, with its start time. (Not its parent: under the
+    in-process executor that is the daemon, which outlives a killed run.)"""
     me = psutil.Process(os.getpid())
-    processes = [me] + ([me.parent()] if me.parent() else [])
     return {
-        PIDS_TAG: ",".join(f"{p.pid}:{p.create_time():.3f}" for p in processes),
+        PIDS_TAG: f"{me.pid}:{me.create_time():.3f}",
         HOST_TAG: socket.gethostname(),
     }
 

@@ -3,9 +3,11 @@
 import json
 
 from dagster import (
+    DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -24,6 +26,7 @@ from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import fail_dead_runs
 
 MAX_RUNS_PER_TICK = 20
+WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
 
 
 def build_kafka_sensor(config: ExperimentsConfig, ingest_job: JobDefinition):
@@ -40,6 +43,13 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: JobDefinition):
         settings = experiments.load()
         for run_id in fail_dead_runs(context.instance, ingest_job.name):
             context.log.warning(f"ingestion run {run_id} lost its workers; failed it for a retry")
+        # Coalesce: while an ingestion run waits in the queue, new offsets wait for the next
+        # tick and join one larger run, instead of a run per tick piling up (each costs a
+        # process start) and holding the statistics runs back.
+        if context.instance.get_run_records(
+            RunsFilter(job_name=ingest_job.name, statuses=WAITING), limit=1
+        ):
+            return SkipReason("an ingestion run is waiting to start; new offsets join the next")
         topic = settings.infrastructure.kafka.topic
         consumer = make_consumer(settings)
         try:

@@ -89,6 +89,26 @@ def test_sensor_requests_micro_batches_and_keeps_a_cursor(kafka: KafkaForTests) 
         assert isinstance(quiet, SkipReason) and "no new messages" in quiet.skip_message
 
 
+def test_sensor_coalesces_offsets_while_an_ingestion_run_waits(kafka: KafkaForTests) -> None:
+    topic = kafka.new_topic()
+    env = kafka.env_for(topic)
+    produce(env, 300, seed=2)
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    _, ingest_job = build_ingestion(config)
+    with DagsterInstance.ephemeral() as instance:
+        waiting = instance.create_run_for_job(
+            ingest_job, run_config={"ops": {"ingest_ranges": {"config": {"ranges": []}}}}
+        )
+        held = tick(env, instance)
+        assert isinstance(held, SkipReason) and "waiting to start" in held.skip_message
+        instance.report_run_failed(waiting)  # no longer waiting: the next tick takes it all
+        result = tick(env, instance)
+        assert isinstance(result, SensorResult) and len(result.run_requests) == 1
+        [request] = result.run_requests
+        ranges = request.run_config["ops"]["ingest_ranges"]["config"]["ranges"]
+        assert sum(r["end"] - r["start"] for r in ranges) == 300
+
+
 def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(
     kafka: KafkaForTests,
 ) -> None:
