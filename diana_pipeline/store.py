@@ -13,6 +13,7 @@ store through the `duckdb` pool (dagster.yaml).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -125,6 +126,28 @@ class EventStore:
         try:
             if not read_only:
                 connection.execute(SCHEMA)
+            yield cls(connection)
+        finally:
+            connection.close()
+
+    @classmethod
+    @contextmanager
+    def open_when_free(cls, path: Path, timeout_s: float = 60.0) -> Iterator[EventStore]:
+        """Read-only, waiting while a run holds the file (DuckDB lets no other process open
+        it while one writes). Raises FileNotFoundError or, after the timeout, DuckDB's
+        IOException."""
+        if not path.exists():
+            raise FileNotFoundError(f"no event store at {path}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                connection = duckdb.connect(str(path), read_only=True)
+                break
+            except duckdb.IOException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
             yield cls(connection)
         finally:
             connection.close()

@@ -30,6 +30,7 @@ from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, fail_dead_runs
 from diana_pipeline.sensors import build_kafka_sensor
+from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
@@ -213,17 +214,9 @@ def stored_events(path: Path) -> int | None:
 
 
 def query(path: Path, sql: str, timeout_s: float = 120) -> object:
-    """One value from the store, waiting while a run (ingestion or statistics) holds it:
-    DuckDB lets no other process open the file while one writes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with duckdb.connect(str(path), read_only=True) as con:
-                return con.execute(sql).fetchone()[0]
-        except duckdb.IOException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    """One value from the store, waiting while a run (ingestion or statistics) holds it."""
+    with EventStore.open_when_free(path, timeout_s) as store:
+        return store.connection.execute(sql).fetchone()[0]
 
 
 def wait_for(predicate, timeout_s: float, what: str, log: Path) -> None:

@@ -17,6 +17,8 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
+
 from diana_pipeline.analysis import summarize_test
 from diana_pipeline.config import (
     CONFIG_ENV_VAR,
@@ -31,6 +33,7 @@ from diana_pipeline.io_managers.dynamodb import DynamoDBError, PosteriorTable
 from diana_pipeline.io_managers.records import Record, RecordError, format_time, parse_time
 from diana_pipeline.partitions import PARTITION_KEY_FORMAT
 from diana_pipeline.plots import posterior_figure
+from diana_pipeline.store import EventStore
 
 # What a record needs for the analysis; the other columns of design.md §5 are optional.
 NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")
@@ -59,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="posteriors_<date>.csv file(s) (default with --source csv: every one in the "
         "configured folder)",
     )
-    parser.add_argument("--source", choices=("csv", "dynamodb"), default="csv")
+    parser.add_argument(
+        "--source",
+        choices=("csv", "dynamodb", "duckdb"),
+        default="csv",
+        help="csv files (default), the DynamoDB table, or DuckDB's posteriors table (what the "
+        "console sink logged)",
+    )
     parser.add_argument(
         "--config", help=f"experiments file (default: ${CONFIG_ENV_VAR} or ./experiments.yaml)"
     )
@@ -103,15 +112,18 @@ def _config(path: str | None) -> ExperimentsConfig | None:
 
 
 def _read(args: argparse.Namespace, config: ExperimentsConfig | None) -> list[Record]:
-    if args.source == "dynamodb":
+    if args.source != "csv":
         if args.files:
-            raise AnalyzeError("FILE and --source dynamodb do not go together")
+            raise AnalyzeError(f"FILE and --source {args.source} do not go together")
         if config is None:
             raise AnalyzeError(
-                f"--source dynamodb needs experiments.yaml for the endpoint and table "
+                f"--source {args.source} needs experiments.yaml to find it "
                 f"(pass --config or set {CONFIG_ENV_VAR})"
             )
-        settings = config.infrastructure.dynamodb
+    if args.source == "duckdb":
+        return _read_duckdb(config.infrastructure.duckdb.path)  # type: ignore[union-attr]
+    if args.source == "dynamodb":
+        settings = config.infrastructure.dynamodb  # type: ignore[union-attr]
         table = PosteriorTable(settings.endpoint_url, settings.region, settings.table)
         try:
             records = table.read()
@@ -138,6 +150,21 @@ def _read(args: argparse.Namespace, config: ExperimentsConfig | None) -> list[Re
             raise AnalyzeError(f"cannot read {path}: {exc.strerror or exc}") from None
         except (RecordError, UnicodeDecodeError) as exc:
             raise AnalyzeError(str(exc)) from None
+    return records
+
+
+def _read_duckdb(path: Path) -> list[Record]:
+    """The posteriors table of the event store (what every sink writes), for the console
+    sink, which keeps nothing readable. Waits while a run holds the file."""
+    try:
+        with EventStore.open_when_free(path, timeout_s=60) as store:
+            records = store.read_window_range("posteriors", None, None)
+    except FileNotFoundError:
+        raise AnalyzeError(f"no event store at {path}; has the pipeline run?") from None
+    except duckdb.Error as exc:
+        raise AnalyzeError(f"cannot read the event store {path}: {exc}", exit_code=1) from None
+    if not records:
+        raise AnalyzeError(f"the event store {path} holds no posteriors yet")
     return records
 
 

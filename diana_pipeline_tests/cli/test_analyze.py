@@ -19,6 +19,7 @@ from diana_pipeline.io_managers.csv import PosteriorCsvFiles
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import POSTERIOR_FIELDS, to_cells
 from diana_pipeline.io_managers.windows import WindowSpan
+from diana_pipeline.store import EventStore
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
 
 DAY = datetime(2026, 11, 21)
@@ -237,3 +238,20 @@ def test_dynamodb_source_reports_the_same_as_the_csv(
     from_dynamodb = analyze_json(capsys, "--source", "dynamodb")
     from_csv = analyze_json(capsys, str(csv_file))
     assert from_dynamodb == from_csv
+
+
+def test_duckdb_source_reports_the_same_as_the_csv(
+    csv_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "events.duckdb"
+    monkeypatch.setenv("DIANA_DUCKDB_PATH", str(path))
+    config = ["--config", str(REPO_ROOT / "experiments.yaml")]
+    assert main(["--source", "duckdb", *config]) == 2
+    assert "no event store at" in capsys.readouterr().err
+    with EventStore.open(path) as store:
+        store.replace_windows("posteriors", list(WINDOWS), crafted())
+    from_duckdb = analyze_json(capsys, "--source", "duckdb", *config)
+    assert from_duckdb == analyze_json(capsys, str(csv_file))
