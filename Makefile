@@ -16,9 +16,11 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
-# Kafka, DynamoDB Local, the Dagster webserver and daemon; the UI on http://127.0.0.1:3000.
+# The whole product: Kafka, DynamoDB Local, the Dagster webserver and daemon, 2 minutes of
+# traffic, the pipeline catching up, the report; the UI stays on http://127.0.0.1:3000.
+# Options: make demo DEMO_ARGS="--sink csv --eps 100 --duration 60"
 demo: $(INSTALLED)
-	$(BIN)/diana-stack up --dagster
+	$(BIN)/diana-demo $(DEMO_ARGS)
 
 # Lint, then every test; the server tests start their own private stack on free ports.
 test: $(INSTALLED)

@@ -111,6 +111,21 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+WRITER_LOCK_WAIT_S = 30.0
+
+
+def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, retrying while another process holds DuckDB's lock on it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class EventStore:
     """A connection to the store file; use `EventStore.open(path)` as a context manager."""
 
@@ -122,7 +137,9 @@ class EventStore:
     def open(cls, path: Path, read_only: bool = False) -> Iterator[EventStore]:
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
-        connection = duckdb.connect(str(path), read_only=read_only)
+        # Runs take turns through Dagster's limits; an outside reader (diana-analyze, a test)
+        # may still hold the file for a moment, so wait for it rather than fail the run.
+        connection = _connect(path, read_only, WRITER_LOCK_WAIT_S)
         try:
             if not read_only:
                 connection.execute(SCHEMA)
@@ -138,15 +155,7 @@ class EventStore:
         IOException."""
         if not path.exists():
             raise FileNotFoundError(f"no event store at {path}")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                connection = duckdb.connect(str(path), read_only=True)
-                break
-            except duckdb.IOException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        connection = _connect(path, True, timeout_s)
         try:
             yield cls(connection)
         finally:

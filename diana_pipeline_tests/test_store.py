@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from diana_pipeline.events import ValidEvent
@@ -65,3 +69,32 @@ def test_a_failed_transaction_stores_nothing(tmp_path: Path) -> None:
         assert store.count_events() == 1
         assert store.ingested("web", OffsetRange(0, 0, 1))
         assert store.ingested_end("web") == {0: 1}
+
+
+def test_a_writer_waits_while_another_process_holds_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    with EventStore.open(path):
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOR_A_SECOND, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"  # type: ignore[union-attr]
+        with pytest.raises(duckdb.IOException, match="lock"):
+            duckdb.connect(str(path)).close()  # what a run met before: a failure
+        began = time.monotonic()
+        with EventStore.open(path) as store:
+            assert store.count_events() == 0
+        assert time.monotonic() - began > 0.3  # it did wait for the holder to let go
+        with EventStore.open_when_free(path) as reader:
+            assert reader.count_events() == 0
+    finally:
+        holder.wait(timeout=30)
+
+
+HOLD_FOR_A_SECOND = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1], read_only=True)
+print("holding", flush=True)
+time.sleep(1.5)
+"""

@@ -61,13 +61,11 @@ def build_published_posteriors(
             except ProducerError as exc:
                 raise Failure(f"publishing to Kafka topic {settings.output_topic}: {exc}") from None
             metadata["kafka_topic"] = settings.output_topic
+        # The latest window's totals (cumulative): what diana-demo watches to know the
+        # pipeline has caught up, without opening any sink or DuckDB.
+        shown = ("test_id", "variant", "exposures_total", "successes_total", "prob_best")
         latest = [r for r in records if r["window_start"] == starts[-1]]
-        metadata["latest_window"] = MetadataValue.json(
-            [
-                {k: r[k] for k in ("test_id", "variant", "alpha", "beta", "prob_best")}
-                for r in latest
-            ]
-        )
+        metadata["latest_window"] = MetadataValue.json([{k: r[k] for k in shown} for r in latest])
         return Output(records, metadata=metadata)
 
     return published_posteriors

@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = _config(args.config)
-        records = _read(args, config)
+        config = load_settings(args.config)
+        records = read_records(args.source, args.files, config)
         reports, history = analyze(records, config, args.at, args.test)
         if args.plot:
             _plot(args.plot, reports, history)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"diana-analyze: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.format == "json":
-        print(json.dumps({"tests": reports}, indent=2, default=_json_default))
+        print(json.dumps({"tests": reports}, indent=2, default=json_default))
     else:
         print("\n\n".join(render(report) for report in reports))
     if args.plot:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _config(path: str | None) -> ExperimentsConfig | None:
+def load_settings(path: str | None) -> ExperimentsConfig | None:
     """The experiments file; without --config a missing default file just means defaults."""
     if path is None and not config_path().exists():
         return None
@@ -111,18 +111,20 @@ def _config(path: str | None) -> ExperimentsConfig | None:
         raise AnalyzeError(str(exc)) from None
 
 
-def _read(args: argparse.Namespace, config: ExperimentsConfig | None) -> list[Record]:
-    if args.source != "csv":
-        if args.files:
-            raise AnalyzeError(f"FILE and --source {args.source} do not go together")
+def read_records(source: str, files: list[Path], config: ExperimentsConfig | None) -> list[Record]:
+    """Every posterior record of a source: csv (the files, or the configured folder),
+    dynamodb or duckdb. Bad input raises AnalyzeError."""
+    if source != "csv":
+        if files:
+            raise AnalyzeError(f"FILE and --source {source} do not go together")
         if config is None:
             raise AnalyzeError(
-                f"--source {args.source} needs experiments.yaml to find it "
+                f"--source {source} needs experiments.yaml to find it "
                 f"(pass --config or set {CONFIG_ENV_VAR})"
             )
-    if args.source == "duckdb":
+    if source == "duckdb":
         return _read_duckdb(config.infrastructure.duckdb.path)  # type: ignore[union-attr]
-    if args.source == "dynamodb":
+    if source == "dynamodb":
         settings = config.infrastructure.dynamodb  # type: ignore[union-attr]
         table = PosteriorTable(settings.endpoint_url, settings.region, settings.table)
         try:
@@ -134,7 +136,7 @@ def _read(args: argparse.Namespace, config: ExperimentsConfig | None) -> list[Re
         if not records:
             raise AnalyzeError(f"table {settings.table} at {table.endpoint} holds no records")
         return records
-    paths = list(args.files)
+    paths = list(files)
     if not paths:
         if config is None:
             raise AnalyzeError("pass a posteriors CSV file (or --config for the output folder)")
@@ -258,7 +260,7 @@ def _plot(path: Path, reports: list[dict[str, object]], history: list[Record]) -
         raise AnalyzeError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
 
 
-def _json_default(value: object) -> object:
+def json_default(value: object) -> object:
     if isinstance(value, datetime):
         return format_time(value)
     raise TypeError(f"not JSON serialisable: {value!r}")

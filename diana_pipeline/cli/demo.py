@@ -1,0 +1,336 @@
+"""diana-demo: the whole product in one command.
+
+Brings the local stack up (Kafka, DynamoDB Local, the Dagster webserver and daemon), sends
+synthetic traffic through `dagster job execute ... traffic_job`, shows the pipeline catching
+up, prints the diana-analyze report once the posteriors cover every event sent, and leaves
+the Dagster UI running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from diana_pipeline.cli.analyze import AnalyzeError, analyze, json_default, read_records, render
+from diana_pipeline.cli.progress import ProgressBar
+from diana_pipeline.config import OUTPUT_SINKS, ConfigError, ExperimentsConfig, load_config
+from diana_pipeline.local_stack import LocalStack, StackError, StackSettings
+from diana_pipeline.plots import posterior_figure
+from diana_pipeline.traffic import TrafficError, build_spec, parse_probabilities
+
+log = logging.getLogger(__name__)
+
+# Where diana-analyze reads each sink back; the console keeps nothing readable, so its
+# records are read from DuckDB's posteriors table, where they were taken from.
+ANALYZE_SOURCE = {"console": "duckdb", "csv": "csv", "dynamodb": "dynamodb"}
+PUBLISHED = AssetKey("published_posteriors")
+BUSY = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+POLL_S = 2.0
+Totals = Counter[tuple[str, str, str]]  # (test_id, variant, "exposures"|"successes") -> users
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; one line saying why and where to look."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diana-demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--eps", type=float, default=50.0, help="events per second (50)")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of traffic (120)")
+    parser.add_argument(
+        "--prob",
+        default="control=0.35,treatment=0.55",
+        help="success probability per variant (control=0.35,treatment=0.55)",
+    )
+    parser.add_argument(
+        "--sink",
+        choices=OUTPUT_SINKS,
+        help="output sink for this stack (default: experiments.yaml's output_sink)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds to wait for the pipeline (900)"
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--config", type=Path, help="experiments file")
+    parser.add_argument("--project-dir", type=Path, help="folder with workspace.yaml")
+    return parser
+
+
+class Demo:
+    def __init__(self, settings: StackSettings, out: TextIO = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.plot = settings.home / "demo-posteriors.png"
+        self.config: ExperimentsConfig = load_config(settings.config_file, env=settings.env)
+        self.stack = LocalStack(settings)
+        self.env = {**settings.env, "DAGSTER_HOME": str(settings.dagster_home)}
+
+    # ---- the stack --------------------------------------------------------------------------
+
+    def start_stack(self) -> None:
+        """Up with Dagster; a Dagster started earlier with another sink is restarted."""
+        sink = self.config.output_sink
+        for name in ("dagster-webserver", "dagster-daemon"):
+            process = self.stack.processes[name].running()
+            if process is None:
+                continue
+            running_sink = process.environ().get("DIANA_OUTPUT_SINK") or "console"
+            if running_sink != sink:
+                log.info("Dagster runs with the %s sink; restarting it with %s", running_sink, sink)
+                for other in ("dagster-webserver", "dagster-daemon"):
+                    self.stack.processes[other].stop()
+                break
+        self.stack.up(with_dagster=True)
+        os.environ["DAGSTER_HOME"] = str(self.settings.dagster_home)
+        self.instance = DagsterInstance.get()
+
+    def wait_until_idle(self, timeout_s: float = 120.0) -> None:
+        """Let runs in flight (an earlier demo's) finish, so the baseline is complete."""
+        deadline = time.monotonic() + timeout_s
+        while self.instance.get_run_records(RunsFilter(statuses=BUSY), limit=1):
+            if time.monotonic() > deadline:
+                log.info("runs are still in progress; starting anyway")
+                return
+            time.sleep(POLL_S)
+
+    # ---- what the pipeline has published ----------------------------------------------------
+
+    def published_totals(self) -> Totals:
+        """Exposed and converted users per variant, cumulative, from the latest
+        materialisation of published_posteriors (its metadata: no sink or DuckDB opened)."""
+        event = self.instance.get_latest_materialization_event(PUBLISHED)
+        totals: Totals = Counter()
+        if event is None or event.asset_materialization is None:
+            return totals
+        for row in event.asset_materialization.metadata["latest_window"].value:  # type: ignore[union-attr]
+            totals[(row["test_id"], row["variant"], "exposures")] = row["exposures_total"]
+            totals[(row["test_id"], row["variant"], "successes")] = row["successes_total"]
+        return totals
+
+    # ---- traffic ----------------------------------------------------------------------------
+
+    def messages_on_topic(self, consumer: Consumer) -> int:
+        topic = self.config.infrastructure.kafka.topic
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+
+    def send_traffic(self, eps: float, duration_s: float, probabilities: dict[str, float]) -> dict:
+        """traffic_job through `dagster job execute`, with progress; returns its summary."""
+        tag = uuid.uuid4().hex[:12]
+        run_config = self.settings.home / "demo-traffic.yaml"
+        run_config.write_text(
+            yaml.safe_dump(
+                {
+                    "ops": {
+                        "send_traffic": {
+                            "config": {
+                                "events_per_second": eps,
+                                "duration_seconds": duration_s,
+                                "success_probabilities": probabilities,
+                                "seed": None,  # fresh users, so totals add up run after run
+                            }
+                        }
+                    }
+                }
+            )
+        )
+        command = [
+            str(Path(sys.executable).with_name("dagster")),
+            *("job", "execute", "-m", "diana_pipeline.definitions", "-j", "traffic_job"),
+            *("-c", str(run_config), "--tags", json.dumps({"diana/demo": tag})),
+        ]
+        log_path = self.settings.logs_dir / "demo-traffic.log"
+        print(
+            f"sending traffic: {eps:g} events/s for {duration_s:g}s, {_show(probabilities)}\n"
+            f"  $ dagster job execute -m diana_pipeline.definitions -j traffic_job -c {run_config}",
+            file=self.out,
+        )
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.config.infrastructure.kafka.bootstrap_servers,
+                "group.id": f"diana-demo-{tag}",
+            }
+        )
+        try:
+            before = self.messages_on_topic(consumer)
+            with log_path.open("w") as output:
+                traffic = subprocess.Popen(
+                    command,
+                    cwd=self.settings.project_dir,
+                    env=self.env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+                bar = ProgressBar(self.out)
+                try:
+                    while traffic.poll() is None:
+                        sent = self.messages_on_topic(consumer) - before
+                        caught = sum(self.published_totals().values())
+                        bar.update(
+                            sent,
+                            eps * duration_s,
+                            f"{sent:,} events on Kafka · posteriors count {caught:,} users",
+                        )
+                        time.sleep(POLL_S)
+                finally:
+                    if traffic.poll() is None:
+                        traffic.terminate()
+                    bar.close()
+        except KafkaException as exc:
+            raise DemoError(f"cannot reach Kafka: {exc.args[0].str()}") from None
+        finally:
+            consumer.close()
+        if traffic.returncode != 0:
+            tail = log_path.read_text()[-2000:]
+            raise DemoError(f"traffic_job failed (exit {traffic.returncode}); {log_path}:\n{tail}")
+        return self._traffic_summary(tag)
+
+    def _traffic_summary(self, tag: str) -> dict:
+        [run] = self.instance.get_runs(RunsFilter(tags={"diana/demo": tag}), limit=1)
+        for entry in self.instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_OUTPUT):
+            metadata = entry.dagster_event.step_output_data.metadata  # type: ignore[union-attr]
+            if "details" in metadata:
+                return metadata["details"].value  # type: ignore[return-value]
+        raise DemoError(f"traffic_job run {run.run_id} has no summary in its metadata")
+
+    # ---- catching up ------------------------------------------------------------------------
+
+    def wait_for_pipeline(self, expected: Totals, timeout_s: float) -> float:
+        """Until the published totals reach what was sent; returns the seconds it took."""
+        began = time.monotonic()
+        target = sum(expected.values())
+        bar = ProgressBar(self.out)
+        try:
+            while True:
+                totals = self.published_totals()
+                if all(totals[k] >= v for k, v in expected.items()):
+                    break
+                if time.monotonic() - began > timeout_s:
+                    raise DemoError(
+                        f"the posteriors did not catch up within {timeout_s:.0f}s; see the runs "
+                        f"in the Dagster UI ({self.settings.dagster_url}/runs) and "
+                        f"{self.settings.logs_dir}"
+                    )
+                done = sum(min(totals[k], v) for k, v in expected.items())
+                bar.update(
+                    done,
+                    target,
+                    f"pipeline catching up: posteriors count {done:,} of {target:,} "
+                    f"exposed and converted users ({time.monotonic() - began:.0f}s)",
+                )
+                time.sleep(POLL_S)
+        finally:
+            bar.close()
+        extra = {k: totals[k] - v for k, v in expected.items() if totals[k] != v}
+        if extra:
+            log.warning("the posteriors count more than this demo sent (other traffic?): %s", extra)
+        return time.monotonic() - began
+
+    def report(self) -> list[dict[str, object]]:
+        source = ANALYZE_SOURCE[self.config.output_sink]
+        records = read_records(source, [], self.config)
+        reports, history = analyze(records, self.config)
+        latest = [{**v, "test_id": r["test_id"]} for r in reports for v in r["variants"]]  # type: ignore[attr-defined]
+        self.plot.write_bytes(posterior_figure(latest, history or latest, dpi=100))
+        return reports
+
+
+def expected_totals(baseline: Totals, summary: dict) -> Totals:
+    expected = Counter(baseline)
+    for row in summary["expected_counts"]:
+        expected[(row["test_id"], row["variant"], "exposures")] += row["exposed_users"]
+        expected[(row["test_id"], row["variant"], "successes")] += row["converted_users"]
+    return expected
+
+
+def _show(probabilities: dict[str, float]) -> str:
+    return ", ".join(f"{name} {p:g}" for name, p in probabilities.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # With --format json, stdout holds only the JSON; the story goes to stderr.
+    human = sys.stderr if args.format == "json" else sys.stdout
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=human)
+    if args.sink:
+        os.environ["DIANA_OUTPUT_SINK"] = args.sink
+    began = time.monotonic()
+    try:
+        settings = StackSettings.from_environment(args.project_dir, args.config)
+        demo = Demo(settings, human)
+        probabilities = parse_probabilities(args.prob)
+        # The same checks the job makes, before anything starts.
+        build_spec(demo.config, probabilities, eps=args.eps, duration_s=args.duration)
+        print(
+            f"output sink: {demo.config.output_sink} (choose with --sink or DIANA_OUTPUT_SINK)",
+            file=human,
+        )
+        demo.start_stack()
+        print(f"Dagster UI: {settings.dagster_url}", file=human)
+        demo.wait_until_idle()
+        baseline = demo.published_totals()
+        summary = demo.send_traffic(args.eps, args.duration, probabilities)
+        print(f"sent {summary['sent']:,} events in {summary['elapsed_s']:.0f}s", file=human)
+        expected = expected_totals(baseline, summary)
+        caught_up = demo.wait_for_pipeline(expected, args.timeout)
+        print(
+            f"the posteriors cover every event sent, {caught_up:.0f}s after the traffic ended",
+            file=human,
+        )
+        reports = demo.report()
+    except (StackError, ConfigError, TrafficError, DemoError, AnalyzeError) as exc:
+        print(f"diana-demo: error: {exc}", file=sys.stderr)
+        print("the stack stays up for a look; stop everything with: make down", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("diana-demo: interrupted; stop everything with: make down", file=sys.stderr)
+        return 130
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "sink": demo.config.output_sink,
+                    "traffic": summary,
+                    "caught_up_seconds": round(caught_up, 1),
+                    "tests": reports,
+                },
+                indent=2,
+                default=json_default,
+            )
+        )
+    else:
+        print()
+        print("\n\n".join(render(report) for report in reports))
+        print()
+        print(f"posterior plot: {demo.plot}")
+    print(
+        f"done in {time.monotonic() - began:.0f}s. The Dagster UI stays on {settings.dagster_url} "
+        "(asset lineage, runs, backfills). Stop everything with: make down",
+        file=human,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
