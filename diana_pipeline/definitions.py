@@ -1,6 +1,8 @@
 """The one Definitions object of Diana (workspace.yaml and `dagster ... -m` point here)."""
 
-from dagster import Definitions, in_process_executor
+import warnings
+
+from dagster import BetaWarning, Definitions, in_process_executor
 
 from diana_pipeline.assets.ingestion import build_ingestion
 from diana_pipeline.assets.statistics import build_statistics
@@ -9,6 +11,10 @@ from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.jobs import traffic_job
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.sensors import build_kafka_sensor
+
+# Single-run backfills (BackfillPolicy) are a beta parameter that we rely on knowingly; its
+# warning would otherwise open every run's log and every command's output.
+warnings.filterwarnings("ignore", category=BetaWarning)
 
 # Validated here, at load: a bad experiments.yaml fails the code location with a message that
 # names the field, and nothing starts half-configured.

@@ -63,10 +63,9 @@ def test_instance_serialises_duckdb_writers(tmp_path: Path) -> None:
     try:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         concurrency = instance.get_concurrency_config()
-        assert {"key": "diana/duckdb", "value": "writer", "limit": 1} in (
-            concurrency.run_queue_config.tag_concurrency_limits
-        )
         assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.pool_config.pool_granularity.value == "op"
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
         assert instance.run_monitoring_enabled
         assert not instance.telemetry_enabled
         # SQLite storage under DAGSTER_HOME.

@@ -29,7 +29,6 @@ from diana_pipeline.store import EventStore, OffsetRange
 
 EVENTS = AssetKey("events")
 DUCKDB_POOL = "duckdb"
-DUCKDB_WRITER_TAGS = {"diana/duckdb": "writer"}
 
 
 class RangeConfig(Config):
@@ -118,7 +117,6 @@ def build_ingestion(config: ExperimentsConfig) -> tuple:
             )
 
     @job(
-        tags=DUCKDB_WRITER_TAGS,
         description="Ingest Kafka offset ranges into the DuckDB event store (launched by the "
         "kafka_events_sensor).",
     )

@@ -34,7 +34,7 @@ from diana_pipeline.analysis import (
     quality_checks,
     superiority_rows,
 )
-from diana_pipeline.assets.ingestion import DUCKDB_POOL, DUCKDB_WRITER_TAGS, EVENTS
+from diana_pipeline.assets.ingestion import DUCKDB_POOL, EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import WindowCounts, quality, window_counts
@@ -270,7 +270,6 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
     statistics_job = define_asset_job(
         "statistics_job",
         selection=selection,
-        tags=DUCKDB_WRITER_TAGS,
         description="Recompute the statistics of a window (or a range, in one run) and write "
         "its posterior records to the sink.",
     )
@@ -291,7 +290,6 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "statistics_automation",
         target=selection,
         default_status=DefaultSensorStatus.RUNNING,
-        run_tags=DUCKDB_WRITER_TAGS,
         minimum_interval_seconds=10,
         description="After each ingestion, refreshes the statistics of the windows it touched.",
     )

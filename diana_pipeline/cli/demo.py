@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     # With --format json, stdout holds only the JSON; the story goes to stderr.
     human = sys.stderr if args.format == "json" else sys.stdout
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=human)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's storage migrations
     if args.sink:
         os.environ["DIANA_OUTPUT_SINK"] = args.sink
     began = time.monotonic()
