@@ -4,6 +4,7 @@ in a private folder on free ports), with helpers to make topics and read them ba
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,21 @@ class KafkaForTests:
         topic = f"test-{uuid.uuid4().hex[:12]}"
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
-        return topic
+        # Created is not yet visible: wait until the broker's metadata shows every partition
+        # with a leader, or a producer asking right away is told the topic does not exist.
+        deadline = time.monotonic() + 30
+        while True:
+            described = admin.list_topics(topic, timeout=10).topics.get(topic)
+            ready = (
+                described is not None
+                and described.error is None
+                and len(described.partitions) == partitions
+                and all(p.leader >= 0 for p in described.partitions.values())
+            )
+            if ready:
+                return topic
+            assert time.monotonic() < deadline, f"topic {topic} never became visible"
+            time.sleep(0.1)
 
     def env_for(self, topic: str) -> dict[str, str]:
         """Environment for a subprocess (or load_config) that should use `topic`."""

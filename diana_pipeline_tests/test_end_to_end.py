@@ -1,0 +1,134 @@
+"""End to end, as a newcomer runs it: `diana-demo` (the README's demo command, shortened) on a
+private stack of real servers, once per output sink. The sink's totals equal exactly what
+the traffic produced, P(best) favours the better variant, the data-quality checks passed, and
+`diana-stack down` leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+from diana_pipeline.assets.statistics import CHECKS
+from diana_pipeline.config import load_config
+from diana_pipeline.io_managers.console import PREFIX
+from diana_pipeline.io_managers.csv import PosteriorCsvFiles
+from diana_pipeline.io_managers.dynamodb import PosteriorTable
+from diana_pipeline.io_managers.records import Record, decode
+from diana_pipeline.store import EventStore
+from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
+from diana_pipeline_tests.kafka_helpers import private_stack_environment
+
+pytestmark = pytest.mark.servers
+
+
+def sink_records(sink: str, env: dict[str, str], dagster_home: Path) -> list[Record]:
+    """What the sink itself holds: the files, the table, or the log lines of the runs."""
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    if sink == "csv":
+        return PosteriorCsvFiles(config.infrastructure.csv.directory).read()
+    if sink == "dynamodb":
+        settings = config.infrastructure.dynamodb
+        return PosteriorTable(settings.endpoint_url, settings.region, settings.table).read()
+    instance = DagsterInstance.from_config(str(dagster_home))
+    try:
+        lines = [
+            entry.user_message
+            for run in instance.get_runs()
+            for entry in instance.all_logs(run.run_id)
+            if entry.user_message.startswith(PREFIX)
+        ]
+    finally:
+        instance.dispose()
+    return [decode(json.loads(line.removeprefix(PREFIX)), "log line") for line in lines]
+
+
+def latest_totals(records: list[Record]) -> Counter[tuple[str, str, str]]:
+    """Per variant, exposed and converted users at the latest window (totals are cumulative);
+    a record logged twice (a window refreshed) counts once: the newest timestamp wins."""
+    newest: dict[tuple, Record] = {}
+    for r in sorted(records, key=lambda r: (r["window_start"], r["timestamp"])):
+        newest[(r["test_id"], r["variant"])] = r
+    totals: Counter[tuple[str, str, str]] = Counter()
+    for (test_id, variant), r in newest.items():
+        totals[(test_id, variant, "exposures")] = r["exposures_total"]  # type: ignore[assignment]
+        totals[(test_id, variant, "successes")] = r["successes_total"]  # type: ignore[assignment]
+    return totals
+
+
+def processes_of(home: Path) -> list[psutil.Process]:
+    """Every process started for this stack folder: servers, code servers, run workers."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            environment = process.environ()
+            command = " ".join(process.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if environment.get("DIANA_HOME") == str(home) or str(home) in command:
+            found.append(process)
+    return found
+
+
+@pytest.mark.parametrize("sink", ["csv", "dynamodb", "console"])
+def test_demo_end_to_end(sink: str, tmp_path: Path) -> None:
+    home = tmp_path / "stack"
+    env = {**private_stack_environment(home, free_port), "DIANA_OUTPUT_SINK": sink}
+    dagster_home = home / "dagster_home"
+    try:
+        demo = run_command(
+            "diana-demo",
+            *("--eps", "20", "--duration", "20", "--timeout", "300", "--format", "json"),
+            env=env,
+            timeout=600,
+        )
+        assert demo.returncode == 0, demo.stderr[-4000:]
+        result = json.loads(demo.stdout)
+        assert "Dagster UI: http://127.0.0.1:" in demo.stderr
+        assert "Stop everything with: make down" in demo.stderr
+        assert result["sink"] == sink
+        traffic = result["traffic"]
+        assert traffic["failed"] == {} and traffic["sent"] == traffic["delivered"] > 300
+
+        # The sink's totals are exactly the users the traffic exposed and converted.
+        expected: Counter[tuple[str, str, str]] = Counter()
+        for row in traffic["expected_counts"]:
+            expected[(row["test_id"], row["variant"], "exposures")] = row["exposed_users"]
+            expected[(row["test_id"], row["variant"], "successes")] = row["converted_users"]
+        assert latest_totals(sink_records(sink, env, dagster_home)) == expected
+
+        # P(best) favours the better variant (0.55 against 0.35).
+        [report] = result["tests"]
+        best = {v["variant"]: v["prob_best"] for v in report["variants"]}
+        assert best["treatment"] > 0.95 > best["control"]
+
+        # The data-quality checks of the latest evaluation all passed.
+        instance = DagsterInstance.from_config(str(dagster_home))
+        try:
+            for name in CHECKS:
+                key = AssetCheckKey(AssetKey("variant_increments"), name)
+                record = instance.get_latest_asset_check_evaluation_record(key)
+                assert record is not None and record.event is not None, name
+                evaluation = record.event.dagster_event.event_specific_data
+                assert evaluation.passed, (name, evaluation.description)
+        finally:
+            instance.dispose()
+    finally:
+        down = run_command("diana-stack", "down", env=env, timeout=180)
+    assert down.returncode == 0, down.stderr
+
+    # Every event sent is in DuckDB exactly once, nothing was rejected.
+    with EventStore.open(Path(env["DIANA_DUCKDB_PATH"])) as store:
+        assert store.count_events() == traffic["sent"]
+        assert store.connection.execute("SELECT count(*) FROM rejected_events").fetchone() == (0,)
+
+    # Nothing is left running: no server, code server or run worker of this stack.
+    deadline = time.monotonic() + 30
+    while processes_of(home) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert processes_of(home) == []
