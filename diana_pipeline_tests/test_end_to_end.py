@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from diana_pipeline.assets.statistics import CHECKS
 from diana_pipeline.config import load_config
@@ -84,6 +85,10 @@ def test_demo_end_to_end(sink: str, tmp_path: Path) -> None:
         demo = run_command(
             "diana-demo",
             *("--eps", "20", "--duration", "20", "--timeout", "300", "--format", "json"),
+            # A fixed seed makes the variant split deterministic: this one's first 150-400
+            # users split evenly (chi-square p > 0.5), so the sample-ratio check must pass. A
+            # fresh seed fails it at p < 0.01 one run in a hundred, as it should.
+            *("--seed", "8"),
             env=env,
             timeout=600,
         )
@@ -107,15 +112,18 @@ def test_demo_end_to_end(sink: str, tmp_path: Path) -> None:
         best = {v["variant"]: v["prob_best"] for v in report["variants"]}
         assert best["treatment"] > 0.95 > best["control"]
 
-        # The data-quality checks of the latest evaluation all passed.
+        # Every evaluation of the data-quality checks passed (a run still in progress has
+        # planned ones: those are not evaluations yet).
         instance = DagsterInstance.from_config(str(dagster_home))
         try:
             for name in CHECKS:
                 key = AssetCheckKey(AssetKey("variant_increments"), name)
-                record = instance.get_latest_asset_check_evaluation_record(key)
-                assert record is not None and record.event is not None, name
-                evaluation = record.event.dagster_event.event_specific_data
-                assert evaluation.passed, (name, evaluation.description)
+                history = instance.event_log_storage.get_asset_check_execution_history(
+                    key, limit=1000, status=set(AssetCheckExecutionRecordStatus)
+                )
+                statuses = Counter(record.status for record in history)
+                assert statuses[AssetCheckExecutionRecordStatus.SUCCEEDED] > 0, name
+                assert statuses[AssetCheckExecutionRecordStatus.FAILED] == 0, (name, statuses)
         finally:
             instance.dispose()
     finally:

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds to wait for the pipeline (900)"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="traffic seed (default: fresh users every time, so the totals of repeated demos "
+        "add up; a seed repeats its users, who count once)",
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--config", type=Path, help="experiments file")
     parser.add_argument("--project-dir", type=Path, help="folder with workspace.yaml")
@@ -135,7 +141,9 @@ class Demo:
             for p in partitions
         )
 
-    def send_traffic(self, eps: float, duration_s: float, probabilities: dict[str, float]) -> dict:
+    def send_traffic(
+        self, eps: float, duration_s: float, probabilities: dict[str, float], seed: int | None
+    ) -> dict:
         """traffic_job through `dagster job execute`, with progress; returns its summary."""
         tag = uuid.uuid4().hex[:12]
         run_config = self.settings.home / "demo-traffic.yaml"
@@ -148,7 +156,7 @@ class Demo:
                                 "events_per_second": eps,
                                 "duration_seconds": duration_s,
                                 "success_probabilities": probabilities,
-                                "seed": None,  # fresh users, so totals add up run after run
+                                "seed": seed,
                             }
                         }
                     }
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dagster UI: {settings.dagster_url}", file=human)
         demo.wait_until_idle()
         baseline = demo.published_totals()
-        summary = demo.send_traffic(args.eps, args.duration, probabilities)
+        summary = demo.send_traffic(args.eps, args.duration, probabilities, args.seed)
         print(f"sent {summary['sent']:,} events in {summary['elapsed_s']:.0f}s", file=human)
         expected = expected_totals(baseline, summary)
         caught_up = demo.wait_for_pipeline(expected, args.timeout)
