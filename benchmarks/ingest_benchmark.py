@@ -1,0 +1,226 @@
+"""Ingest benchmark: events/s from Kafka into DuckDB through Diana's real ingestion code, on a
+backlog on a 3-partition topic, beside (a) a bare confluent-kafka consumer reading the same
+topic and doing nothing (the limit) and (b) a per-event consumer in the style of the original
+engine (poll one message, json.loads, update counters in Python); and the peak RSS of an
+ingestion run over the whole backlog, at two backlog sizes (memory must stay flat).
+
+All against a private Kafka broker that this command starts and stops. Diana's run is a
+child process, so its peak RSS is its own.
+
+    .venv/bin/python -m benchmarks.ingest_benchmark                # 2M and 8M, docs/benchmarks.md
+    .venv/bin/python -m benchmarks.ingest_benchmark --sizes 200000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from benchmarks.stats_benchmark import machine, replace_section
+from diana_pipeline.config import load_config
+from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
+from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.traffic import TrafficRun, build_spec
+from diana_pipeline_tests.conftest import free_port
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+
+SHARE_OF_RAW_TARGET = 0.5
+OVER_PER_EVENT_TARGET = 10.0
+RSS_TARGET_MB = 500.0
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def fill(kafka: KafkaForTests, topic: str, events: int) -> float:
+    """The backlog: Diana's traffic engine, unthrottled, seeded."""
+    config = kafka.config_for(topic)
+    spec = build_spec(config, {"control": 0.35, "treatment": 0.55}, eps=None, count=events, seed=1)
+    summary = TrafficRun(config, spec).run()
+    assert summary.deliveries.delivered == events, summary.deliveries
+    return summary.rate
+
+
+def assigned_consumer(kafka: KafkaForTests, topic: str):
+    config = kafka.config_for(topic)
+    consumer = make_consumer(config, group=f"bench-{uuid.uuid4().hex[:8]}")
+    marks = watermarks(consumer, topic)
+    consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in marks.items()])
+    return consumer, sum(high - low for low, high in marks.values())
+
+
+def raw_consumer(kafka: KafkaForTests, topic: str) -> float:
+    """Read everything in batches and do nothing with it."""
+    consumer, total = assigned_consumer(kafka, topic)
+    try:
+        started, seen = time.perf_counter(), 0
+        while seen < total:
+            seen += sum(
+                1 for m in consumer.consume(num_messages=10_000, timeout=1.0) if not m.error()
+            )
+        return total / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+def per_event_consumer(kafka: KafkaForTests, topic: str) -> float:
+    """The original engine's loop: one message at a time, json.loads, counters in Python."""
+    consumer, total = assigned_consumer(kafka, topic)
+    counters: Counter[tuple[str, str, str]] = Counter()
+    users: dict[tuple[str, str], str] = {}
+    try:
+        started, seen = time.perf_counter(), 0
+        while seen < total:
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            seen += 1
+            try:
+                event = json.loads(message.value())
+                key = (event["test_id"], event["variant"], event["event_type"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            counters[key] += 1
+            users.setdefault((event["test_id"], event["user_id"]), event["variant"])
+        return total / (time.perf_counter() - started)
+    finally:
+        consumer.close()
+
+
+def diana_ingest(kafka: KafkaForTests, topic: str, store: Path) -> dict[str, float]:
+    """One ingestion run over the whole backlog, in a child process (for its own peak RSS)."""
+    env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(store)}
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ingest_benchmark", "--child"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"ingestion child failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def child() -> int:
+    """Plan one run over every offset of the topic, as the sensor would with an unlimited
+    micro-batch, and ingest it with the real code."""
+    config = load_config(REPO_ROOT / "experiments.yaml")
+    consumer = make_consumer(config)
+    try:
+        marks = watermarks(consumer, config.infrastructure.kafka.topic)
+    finally:
+        consumer.close()
+    total = sum(high - low for low, high in marks.values())
+    [ranges], _ = plan_runs(marks, {}, max_batch=total, max_runs=1)
+    started = time.perf_counter()
+    result = ingest(config, ranges, run_id="benchmark")
+    seconds = time.perf_counter() - started
+    stored = sum(result.counts.events_by_window.values())
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"messages": total, "events": stored, "seconds": seconds, "peak_mb": peak_mb}))
+    return 0 if stored == total else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="2000000,8000000", help="backlog sizes, comma-separated")
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
+        env = private_stack_environment(Path(home), free_port)
+        settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
+        stack = LocalStack(settings)
+        progress("starting a private Kafka broker")
+        stack.up(with_dynamodb=False)
+        try:
+            kafka = KafkaForTests(settings.bootstrap_servers, env)
+            for size in sizes:
+                topic = kafka.new_topic(partitions=3)
+                progress(f"{size:,} events: filling the topic")
+                fill_rate = fill(kafka, topic, size)
+                progress(f"{size:,} events: bare consumer")
+                raw = raw_consumer(kafka, topic)
+                progress(f"{size:,} events: per-event consumer (json.loads, counters)")
+                per_event = per_event_consumer(kafka, topic)
+                progress(f"{size:,} events: Diana's ingestion into DuckDB (one run, child)")
+                diana = diana_ingest(kafka, topic, Path(home) / f"events-{size}.duckdb")
+                rows.append(
+                    {
+                        "size": size,
+                        "fill": fill_rate,
+                        "raw": raw,
+                        "per_event": per_event,
+                        "diana": diana["messages"] / diana["seconds"],
+                        "peak_mb": diana["peak_mb"],
+                    }
+                )
+        finally:
+            stack.down()
+    table = render(rows)
+    print(table)
+    first = rows[0]
+    met = (
+        first["diana"] >= SHARE_OF_RAW_TARGET * first["raw"]
+        and first["diana"] >= OVER_PER_EVENT_TARGET * first["per_event"]
+        and all(r["peak_mb"] < RSS_TARGET_MB for r in rows)
+    )
+    if not args.no_write:
+        replace_section(
+            "ingest-benchmark",
+            "\n".join(
+                [
+                    "## Ingest: Kafka to DuckDB",
+                    "",
+                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
+                    f"Command: `python -m benchmarks.ingest_benchmark --sizes {args.sizes}`",
+                    "",
+                    "A backlog of traffic_job events on a 3-partition topic of a local broker. "
+                    "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
+                    "(validation, DuckDB insert, ledger, per-window counts) in a child process; "
+                    "its peak RSS is that process's. Targets: ≥ 50% of the bare consumer, "
+                    "≥ 10× the per-event consumer, peak RSS < 500 MB and flat.",
+                    "",
+                    table,
+                ]
+            ),
+        )
+    return 0 if met else 1
+
+
+def render(rows: list[dict[str, float]]) -> str:
+    lines = [
+        "| backlog | bare consumer (limit) | per-event consumer | Diana ingest | Diana / bare "
+        "| Diana / per-event | Diana peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']:,} | {r['raw']:,.0f}/s | {r['per_event']:,.0f}/s | "
+            f"{r['diana']:,.0f}/s | {r['diana'] / r['raw']:.0%} | "
+            f"{r['diana'] / r['per_event']:.1f}× | {r['peak_mb']:,.0f} MB |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
