@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench-stats bench-traffic
+.PHONY: demo test down status bench-stats bench-traffic bench-ingest
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -42,3 +42,8 @@ bench-stats: $(INSTALLED)
 # The traffic benchmark: Diana's unthrottled traffic beside a bare producer (own Kafka).
 bench-traffic: $(INSTALLED)
 	$(BIN)/python -m benchmarks.traffic_benchmark
+
+# The ingest benchmark: Diana's ingestion beside a bare and a per-event consumer, and its
+# peak RSS, on 2M- and 8M-event backlogs (own Kafka; about 10 minutes).
+bench-ingest: $(INSTALLED)
+	$(BIN)/python -m benchmarks.ingest_benchmark
