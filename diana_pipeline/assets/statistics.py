@@ -290,7 +290,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "statistics_automation",
         target=selection,
         default_status=DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=10,
+        minimum_interval_seconds=3,
         description="After each ingestion, refreshes the statistics of the windows it touched.",
     )
     return (
