@@ -93,14 +93,20 @@ class Demo:
 
     def start_stack(self) -> None:
         """Up with Dagster; a Dagster started earlier with another sink is restarted."""
-        sink = self.config.output_sink
+        # The sink comes from experiments.yaml, overridden by DIANA_OUTPUT_SINK (--sink): a
+        # Dagster started with another override loads another sink.
+        wanted = self.settings.env.get("DIANA_OUTPUT_SINK") or ""
         for name in ("dagster-webserver", "dagster-daemon"):
             process = self.stack.processes[name].running()
             if process is None:
                 continue
-            running_sink = process.environ().get("DIANA_OUTPUT_SINK") or "console"
-            if running_sink != sink:
-                log.info("Dagster runs with the %s sink; restarting it with %s", running_sink, sink)
+            running = process.environ().get("DIANA_OUTPUT_SINK") or ""
+            if running != wanted:
+                log.info(
+                    "Dagster runs with DIANA_OUTPUT_SINK=%s; restarting it with %s",
+                    running or "(unset)",
+                    wanted or "(unset)",
+                )
                 for other in ("dagster-webserver", "dagster-daemon"):
                     self.stack.processes[other].stop()
                 break
