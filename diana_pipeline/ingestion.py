@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.events import EventValidator, ValidEvent
+from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,9 @@ def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
 
 def read_range(
     consumer: Consumer, topic: str, offset_range: OffsetRange, low_watermark: int
-) -> Iterator[tuple[int, bytes | None]]:
-    """(offset, value) of every message in the range that Kafka still holds, in order."""
+) -> Iterator[list[Message]]:
+    """Every message in the range that Kafka still holds, in order, a consumed batch at a
+    time."""
     start = max(offset_range.start, low_watermark)
     if start >= offset_range.end:
         return
@@ -108,6 +109,7 @@ def read_range(
                     )
                 continue
             last_progress = time.monotonic()
+            batch = []
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -119,7 +121,9 @@ def read_range(
                     next_offset = offset_range.end
                     break
                 next_offset = offset + 1
-                yield offset, message.value()
+                batch.append(message)
+            if batch:
+                yield batch
     finally:
         consumer.unassign()
 
@@ -173,22 +177,23 @@ def _store_messages(
     counts: WriteCounts,
 ) -> int:
     """Validate and insert the range's messages in batches; returns how many were read."""
-    valid: list[tuple[int, int, ValidEvent]] = []
+    columns = EventColumns()
     rejected: list[tuple[int, int, bytes | None, str]] = []
     seen = 0
     partition = offset_range.partition
-    for offset, value in read_range(consumer, topic, offset_range, low_watermark):
-        seen += 1
-        outcome = validator.validate(value)
-        if isinstance(outcome, str):
-            rejected.append((partition, offset, value, outcome))
-        else:
-            valid.append((partition, offset, outcome))
-        if len(valid) + len(rejected) >= WRITE_BATCH:
-            store.add_events(topic, valid, counts)
+    validate_into = validator.validate_into
+    for messages in read_range(consumer, topic, offset_range, low_watermark):
+        seen += len(messages)
+        for message in messages:
+            value, offset = message.value(), message.offset()
+            reason = validate_into(value, partition, offset, columns)
+            if reason is not None:
+                rejected.append((partition, offset, value, reason))
+        if len(columns) + len(rejected) >= WRITE_BATCH:
+            store.add_events(topic, columns, counts)
             store.add_rejected(topic, rejected, counts)
-            valid, rejected = [], []
-    store.add_events(topic, valid, counts)
+            columns, rejected = EventColumns(), []
+    store.add_events(topic, columns, counts)
     store.add_rejected(topic, rejected, counts)
     return seen
 
@@ -304,16 +309,16 @@ def rebuild_window(
                         if oldest_here > window_start - skew:
                             complete = False
                 offset_range = OffsetRange(begin.partition, max(first, low), last)
-                valid: list[tuple[int, int, ValidEvent]] = []
+                columns = EventColumns()
                 rejected: list[tuple[int, int, bytes | None, str]] = []
-                for offset, value in read_range(consumer, kafka.topic, offset_range, low):
-                    scanned += 1
-                    outcome = validator.validate(value)
-                    if isinstance(outcome, str):
-                        rejected.append((begin.partition, offset, value, outcome))
-                    elif outcome.window_start == target:
-                        valid.append((begin.partition, offset, outcome))
-                store.add_events(kafka.topic, valid, counts)
+                for messages in read_range(consumer, kafka.topic, offset_range, low):
+                    scanned += len(messages)
+                    for message in messages:
+                        value, offset = message.value(), message.offset()
+                        reason = validator.validate_into(value, begin.partition, offset, columns)
+                        if reason is not None:
+                            rejected.append((begin.partition, offset, value, reason))
+                store.add_events(kafka.topic, columns, counts, only_window=target)
                 store.add_rejected(kafka.topic, rejected, counts)
     finally:
         consumer.close()

@@ -1,8 +1,12 @@
 """The DuckDB event store: the source of truth for every number Diana shows.
 
 Tables
-  events           one row per event_id (a duplicate delivery is counted, not stored twice),
-                   with its Kafka position, event-time window and ingestion time
+  events           one row per event (a duplicate delivery is counted, not stored twice),
+                   with its Kafka position, event-time window and ingestion time. An event
+                   is a duplicate when its window already holds its event_id: a redelivery
+                   repeats the whole message, timestamp included, so it lands in the same
+                   window. Comparing within the window keeps the check's cost flat as history
+                   grows (DuckDB skips the other windows' row groups).
   rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
   ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
                    same transaction as its events, so a range is stored exactly once
@@ -24,11 +28,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from diana_pipeline.events import ValidEvent
+from diana_pipeline.events import EventColumns, to_microseconds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    event_id        VARCHAR   NOT NULL PRIMARY KEY,
+    event_id        VARCHAR   NOT NULL,
     event_type      VARCHAR   NOT NULL,
     test_id         VARCHAR   NOT NULL,
     variant         VARCHAR   NOT NULL,
@@ -38,7 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
     topic           VARCHAR   NOT NULL,
     kafka_partition INTEGER   NOT NULL,
     kafka_offset    BIGINT    NOT NULL,
-    ingested_at     TIMESTAMP NOT NULL
+    ingested_at     TIMESTAMP NOT NULL,
+    event_key       UHUGEINT  NOT NULL   -- md5_number(event_id): duplicates compare on it
 );
 CREATE TABLE IF NOT EXISTS rejected_events (
     topic           VARCHAR   NOT NULL,
@@ -64,18 +69,33 @@ CREATE TABLE IF NOT EXISTS ingested_ranges (
 );
 """
 
-_EVENT_COLUMNS = [
-    "event_id",
-    "event_type",
-    "test_id",
-    "variant",
-    "user_id",
-    "event_time",
-    "window_start",
-    "topic",
-    "kafka_partition",
-    "kafka_offset",
-]
+# Stores written before events had event_key kept a PRIMARY KEY on event_id, whose index
+# made every insert slower as the table grew; they are rewritten once, on first open.
+_MIGRATE_EVENTS = f"""
+ALTER TABLE events RENAME TO events_before_key;
+{SCHEMA}
+INSERT INTO events BY NAME SELECT *, md5_number(event_id) AS event_key FROM events_before_key;
+DROP TABLE events_before_key;
+"""
+
+# Which incoming events are new: not yet in their window, first of their copies in the batch.
+_NEW_EVENTS = """
+CREATE OR REPLACE TEMP TABLE new_events AS
+SELECT * FROM (
+    SELECT md5_number(event_id) AS event_key, event_id, event_type, test_id, variant, user_id,
+        make_timestamp(event_us) AS event_time, make_timestamp(window_us) AS window_start,
+        $topic AS topic, kafka_partition::INTEGER AS kafka_partition,
+        kafka_offset::BIGINT AS kafka_offset
+    FROM incoming_events
+    WHERE $window_us::BIGINT IS NULL OR window_us = $window_us
+) AS incoming
+WHERE NOT EXISTS (
+    SELECT 1 FROM events
+    WHERE events.window_start = incoming.window_start AND events.event_key = incoming.event_key
+)
+QUALIFY row_number() OVER (
+    PARTITION BY window_start, event_key ORDER BY kafka_partition, kafka_offset) = 1
+"""
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,17 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
             time.sleep(0.2)
 
 
+def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
+    has_key = connection.execute(
+        "SELECT count(*) FROM duckdb_columns() "
+        "WHERE table_name = 'events' AND column_name = 'event_key'"
+    ).fetchall()[0][0]
+    if not has_key:
+        connection.execute("BEGIN TRANSACTION")
+        connection.execute(_MIGRATE_EVENTS)
+        connection.execute("COMMIT")
+
+
 class EventStore:
     """A connection to the store file; use `EventStore.open(path)` as a context manager."""
 
@@ -143,6 +174,7 @@ class EventStore:
         try:
             if not read_only:
                 connection.execute(SCHEMA)
+                _migrate(connection)
             yield cls(connection)
         finally:
             connection.close()
@@ -209,47 +241,52 @@ class EventStore:
     # ---- rows ---------------------------------------------------------------------------------
 
     def add_events(
-        self, topic: str, rows: Iterable[tuple[int, int, ValidEvent]], counts: WriteCounts
+        self,
+        topic: str,
+        columns: EventColumns,
+        counts: WriteCounts,
+        only_window: datetime | None = None,
     ) -> None:
-        """Insert (partition, offset, event) rows; an event_id already stored is a duplicate.
-        Within the batch the first position of an event_id wins."""
-        batch = pd.DataFrame(
-            [
-                (
-                    e.event_id,
-                    e.event_type,
-                    e.test_id,
-                    e.variant,
-                    e.user_id,
-                    e.event_time,
-                    e.window_start,
-                    topic,
-                    p,
-                    o,
-                )
-                for p, o, e in rows
-            ],
-            columns=_EVENT_COLUMNS,
-        )
-        if batch.empty:
+        """Insert the events that are new (see the module's docstring on duplicates); within
+        the batch the first position of an event wins. With `only_window`, events of other
+        windows are left out."""
+        if not len(columns):
             return
-        self.connection.register("incoming_events", batch)
+        incoming = pd.DataFrame(
+            {
+                "kafka_partition": columns.kafka_partition,
+                "kafka_offset": columns.kafka_offset,
+                "event_id": columns.event_id,
+                "event_type": columns.event_type,
+                "test_id": columns.test_id,
+                "variant": columns.variant,
+                "user_id": columns.user_id,
+                "event_us": columns.event_us,
+                "window_us": columns.window_us,
+            }
+        )
+        window_us = None if only_window is None else to_microseconds(only_window)
+        self.connection.register("incoming_events", incoming)
         try:
-            inserted = self.connection.execute(
-                f"""
-                INSERT OR IGNORE INTO events
-                SELECT {", ".join(_EVENT_COLUMNS)}, ? AS ingested_at
-                FROM incoming_events
-                QUALIFY row_number() OVER (
-                    PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) = 1
-                RETURNING window_start
-                """,
-                [_now()],
+            self.connection.execute(_NEW_EVENTS, {"topic": topic, "window_us": window_us})
+            self.connection.execute(
+                "INSERT INTO events BY NAME SELECT *, ? AS ingested_at FROM new_events", [_now()]
+            )
+            per_window = self.connection.execute(
+                "SELECT window_start, count(*) FROM new_events GROUP BY window_start"
             ).fetchall()
+            self.connection.execute("DROP TABLE new_events")
         finally:
             self.connection.unregister("incoming_events")
-        counts.events_by_window.update(row[0] for row in inserted)
-        counts.duplicates += len(batch) - len(inserted)
+        stored = 0
+        for window_start, count in per_window:
+            counts.events_by_window[window_start] += count
+            stored += count
+        if window_us is not None:
+            considered = sum(1 for w in columns.window_us if w == window_us)
+        else:
+            considered = len(columns)
+        counts.duplicates += considered - stored
 
     def add_rejected(
         self, topic: str, rows: Iterable[tuple[int, int, bytes | None, str]], counts: WriteCounts

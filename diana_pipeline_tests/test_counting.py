@@ -18,7 +18,7 @@ from diana_pipeline.counting import (
     quality,
     window_counts,
 )
-from diana_pipeline.events import ValidEvent
+from diana_pipeline.events import EventColumns, ValidEvent
 from diana_pipeline.store import EventStore, WriteCounts
 from diana_pipeline_tests.conftest import REPO_ROOT
 
@@ -90,7 +90,7 @@ def store_events(
         )
         for i, (eid, kind, variant, user, t) in enumerate(rows)
     ]
-    store.add_events("web-events", events, WriteCounts())
+    store.add_events("web-events", EventColumns.of(events), WriteCounts())
 
 
 def counts_by_window(store: EventStore, config: ExperimentsConfig) -> dict:

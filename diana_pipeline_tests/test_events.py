@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -120,3 +120,166 @@ def test_each_bad_message_has_its_reason(raw: bytes | None, reason: str) -> None
     outcome = validator().validate(raw)
     assert isinstance(outcome, str)
     assert outcome.startswith(reason)
+
+
+# ---- the fast path agrees with validate() (property-based) ----------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from diana_pipeline.events import EventColumns  # noqa: E402
+
+_moments = st.one_of(
+    # Mostly inside the accepted range (the first window to NOW + 1 h), some far outside.
+    st.datetimes(
+        min_value=datetime(2026, 10, 31, 23),
+        max_value=datetime(2026, 11, 21, 13, 1),
+        timezones=st.just(UTC),
+    ),
+    st.datetimes(
+        min_value=datetime(2026, 11, 21, 10),
+        max_value=datetime(2026, 11, 21, 11, 1),
+        timezones=st.just(UTC),
+    ),
+    st.datetimes(
+        min_value=datetime(1969, 12, 31), max_value=datetime(2101, 1, 1), timezones=st.just(UTC)
+    ),
+)
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> str:
+    """Every spelling a producer might use, right and wrong."""
+    moment = draw(
+        st.one_of(
+            _moments,
+            st.sampled_from([NOW, NOW + timedelta(hours=1), datetime(2026, 11, 1, tzinfo=UTC)]),
+        )
+    )
+    spelling = draw(
+        st.sampled_from(
+            [
+                "%Y-%m-%dT%H:%M:%S.{ms}Z",
+                "%Y-%m-%dT%H:%M:%S.%fZ",
+                "%Y-%m-%dT%H:%M:%SZ",
+                "%Y-%m-%dT%H:%M:%S.{ms}+00:00",
+                "%Y-%m-%dT%H:%M:%S+01:00",
+                "%Y-%m-%d %H:%M:%S.{ms}Z",
+                "%Y-%m-%dT%H:%M:%S.{ms}",
+                "%Y-%m-%dT%H:%M:%S.{cs}Z",
+                "%Y%m%dT%H%M%SZ",
+            ]
+        )
+    )
+    text = moment.strftime(spelling.format(ms=f"{moment.microsecond // 1000:03d}", cs="12"))
+    if draw(st.integers(0, 19)) == 0:  # damage one character
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from(["9", "x", "Z", ".", "٣", ""])) + text[at + 1 :]
+    return text
+
+
+_strings = st.one_of(
+    st.text(min_size=0, max_size=3),
+    st.text(min_size=255, max_size=258),
+    st.sampled_from(["control", "treatment", "button-color-test", "other", "ButtonClicked"]),
+)
+_values = st.one_of(
+    _strings,
+    st.integers(-(2**63), 2**63 - 1),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(0, 9), max_size=2),
+)
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> bytes | None:
+    def usually(good: st.SearchStrategy) -> object:
+        """Nine times in ten a good value, else anything."""
+        return draw(good if draw(st.integers(0, 9)) else _values)
+
+    event = {
+        "event_id": usually(st.uuids().map(str)),
+        "event_type": usually(st.sampled_from(["ButtonDisplayed", "ButtonClicked"])),
+        "test_id": usually(st.just("button-color-test")),
+        "variant": usually(st.sampled_from(["control", "treatment"])),
+        "user_id": usually(st.text(min_size=1, max_size=20)),
+        "timestamp": usually(timestamps()),
+    }
+    if draw(st.integers(0, 9)) == 0:
+        del event[draw(st.sampled_from(list(event)))]
+    if draw(st.booleans()):
+        event[draw(st.text(max_size=5))] = draw(_values)
+    raw = orjson.dumps(event)
+    damage = draw(st.integers(0, 19))
+    if damage == 0:
+        return None
+    if damage == 1:
+        return raw[: draw(st.integers(0, len(raw)))]
+    if damage == 2:
+        return draw(st.binary(max_size=40))
+    if damage == 3:
+        return orjson.dumps([event])
+    if damage == 4:
+        return raw + b" " * 20_000
+    return raw
+
+
+_CHECKER = validator()
+
+
+def assert_the_fast_path_agrees(raw: bytes | None, position: tuple[int, int]) -> None:
+    outcome = _CHECKER.validate(raw)
+    columns = EventColumns()
+    # Twice: the second call finds the timestamp's second in the cache.
+    for _ in range(2):
+        reason = _CHECKER.validate_into(raw, *position, columns)
+        if isinstance(outcome, str):
+            assert reason == outcome and len(columns) == 0
+        else:
+            assert reason is None and columns.events()[-1] == (*position, outcome)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(raw=payloads(), position=st.tuples(st.integers(0, 2), st.integers(0, 2**40)))
+def test_the_fast_path_gives_validates_verdict_and_values(
+    raw: bytes | None, position: tuple[int, int]
+) -> None:
+    assert_the_fast_path_agrees(raw, position)
+
+
+def test_the_fast_path_reads_the_usual_timestamps_exactly() -> None:
+    checker = validator()
+    columns = EventColumns()
+    for text, expected in [
+        ("2026-11-21T10:15:30.250Z", datetime(2026, 11, 21, 10, 15, 30, 250000)),
+        ("2026-11-21T10:15:30.999Z", datetime(2026, 11, 21, 10, 15, 30, 999000)),
+        ("2026-11-21T10:15:30.000001Z", datetime(2026, 11, 21, 10, 15, 30, 1)),
+        ("2026-11-21T10:59:59Z", datetime(2026, 11, 21, 10, 59, 59)),
+        ("2026-11-21T11:00:00.000Z", datetime(2026, 11, 21, 11, 0)),
+    ]:
+        raw = orjson.dumps({**GOOD, "timestamp": text})
+        assert checker.validate_into(raw, 0, 0, columns) is None
+        (_, _, event) = columns.events()[-1]
+        assert event.event_time == expected
+        assert event.window_start == expected.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-21T10:15:30.1٣3Z",  # a non-ASCII digit
+        "2026-11-21T10:15:30.12Z",
+        "2026-11-21T10:15:30.1234567Z",
+        "2026-11-21T10:15:30,123Z",
+        "2026-11-21T10:15:30.123z",
+        "2026-11-21T10:15:30.123+00:00",
+        "2026-11-21T10:15:30.123",
+        "2026-02-30T10:15:30.123Z",
+        "2026-11-21T24:00:00.000Z",
+        "2026-11-21T10:15:30.+12Z",
+        "2026-11-21T10:15:30. 12Z",
+    ],
+)
+def test_odd_timestamps_get_validates_verdict(text: str) -> None:
+    assert_the_fast_path_agrees(orjson.dumps({**GOOD, "timestamp": text}), (0, 7))

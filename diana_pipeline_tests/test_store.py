@@ -11,10 +11,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from diana_pipeline.events import ValidEvent
+from diana_pipeline.events import EventColumns, ValidEvent
 from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
 
 WINDOW = datetime(2026, 11, 21, 10, 0)
+LATER = datetime(2026, 11, 21, 11, 0)
 
 
 def event(event_id: str, user: str = "u") -> ValidEvent:
@@ -25,10 +26,12 @@ def test_duplicates_within_and_across_batches_are_stored_once(tmp_path: Path) ->
     with EventStore.open(tmp_path / "s.duckdb") as store:
         counts = WriteCounts()
         store.add_events(
-            "web", [(0, 5, event("a")), (0, 6, event("b")), (1, 2, event("a"))], counts
+            "web",
+            EventColumns.of([(0, 5, event("a")), (0, 6, event("b")), (1, 2, event("a"))]),
+            counts,
         )
         assert (counts.events, counts.duplicates) == (2, 1)
-        store.add_events("web", [(2, 9, event("b")), (2, 10, event("c"))], counts)
+        store.add_events("web", EventColumns.of([(2, 9, event("b")), (2, 10, event("c"))]), counts)
         assert (counts.events, counts.duplicates) == (3, 2)
         assert counts.events_by_window == {WINDOW: 3}
         # The first position of a duplicated event_id is the one kept.
@@ -56,14 +59,14 @@ def test_a_failed_transaction_stores_nothing(tmp_path: Path) -> None:
     with EventStore.open(path) as store:
         with pytest.raises(RuntimeError), store.transaction():
             counts = WriteCounts()
-            store.add_events("web", [(0, 0, event("a"))], counts)
+            store.add_events("web", EventColumns.of([(0, 0, event("a"))]), counts)
             store.record_range("web", OffsetRange(0, 0, 1), "run", counts, 0)
             raise RuntimeError("killed mid-write")
         assert store.count_events() == 0
         assert not store.ingested("web", OffsetRange(0, 0, 1))
     with EventStore.open(path) as store, store.transaction():
         counts = WriteCounts()
-        store.add_events("web", [(0, 0, event("a"))], counts)
+        store.add_events("web", EventColumns.of([(0, 0, event("a"))]), counts)
         store.record_range("web", OffsetRange(0, 0, 1), "run", counts, 0)
     with EventStore.open(path, read_only=True) as store:
         assert store.count_events() == 1
@@ -98,3 +101,44 @@ connection = duckdb.connect(sys.argv[1], read_only=True)
 print("holding", flush=True)
 time.sleep(1.5)
 """
+
+
+def test_a_store_from_before_event_key_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute(
+        "CREATE TABLE events (event_id VARCHAR NOT NULL PRIMARY KEY, event_type VARCHAR NOT NULL,"
+        " test_id VARCHAR NOT NULL, variant VARCHAR NOT NULL, user_id VARCHAR NOT NULL,"
+        " event_time TIMESTAMP NOT NULL, window_start TIMESTAMP NOT NULL,"
+        " topic VARCHAR NOT NULL, kafka_partition INTEGER NOT NULL,"
+        " kafka_offset BIGINT NOT NULL, ingested_at TIMESTAMP NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO events VALUES ('a', 'ButtonDisplayed', 't', 'control', 'u', ?, ?, 'web',"
+        " 0, 0, ?)",
+        [WINDOW, WINDOW, WINDOW],
+    )
+    old.close()
+    with EventStore.open(path) as store:
+        counts = WriteCounts()
+        store.add_events("web", EventColumns.of([(0, 1, event("a")), (0, 2, event("b"))]), counts)
+        # "a" is already in its window: a duplicate, found through the migrated key.
+        assert (counts.events, counts.duplicates) == (1, 1)
+        later = ValidEvent("a", "ButtonDisplayed", "t", "control", "u", LATER, LATER)
+        store.add_events("web", EventColumns.of([(0, 3, later)]), counts)
+        assert counts.events == 2  # the same id in another window is another event
+        assert store.count_events() == 3
+        nullable = store.connection.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events' AND is_nullable"
+        ).fetchall()[0][0]
+        assert nullable == 0
+
+
+def test_only_window_keeps_the_other_windows_out(tmp_path: Path) -> None:
+    later = ValidEvent("z", "ButtonDisplayed", "t", "control", "u", LATER, LATER)
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        counts = WriteCounts()
+        rows = EventColumns.of([(0, 1, event("a")), (0, 2, later), (0, 3, event("a"))])
+        store.add_events("web", rows, counts, only_window=LATER)
+        assert (counts.events, counts.duplicates) == (1, 0)
+        assert counts.events_by_window == {LATER: 1}
