@@ -12,16 +12,25 @@ Counts are cumulative functions of the cutoff, so a window's increments are
 totals(window end) − totals(window start): a backfill over any range of windows gives
 exactly what the live path gave. (An increment can be negative when a user counted earlier
 shows up in a second variant during the window and leaves the counts.)
+
+`cumulative_counts` states the rules directly, one cutoff per query. `window_counts` gets
+every window of a range from one pass over the events: per user it finds the moments the
+rules turn on and off (first exposure t1, first exposure in another variant t2, first
+success within the conversion window s), so that at a cutoff T the user counts as exposed
+when t1 < T ≤ t2 and as a success when s < T ≤ t2. Those moments become +1/−1 steps in
+their windows, and totals are running sums of the steps. The tests hold it equal to
+`cumulative_counts` at every window end.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.events import to_microseconds
 
 _CUMULATIVE_SQL = """
 WITH tests(test_id, exposure_event, success_event, window_us) AS (
@@ -73,6 +82,48 @@ SELECT t.test_id,
           AND NOT EXISTS (SELECT 1 FROM exposed x
                           WHERE x.test_id = s.test_id AND x.user_id = s.user_id))
 FROM tests t
+"""
+
+
+_STEPS_SQL = """
+WITH tests(test_id, exposure_event, success_event, window_us) AS (
+    SELECT * FROM (VALUES {tests})
+),
+ev AS (
+    SELECT e.test_id, e.user_id, e.variant, e.event_type, e.event_time,
+           t.exposure_event, t.success_event, t.window_us
+    FROM events e JOIN tests t USING (test_id)
+    WHERE e.event_time < $cutoff
+),
+exposed AS (
+    SELECT test_id, user_id,
+           min(event_time) AS t1,
+           arg_min(variant, event_time) AS variant,
+           any_value(window_us) AS window_us
+    FROM ev WHERE event_type = exposure_event
+    GROUP BY test_id, user_id
+),
+users AS (
+    SELECT x.test_id, x.variant, x.t1,
+        min(e.event_time) FILTER (
+            WHERE e.event_type = e.exposure_event AND e.variant <> x.variant) AS t2,
+        min(e.event_time) FILTER (
+            WHERE e.event_type = e.success_event AND e.event_time >= x.t1
+              AND e.event_time <= x.t1 + to_microseconds(x.window_us)) AS s
+    FROM exposed x JOIN ev e ON e.test_id = x.test_id AND e.user_id = x.user_id
+    GROUP BY x.test_id, x.user_id, x.variant, x.t1
+),
+steps(test_id, variant, moment, exposures, successes) AS (
+    SELECT test_id, variant, t1, 1, 0 FROM users
+    UNION ALL SELECT test_id, variant, t2, -1, 0 FROM users WHERE t2 IS NOT NULL
+    UNION ALL SELECT test_id, variant, s, 0, 1 FROM users WHERE s IS NOT NULL
+    UNION ALL SELECT test_id, variant, greatest(s, t2), 0, -1
+        FROM users WHERE s IS NOT NULL AND t2 IS NOT NULL
+)
+SELECT test_id, variant,
+    make_timestamp($origin + (epoch_us(moment) - $origin) // $size * $size) AS window_start,
+    sum(exposures)::BIGINT, sum(successes)::BIGINT
+FROM steps GROUP BY ALL ORDER BY window_start
 """
 
 
@@ -139,20 +190,52 @@ def quality(
 def window_counts(
     connection: duckdb.DuckDBPyConnection,
     config: ExperimentsConfig,
-    window_start: datetime,
-    window_end: datetime,
-) -> list[WindowCounts]:
-    """Increments within [start, end) and totals at `end`, for every test and variant."""
-    before = cumulative_counts(connection, config, window_start)
-    after = cumulative_counts(connection, config, window_end)
-    return [
-        WindowCounts(
-            test_id,
-            variant,
-            total.exposures - before[(test_id, variant)].exposures,
-            total.successes - before[(test_id, variant)].successes,
-            total.exposures,
-            total.successes,
-        )
-        for (test_id, variant), total in after.items()
-    ]
+    windows: list[tuple[datetime, datetime]],
+) -> dict[datetime, list[WindowCounts]]:
+    """Per window [start, end) (naive UTC, on the partition grid): increments within it and
+    totals at its end, for every test and variant, from one pass over the events."""
+    if not windows:
+        return {}
+    values, params = _tests_values(config, with_window=True)
+    origin = to_microseconds(config.partitions.start.astimezone(UTC).replace(tzinfo=None))
+    size = config.partitions.window // timedelta(microseconds=1)
+    sql = (
+        _STEPS_SQL.format(tests=values)
+        .replace("$cutoff", "?")
+        .replace("$origin", str(origin))
+        .replace("$size", str(size))
+    )
+    steps = connection.execute(sql, [*params, max(end for _, end in windows)]).fetchall()
+    keys = [(t.test_id, v) for t in config.tests for v in t.variant_names]
+
+    # Running sums of the steps (ordered by window), read off at every start and end.
+    totals: dict[datetime, dict[tuple[str, str], VariantCounts]] = {}
+    running = dict.fromkeys(keys, VariantCounts(0, 0))
+    pending = iter(steps)
+    step = next(pending, None)
+    for cutoff in sorted({moment for window in windows for moment in window}):
+        while step is not None and step[2] < cutoff:
+            test_id, variant, _, exposures, successes = step
+            if (test_id, variant) in running:
+                now = running[(test_id, variant)]
+                running[(test_id, variant)] = VariantCounts(
+                    now.exposures + exposures, now.successes + successes
+                )
+            step = next(pending, None)
+        totals[cutoff] = dict(running)
+
+    result = {}
+    for start, end in windows:
+        before, after = totals[start], totals[end]
+        result[start] = [
+            WindowCounts(
+                test_id,
+                variant,
+                after[(test_id, variant)].exposures - before[(test_id, variant)].exposures,
+                after[(test_id, variant)].successes - before[(test_id, variant)].successes,
+                after[(test_id, variant)].exposures,
+                after[(test_id, variant)].successes,
+            )
+            for test_id, variant in keys
+        ]
+    return result

@@ -93,19 +93,17 @@ def store_events(
     store.add_events("web-events", EventColumns.of(events), WriteCounts())
 
 
+def as_tuples(counts: dict) -> dict:
+    return {
+        start: {r.variant: (r.exposures_inc, r.successes_inc, r.exposures_total, r.successes_total)
+                for r in rows}
+        for start, rows in counts.items()
+    }  # fmt: skip
+
+
 def counts_by_window(store: EventStore, config: ExperimentsConfig) -> dict:
-    result = {}
-    for start, end in pairwise(WINDOWS):
-        result[start] = {
-            row.variant: (
-                row.exposures_inc,
-                row.successes_inc,
-                row.exposures_total,
-                row.successes_total,
-            )
-            for row in window_counts(store.connection, config, start, end)
-        }
-    return result
+    """Every window of the fixture from one call, as a backfill computes them."""
+    return as_tuples(window_counts(store.connection, config, list(pairwise(WINDOWS))))
 
 
 def test_hand_computed_windows(tmp_path: Path) -> None:
@@ -135,10 +133,7 @@ def test_a_backfill_of_three_windows_equals_the_live_results(tmp_path: Path) -> 
             arrived = [row for row in FIXTURE if start <= at(row[4]) < end]
             store_events(store, arrived, first_offset=offset)
             offset += len(arrived)
-            live[start] = {
-                r.variant: (r.exposures_inc, r.successes_inc, r.exposures_total, r.successes_total)
-                for r in window_counts(store.connection, config, start, end)
-            }
+            live |= as_tuples(window_counts(store.connection, config, [(start, end)]))
         backfill = counts_by_window(store, config)
     assert live == backfill == EXPECTED
 
@@ -173,6 +168,57 @@ def test_successes_never_exceed_exposures(tmp_path: Path, seed: int) -> None:
         )
     with EventStore.open(tmp_path / "s.duckdb") as store:
         store_events(store, rows)
-        for start, end in pairwise(WINDOWS):
-            for row in window_counts(store.connection, config, start, end):
+        for rows in window_counts(store.connection, config, list(pairwise(WINDOWS))).values():
+            for row in rows:
                 assert 0 <= row.successes_total <= row.exposures_total
+
+
+# ---- one pass over a range equals the rules at every cutoff (property-based) ---------------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_event_rows = st.lists(
+    st.tuples(
+        st.sampled_from([SHOW, CLICK, "PageViewed"]),
+        st.sampled_from(["control", "treatment"]),
+        st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]),
+        # Minutes from 09:00, on a coarse grid so that ties and the 60-minute edge happen.
+        st.integers(0, 48).map(lambda step: step * 5),
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_event_rows)
+# A user who switches variant, then clicks within the conversion window, an hour later.
+@example(
+    rows=[(SHOW, "control", "u1", 50), (SHOW, "treatment", "u1", 55), (CLICK, "control", "u1", 70)]
+)
+def test_one_pass_over_a_range_equals_the_rules_at_each_cutoff(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, str, str, int]]
+) -> None:
+    config = config_with_one_hour_window()
+    windows = [(at(f"{h}:00"), at(f"{h + 1}:00")) for h in range(9, 13)]
+    path = tmp_path_factory.mktemp("counts") / "s.duckdb"
+    with EventStore.open(path) as store:
+        store_events(
+            store,
+            [
+                (f"e{i}", kind, variant, user, f"{9 + minute // 60}:{minute % 60:02d}")
+                for i, (kind, variant, user, minute) in enumerate(rows)
+            ],
+        )
+        one_pass = window_counts(store.connection, config, windows)
+        for start, end in windows:
+            before = cumulative_counts(store.connection, config, start)
+            after = cumulative_counts(store.connection, config, end)
+            expected = [
+                (t, v, a.exposures - before[(t, v)].exposures,
+                 a.successes - before[(t, v)].successes, a.exposures, a.successes)
+                for (t, v), a in after.items()
+            ]  # fmt: skip
+            assert [tuple(vars(r).values()) for r in one_pass[start]] == expected

@@ -133,9 +133,11 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         windows = run_windows(context, settings.partitions)
         rows: list[dict] = []
         with EventStore.open(settings.infrastructure.duckdb.path) as store:
+            counts = window_counts(store.connection, settings, windows)
             for start, end in windows:
-                counts = window_counts(store.connection, settings, start, end)
-                rows += [{**vars(c), "window_start": start, "window_end": end} for c in counts]
+                rows += [
+                    {**vars(c), "window_start": start, "window_end": end} for c in counts[start]
+                ]
             store.replace_windows("variant_increments", [s for s, _ in windows], rows)
             last_start, last_end = windows[-1]
             latest = [
