@@ -1,10 +1,13 @@
 """Kafka → DuckDB, exactly once: the engine behind the sensor's runs and the `events` asset.
 
-An ingestion run owns a set of offset ranges. For each range not yet in the ledger it reads
-exactly those offsets (assign(), never a subscription), validates every message and writes
-events, rejections and the ledger row in one DuckDB transaction. Only then does it commit
-the consumer group's offsets, which exist for lag tools only: the sensor's cursor and the
-ledger are what make ingestion exactly once.
+An ingestion run owns a set of offset ranges. It reads exactly those offsets (assign(),
+never a subscription) that the ledger does not cover yet, validates every message and stores
+them a chunk at a time: each chunk's events, rejections and its ledger row (the chunk's
+offsets) go in one DuckDB transaction. A run killed mid-range leaves whole chunks behind,
+and its retry reads only the offsets that no chunk covers. Chunks keep a run's memory flat
+however large its range. Only after storing does it commit the consumer group's offsets,
+which exist for lag tools only: the sensor's cursor and the ledger are what make ingestion
+exactly once.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 10_000
-WRITE_BATCH = 50_000  # messages validated and inserted at a time, inside the one transaction
+CHUNK = 50_000  # messages stored per transaction (with their ledger row)
 STALL_TIMEOUT_S = 60.0
 METADATA_TIMEOUT_S = 10.0
 
@@ -141,22 +144,14 @@ def ingest(
         marks = watermarks(consumer, topic)
         with EventStore.open(config.infrastructure.duckdb.path) as store:
             for offset_range in ranges:
-                if store.ingested(topic, offset_range):
+                missing = store.uncovered(topic, offset_range)
+                if not missing:
                     result.skipped.append(offset_range)
                     continue
                 low = marks.get(offset_range.partition, (0, 0))[0]
-                counts = WriteCounts()
-                with store.transaction():
-                    seen = _store_messages(
-                        store, consumer, topic, offset_range, low, validator, counts
-                    )
-                    lost = offset_range.size - seen
-                    store.record_range(topic, offset_range, run_id, counts, lost)
-                _merge(result.counts, counts)
+                for gap in missing:
+                    _store_range(store, consumer, topic, gap, low, validator, run_id, result)
                 result.ranges.append(offset_range)
-                result.lost += lost
-                if lost:
-                    log.warning("%s[%s]: %d offsets no longer in Kafka", topic, offset_range, lost)
             stored_up_to = store.ingested_end(topic)
         _commit_offsets(consumer, topic, ranges)
         for partition, (low, high) in watermarks(consumer, topic).items():
@@ -167,35 +162,50 @@ def ingest(
     return result
 
 
-def _store_messages(
+def _store_range(
     store: EventStore,
     consumer: Consumer,
     topic: str,
     offset_range: OffsetRange,
     low_watermark: int,
     validator: EventValidator,
-    counts: WriteCounts,
-) -> int:
-    """Validate and insert the range's messages in batches; returns how many were read."""
-    columns = EventColumns()
-    rejected: list[tuple[int, int, bytes | None, str]] = []
-    seen = 0
+    run_id: str | None,
+    result: IngestResult,
+) -> None:
+    """Read, validate and store the range, one transaction per chunk of about CHUNK
+    messages; each chunk's ledger row covers its offsets, the last one up to the range's
+    end (offsets that Kafka no longer holds are counted as lost)."""
     partition = offset_range.partition
     validate_into = validator.validate_into
+    chunk_start = offset_range.start
+    columns = EventColumns()
+    rejected: list[tuple[int, int, bytes | None, str]] = []
+
+    def store_chunk(chunk_end: int) -> None:
+        counts = WriteCounts()
+        chunk = OffsetRange(partition, chunk_start, chunk_end)
+        lost = chunk.size - len(columns) - len(rejected)
+        with store.transaction():
+            store.add_events(topic, columns, counts)
+            store.add_rejected(topic, rejected, counts)
+            store.record_range(topic, chunk, run_id, counts, lost)
+        _merge(result.counts, counts)
+        result.lost += lost
+        if lost:
+            log.warning("%s[%s]: %d offsets no longer in Kafka", topic, chunk, lost)
+
     for messages in read_range(consumer, topic, offset_range, low_watermark):
-        seen += len(messages)
         for message in messages:
             value, offset = message.value(), message.offset()
             reason = validate_into(value, partition, offset, columns)
             if reason is not None:
                 rejected.append((partition, offset, value, reason))
-        if len(columns) + len(rejected) >= WRITE_BATCH:
-            store.add_events(topic, columns, counts)
-            store.add_rejected(topic, rejected, counts)
-            columns, rejected = EventColumns(), []
-    store.add_events(topic, columns, counts)
-    store.add_rejected(topic, rejected, counts)
-    return seen
+        if len(columns) + len(rejected) >= CHUNK:
+            chunk_end = messages[-1].offset() + 1
+            store_chunk(chunk_end)
+            chunk_start, columns, rejected = chunk_end, EventColumns(), []
+    if chunk_start < offset_range.end:
+        store_chunk(offset_range.end)
 
 
 def _merge(total: WriteCounts, part: WriteCounts) -> None:

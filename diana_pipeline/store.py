@@ -199,13 +199,27 @@ class EventStore:
 
     # ---- the ledger ---------------------------------------------------------------------------
 
+    def uncovered(self, topic: str, offset_range: OffsetRange) -> list[OffsetRange]:
+        """The parts of the range that no ledger row covers yet (all of it, for a new range;
+        the rest of it, after a run that stopped between chunks)."""
+        rows = self.connection.execute(
+            "SELECT start_offset, end_offset FROM ingested_ranges WHERE topic = ? "
+            "AND kafka_partition = ? AND end_offset > ? AND start_offset < ? "
+            "ORDER BY start_offset",
+            [topic, offset_range.partition, offset_range.start, offset_range.end],
+        ).fetchall()
+        gaps, position = [], offset_range.start
+        for start, end in rows:
+            if start > position:
+                gaps.append(OffsetRange(offset_range.partition, position, start))
+            position = max(position, end)
+        if position < offset_range.end:
+            gaps.append(OffsetRange(offset_range.partition, position, offset_range.end))
+        return gaps
+
     def ingested(self, topic: str, offset_range: OffsetRange) -> bool:
-        row = self.connection.execute(
-            "SELECT 1 FROM ingested_ranges WHERE topic = ? AND kafka_partition = ? "
-            "AND start_offset = ?",
-            [topic, offset_range.partition, offset_range.start],
-        ).fetchone()
-        return row is not None
+        """Every offset of the range is in the ledger."""
+        return not self.uncovered(topic, offset_range)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

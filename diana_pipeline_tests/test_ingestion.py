@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import duckdb
 import pytest
 from dagster import materialize
 
+from diana_pipeline import ingestion
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.store import OffsetRange
+from diana_pipeline.store import EventStore, OffsetRange
 from diana_pipeline.traffic import NoiseRates, TrafficRun, build_spec
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
@@ -106,6 +108,51 @@ def test_the_same_range_twice_changes_nothing(setup: tuple[ExperimentsConfig, Pa
     assert second.ranges == [] and second.skipped == ranges
     assert snapshot(path) == before
     assert first.counts.events > 0
+
+
+def test_a_run_killed_between_chunks_is_finished_by_its_retry(
+    setup: tuple[ExperimentsConfig, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, path = setup
+    sent = produce(config, 3_000, seed=5)
+    [ranges] = all_ranges(config)
+    monkeypatch.setattr(ingestion, "CHUNK", 400)
+    monkeypatch.setattr(ingestion, "CONSUME_BATCH", 100)
+    real_record_range = EventStore.record_range
+    chunks_stored = []
+
+    def dies_at_the_fourth_chunk(self, topic, offset_range, run_id, counts, lost) -> None:
+        if len(chunks_stored) == 3:
+            raise KeyboardInterrupt("killed")  # like a kill: the open transaction is lost
+        chunks_stored.append(offset_range)
+        real_record_range(self, topic, offset_range, run_id, counts, lost)
+
+    monkeypatch.setattr(EventStore, "record_range", dies_at_the_fourth_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(config, ranges, run_id="killed")
+    monkeypatch.setattr(EventStore, "record_range", real_record_range)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM ingested_ranges").fetchone() == (3,)
+        stored = sum(r.size for r in chunks_stored)
+        assert con.execute("SELECT count(*) FROM events").fetchone()[0] == stored > 0
+    retry = ingest(config, ranges, run_id="retry")
+    assert retry.counts.duplicates == 0 and retry.lost == 0
+    valid = sum(sent.events.values())
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (
+            valid,
+            valid,
+        )
+        # The ledger's chunks tile every range exactly: no gap, no overlap.
+        rows = con.execute(
+            "SELECT kafka_partition, start_offset, end_offset FROM ingested_ranges ORDER BY ALL"
+        ).fetchall()
+    for offset_range in ranges:
+        mine = [(s, e) for p, s, e in rows if p == offset_range.partition]
+        assert mine[0][0] == offset_range.start and mine[-1][1] == offset_range.end
+        assert all(a[1] == b[0] for a, b in pairwise(mine))
+    again = ingest(config, ranges, run_id="again")
+    assert again.skipped == ranges and again.counts.events == 0
 
 
 def test_rebuilding_a_window_from_kafka_gives_the_same_rows(
