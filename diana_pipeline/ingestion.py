@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH = 10_000
 CHUNK = 50_000  # messages stored per transaction (with their ledger row)
+# DuckDB otherwise caches up to 80% of RAM; a run's writes need a chunk and one window's keys
+# (more spills to disk), and a run's memory stays flat however long the table grows.
+INGEST_MEMORY_LIMIT = "128MB"
 STALL_TIMEOUT_S = 60.0
 METADATA_TIMEOUT_S = 10.0
 
@@ -58,8 +62,11 @@ def make_consumer(config: ExperimentsConfig, group: str | None = None) -> Consum
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            # A run reads one partition at a time: a few MB in flight keep it fed, and keep
+            # its memory flat (librdkafka's defaults prefetch up to 64 MB per partition).
+            "fetch.max.bytes": 8 * 1024 * 1024,
+            "max.partition.fetch.bytes": 2 * 1024 * 1024,
+            "queued.max.messages.kbytes": 8 * 1024,
             "socket.connection.setup.timeout.ms": 5000,
         },
         logger=logging.getLogger("diana.librdkafka"),
@@ -142,7 +149,9 @@ def ingest(
     consumer = make_consumer(config)
     try:
         marks = watermarks(consumer, topic)
-        with EventStore.open(config.infrastructure.duckdb.path) as store:
+        with EventStore.open(
+            config.infrastructure.duckdb.path, memory_limit=INGEST_MEMORY_LIMIT
+        ) as store:
             for offset_range in ranges:
                 missing = store.uncovered(topic, offset_range)
                 if not missing:
@@ -174,16 +183,22 @@ def _store_range(
 ) -> None:
     """Read, validate and store the range, one transaction per chunk of about CHUNK
     messages; each chunk's ledger row covers its offsets, the last one up to the range's
-    end (offsets that Kafka no longer holds are counted as lost)."""
+    end (offsets that Kafka no longer holds are counted as lost).
+
+    A writer thread stores one chunk while this thread reads and validates the next (DuckDB
+    works without the GIL); at most one chunk waits, so memory stays at two chunks."""
     partition = offset_range.partition
     validate_into = validator.validate_into
     chunk_start = offset_range.start
     columns = EventColumns()
     rejected: list[tuple[int, int, bytes | None, str]] = []
 
-    def store_chunk(chunk_end: int) -> None:
+    def store_chunk(
+        chunk: OffsetRange,
+        columns: EventColumns,
+        rejected: list[tuple[int, int, bytes | None, str]],
+    ) -> None:
         counts = WriteCounts()
-        chunk = OffsetRange(partition, chunk_start, chunk_end)
         lost = chunk.size - len(columns) - len(rejected)
         with store.transaction():
             store.add_events(topic, columns, counts)
@@ -194,18 +209,30 @@ def _store_range(
         if lost:
             log.warning("%s[%s]: %d offsets no longer in Kafka", topic, chunk, lost)
 
-    for messages in read_range(consumer, topic, offset_range, low_watermark):
-        for message in messages:
-            value, offset = message.value(), message.offset()
-            reason = validate_into(value, partition, offset, columns)
-            if reason is not None:
-                rejected.append((partition, offset, value, reason))
-        if len(columns) + len(rejected) >= CHUNK:
-            chunk_end = messages[-1].offset() + 1
-            store_chunk(chunk_end)
-            chunk_start, columns, rejected = chunk_end, EventColumns(), []
-    if chunk_start < offset_range.end:
-        store_chunk(offset_range.end)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer") as writer:
+        writing: Future[None] | None = None
+
+        def hand_over(chunk_end: int) -> None:
+            nonlocal writing
+            if writing is not None:
+                writing.result()  # the previous chunk is stored (or its error raised here)
+            chunk = OffsetRange(partition, chunk_start, chunk_end)
+            writing = writer.submit(store_chunk, chunk, columns, rejected)
+
+        for messages in read_range(consumer, topic, offset_range, low_watermark):
+            for message in messages:
+                value, offset = message.value(), message.offset()
+                reason = validate_into(value, partition, offset, columns)
+                if reason is not None:
+                    rejected.append((partition, offset, value, reason))
+            if len(columns) + len(rejected) >= CHUNK:
+                chunk_end = messages[-1].offset() + 1
+                hand_over(chunk_end)
+                chunk_start, columns, rejected = chunk_end, EventColumns(), []
+        if chunk_start < offset_range.end:
+            hand_over(offset_range.end)
+        if writing is not None:
+            writing.result()
 
 
 def _merge(total: WriteCounts, part: WriteCounts) -> None:

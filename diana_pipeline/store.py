@@ -169,13 +169,17 @@ class EventStore:
 
     @classmethod
     @contextmanager
-    def open(cls, path: Path, read_only: bool = False) -> Iterator[EventStore]:
+    def open(
+        cls, path: Path, read_only: bool = False, memory_limit: str | None = None
+    ) -> Iterator[EventStore]:
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         # Runs take turns through Dagster's limits; an outside reader (diana-analyze, a test)
         # may still hold the file for a moment, so wait for it rather than fail the run.
         connection = _connect(path, read_only, WRITER_LOCK_WAIT_S)
         try:
+            if memory_limit is not None:
+                connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only:
                 connection.execute(SCHEMA)
                 _migrate(connection)
