@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench-stats bench-traffic bench-ingest bench-freshness
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -34,6 +34,12 @@ down:
 status:
 	$(BIN)/diana-stack status
 
+# Every benchmark below, one after the other (about 35 minutes); each writes its section of
+# docs/benchmarks.md and prints its table.
+bench: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks
+
 # The statistics benchmark: Diana beside a numpy Monte Carlo and bayesian-testing.
 bench-stats: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -52,3 +58,8 @@ bench-ingest: $(INSTALLED)
 # doing everything at 500 events/s for 5 minutes (own stack; about 7 minutes).
 bench-freshness: $(INSTALLED)
 	$(BIN)/python -m benchmarks.freshness_benchmark
+
+# The backfill benchmark: the statistics job over 30 days of hourly windows (10M events) in
+# one run, beside a plain DuckDB GROUP BY (own DuckDB file; about 3 minutes).
+bench-backfill: $(INSTALLED)
+	$(BIN)/python -m benchmarks.backfill_benchmark

@@ -6,13 +6,19 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-
-import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats as distributions
+
+
+def _pyplot():
+    """matplotlib, imported on first use: it costs 1.5 s, and every run process (ingestion
+    runs too) imports this module through the Definitions."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def posterior_figure(
@@ -21,6 +27,7 @@ def posterior_figure(
     """One row per test: the Beta posterior of each variant (left) and each variant's P(best)
     window by window (right). `latest`: posterior records of one window; `history`: records
     with window_start, test_id, variant and prob_best of every window so far."""
+    plt = _pyplot()
     tests = sorted({str(r["test_id"]) for r in latest})
     figure, axes = plt.subplots(len(tests), 2, figsize=(10, 3.2 * len(tests)), squeeze=False)
     for row, test_id in enumerate(tests):

@@ -1,0 +1,232 @@
+"""Backfill benchmark: rebuild 30 days of hourly windows over 10 million events in one run,
+beside a plain DuckDB GROUP BY over the same rows (the limit).
+
+The events are written straight into a fresh DuckDB store (no Kafka: this measures the
+rebuild, not ingestion). Diana's figure is one in-process run of the statistics job over
+every window (variant_increments, posteriors, superiority, allocation and
+published_posteriors into the CSV sink), as a single-run backfill from the UI does it. The
+counting step alone is also timed, beside the old way (two full counting queries per
+window, measured on a sample of windows and scaled).
+
+    .venv/bin/python -m benchmarks.backfill_benchmark                   # docs/benchmarks.md
+    .venv/bin/python -m benchmarks.backfill_benchmark --events 1000000 --days 3 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from unittest.mock import patch
+
+import duckdb
+from dagster import materialize
+
+from benchmarks.stats_benchmark import machine, replace_section
+from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.statistics import build_statistics
+from diana_pipeline.config import load_config
+from diana_pipeline.counting import cumulative_counts, window_counts
+from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
+from diana_pipeline.partitions import partition_key
+from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.store import EventStore
+from diana_pipeline_tests.conftest import REPO_ROOT
+
+TARGET = 3.0
+
+# Users arrive uniformly over the period; each has an exposure, and with the variant's rate
+# a click a few minutes later, else a second exposure. Two events per user.
+_FILL_SQL = """
+INSERT INTO events BY NAME
+WITH users AS (
+    SELECT i AS user_number,
+           'u' || i AS user_id,
+           CASE WHEN hash(i) % 2 = 0 THEN 'control' ELSE 'treatment' END AS variant,
+           $start + to_microseconds((hash(i * 7 + 1) % $span)::BIGINT) AS first_seen
+    FROM range($users) AS r(i)
+)
+SELECT md5_number(event_id) AS event_key, event_id, event_type, 'button-color-test' AS test_id,
+       variant, user_id, event_time,
+       time_bucket(INTERVAL 1 hour, event_time) AS window_start,
+       'web-events' AS topic, 0 AS kafka_partition, row_number() OVER () AS kafka_offset,
+       now()::TIMESTAMP AS ingested_at
+FROM (
+    SELECT 'x' || user_number || '-1' AS event_id, 'ButtonDisplayed' AS event_type, variant,
+           user_id, first_seen AS event_time FROM users
+    UNION ALL
+    SELECT 'x' || user_number || '-2',
+           CASE WHEN (hash(user_number * 13 + 5) % 1000) <
+                     (CASE variant WHEN 'control' THEN 350 ELSE 550 END)
+                THEN 'ButtonClicked' ELSE 'ButtonDisplayed' END,
+           variant, user_id,
+           least(first_seen + to_microseconds((60 + hash(user_number) % 1200)::BIGINT * 1000000),
+                 $last)
+    FROM users
+)
+"""
+
+
+def progress(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def best_of(runs: int, work) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="diana-backfill-") as home:
+        # The runs read experiments.yaml with these variables, like a deployment would.
+        env = {
+            "DIANA_DUCKDB_PATH": str(Path(home) / "events.duckdb"),
+            "DIANA_OUTPUT_SINK": "csv",
+            "DIANA_CSV_DIR": str(Path(home) / "csv"),
+        }
+        with patch.dict(os.environ, env):
+            figures = measure(Path(home), args.events, args.days)
+    table, rebuild, group_by = render(figures)
+    print(table)
+    if not args.no_write:
+        replace_section(
+            "backfill-benchmark",
+            "\n".join(
+                [
+                    "## Backfill: rebuilding history in one run",
+                    "",
+                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
+                    f"Command: `python -m benchmarks.backfill_benchmark --events {args.events} "
+                    f"--days {args.days}`",
+                    "",
+                    f"{figures['events']:,} events ({args.events // 2:,} users, an exposure each "
+                    f"and a click or a second exposure) over {args.days} days of hourly windows "
+                    f"({figures['windows']} partitions), written straight into a DuckDB store. "
+                    "Diana's time is one in-process run of the statistics job over every window "
+                    f"({figures['materialized']:,} asset materialisations, {figures['rows']:,} CSV "
+                    f"records). Target: ≤ {TARGET:.0f}× the GROUP BY.",
+                    "",
+                    table,
+                ]
+            ),
+        )
+    return 0 if rebuild <= TARGET * group_by else 1
+
+
+def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days)
+    experiments = home / "experiments.yaml"
+    experiments.write_text(
+        (REPO_ROOT / "experiments.yaml")
+        .read_text()
+        .replace("start: 2026-11-01T00:00:00Z", f"start: {start:%Y-%m-%dT%H:%M:%SZ}")
+    )
+    config = load_config(experiments)
+    path = config.infrastructure.duckdb.path
+    progress(f"writing {event_count:,} events over {days} days into DuckDB")
+    with EventStore.open(path) as store:
+        store.connection.execute(
+            _FILL_SQL,
+            {
+                "users": event_count // 2,
+                "start": start.replace(tzinfo=None),
+                "span": days * 86_400 * 1_000_000,
+                "last": today.replace(tzinfo=None) - timedelta(microseconds=1),
+            },
+        )
+        events = store.count_events()
+    windows = [
+        (start.replace(tzinfo=None) + timedelta(hours=h),
+         start.replace(tzinfo=None) + timedelta(hours=h + 1))
+        for h in range(days * 24)
+    ]  # fmt: skip
+
+    progress("plain GROUP BY (best of 3)")
+    group_by_sql = (
+        "SELECT window_start, test_id, variant, event_type, count(*), "
+        "count(DISTINCT user_id) FROM events GROUP BY ALL"
+    )
+    with duckdb.connect(str(path), read_only=True) as con:
+        group_by = best_of(3, lambda: con.execute(group_by_sql).fetchall())
+
+    progress("counting step alone: one pass over the range (best of 3)")
+    with duckdb.connect(str(path), read_only=True) as con:
+        one_pass = best_of(3, lambda: window_counts(con, config, windows))
+        progress("counting step the old way: two cutoff queries per window (24 windows)")
+        sample = windows[-24:]
+
+        def per_window() -> None:
+            for window_start, window_end in sample:
+                cumulative_counts(con, config, window_start)
+                cumulative_counts(con, config, window_end)
+
+        per_window_scaled = best_of(1, per_window) * len(windows) / len(sample)
+
+    progress(f"Diana: the statistics job over {len(windows)} windows in one run")
+    events_asset, _ = build_ingestion(config)
+    assets, *_ = build_statistics(config)
+    tags = {
+        "dagster/asset_partition_range_start": partition_key(windows[0][0]),
+        "dagster/asset_partition_range_end": partition_key(windows[-1][0]),
+    }
+    resources = {
+        "experiments": ExperimentsResource(config_file=str(experiments)),
+        POSTERIOR_SINK: posterior_sink(config),
+    }
+    started = time.perf_counter()
+    result = materialize([*assets, events_asset.to_source_asset()], resources=resources, tags=tags)
+    rebuild = time.perf_counter() - started
+    assert result.success
+    materialized = len(result.get_asset_materialization_events())
+    assert materialized == len(assets) * len(windows), materialized
+    rows = sum(len(f.read_text().splitlines()) - 1 for f in (home / "csv").glob("*.csv"))
+    assert rows == 2 * len(windows), rows
+
+    return {
+        "events": events,
+        "windows": len(windows),
+        "materialized": materialized,
+        "rows": rows,
+        "group_by": group_by,
+        "rebuild": rebuild,
+        "one_pass": one_pass,
+        "per_window": per_window_scaled,
+    }
+
+
+def render(f: dict[str, float]) -> tuple[str, float, float]:
+    group_by = f["group_by"]
+    lines = [
+        "| what | time (s) | × the GROUP BY |",
+        "|---|---:|---:|",
+        f"| plain DuckDB GROUP BY (window, test, variant, type: events and users) | "
+        f"{group_by:.2f} | 1.0 |",
+        f"| Diana: the statistics job, one run over every window, CSV sink | "
+        f"{f['rebuild']:.2f} | {f['rebuild'] / group_by:.1f} |",
+        f"| counting step alone: one pass over the range | {f['one_pass']:.2f} | "
+        f"{f['one_pass'] / group_by:.1f} |",
+        f"| counting step the old way: two cutoff queries per window (scaled from 24) | "
+        f"{f['per_window']:.1f} | {f['per_window'] / group_by:.0f} |",
+    ]
+    return "\n".join(lines), f["rebuild"], group_by
+
+
+if __name__ == "__main__":
+    sys.exit(main())
