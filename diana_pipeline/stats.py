@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from numpy.polynomial import legendre
-from scipy import special
+from scipy import optimize, special
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
@@ -373,17 +373,21 @@ def _lift_quantiles(
     edge = 1e-12
     c_lo, c_hi = special.betaincinv(ac, bc, [edge, 1 - edge])
     v_lo, v_hi = special.betaincinv(av, bv, [edge, 1 - edge])
-    lo = np.full(2, np.log(v_lo) - np.log(c_hi))
-    hi = np.full(2, np.log(v_hi) - np.log(c_lo))
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        below = lift_cdf(mid) < targets
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
-        if np.all(hi - lo <= 1e-12 * np.maximum(1.0, np.abs(mid))):
-            break
-    bounds = np.expm1(0.5 * (lo + hi))
-    return float(bounds[0]), float(bounds[1])
+    lo = np.log(v_lo) - np.log(c_hi)
+    hi = np.log(v_hi) - np.log(c_lo)
+    # Brent's method: about a dozen CDF evaluations per quantile where bisection takes ~45.
+    bounds = [
+        optimize.brentq(
+            lambda log_ratio, target=target: float(lift_cdf(np.array([log_ratio]))[0]) - target,
+            lo,
+            hi,
+            xtol=1e-13,
+            rtol=1e-12,
+            maxiter=200,
+        )
+        for target in targets
+    ]
+    return float(np.expm1(bounds[0])), float(np.expm1(bounds[1]))
 
 
 def srm_pvalue(counts: ArrayLike, weights: ArrayLike) -> FloatArray | float:
