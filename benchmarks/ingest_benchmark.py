@@ -204,26 +204,30 @@ def main(argv: list[str] | None = None) -> int:
         and all(r["peak_mb"] < RSS_TARGET_MB for r in rows)
     )
     if not args.no_write:
-        replace_section(
-            "ingest-benchmark",
-            "\n".join(
-                [
-                    "## Ingest: Kafka to DuckDB",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    f"Command: `python -m benchmarks.ingest_benchmark --sizes {args.sizes}`",
-                    "",
-                    "A backlog of traffic_job events on a 3-partition topic of a local broker. "
-                    "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
-                    "(validation, DuckDB insert, ledger, per-window counts) in a child process; "
-                    "its peak RSS is that process's. Targets: ≥ 50% of the bare consumer, "
-                    "≥ 10× the per-event consumer, peak RSS < 500 MB and flat.",
-                    "",
-                    table,
-                ]
-            ),
-        )
+        write_docs(table, args.sizes)
     return 0 if met else 1
+
+
+def write_docs(table: str, sizes: str) -> None:
+    replace_section(
+        "ingest-benchmark",
+        "\n".join(
+            [
+                "## Ingest: Kafka to DuckDB",
+                "",
+                f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
+                f"Command: `python -m benchmarks.ingest_benchmark --sizes {sizes}`",
+                "",
+                "A backlog of traffic_job events on a 3-partition topic of a local broker. "
+                "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
+                "(validation, DuckDB insert, ledger, per-window counts) in a child process; "
+                "its peak RSS is that process's (VmHWM). Targets: ≥ 50% of the bare consumer, "
+                "≥ 10× the per-event consumer, peak RSS < 500 MB and flat.",
+                "",
+                table,
+            ]
+        ),
+    )
 
 
 def render(rows: list[dict[str, float]]) -> str:
