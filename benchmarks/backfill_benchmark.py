@@ -27,7 +27,7 @@ import duckdb
 from dagster import materialize
 
 from benchmarks.stats_benchmark import machine, replace_section
-from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import load_config
 from diana_pipeline.counting import cumulative_counts, window_counts
@@ -180,7 +180,7 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
         per_window_scaled = best_of(1, per_window) * len(windows) / len(sample)
 
     progress(f"Diana: the statistics job over {len(windows)} windows in one run")
-    events_asset, _ = build_ingestion(config)
+    events_asset = build_events(config)
     assets, *_ = build_statistics(config)
     tags = {
         "dagster/asset_partition_range_start": partition_key(windows[0][0]),

@@ -4,11 +4,11 @@ import warnings
 
 from dagster import BetaWarning, Definitions, in_process_executor
 
-from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import config_path, load_config
 from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
-from diana_pipeline.jobs import traffic_job
+from diana_pipeline.jobs import INGEST_JOB, ingest_job, traffic_job
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.sensors import build_kafka_sensor
 
@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 CONFIG_FILE = config_path()
 EXPERIMENTS = load_config(CONFIG_FILE)
 
-events, ingest_job = build_ingestion(EXPERIMENTS)
+events = build_events(EXPERIMENTS)
 statistics_assets, statistics_job, statistics_schedule, statistics_automation = build_statistics(
     EXPERIMENTS
 )
@@ -34,7 +34,7 @@ defs = Definitions(
     assets=[events, *statistics_assets],
     jobs=[traffic_job, ingest_job, statistics_job],
     schedules=[statistics_schedule],
-    sensors=[build_kafka_sensor(EXPERIMENTS, ingest_job), statistics_automation],
+    sensors=[build_kafka_sensor(EXPERIMENTS, INGEST_JOB), statistics_automation],
     resources={
         "experiments": ExperimentsResource(config_file=str(CONFIG_FILE)),
         POSTERIOR_SINK: posterior_sink(EXPERIMENTS),

@@ -18,9 +18,16 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.events import EventColumns, EventValidator
@@ -368,16 +375,39 @@ def _epoch_ms(moment: datetime) -> int:
 
 
 def _message_time(consumer: Consumer, topic: str, partition: int, offset: int) -> datetime | None:
-    consumer.assign([TopicPartition(topic, partition, offset)])
+    return produced_times(consumer, topic, {partition: offset}).get(partition)
+
+
+def produced_times(
+    consumer: Consumer, topic: str, positions: dict[int, int], timeout_s: float = METADATA_TIMEOUT_S
+) -> dict[int, datetime]:
+    """Per partition, when the message at the offset (or the first one Kafka holds after
+    it) was produced: its Kafka timestamp. Partitions without one in time are left out."""
+    found: dict[int, datetime] = {}
+    done: set[int] = set()
+    consumer.assign([TopicPartition(topic, p, o) for p, o in positions.items()])
+    deadline = time.monotonic() + timeout_s
     try:
-        for _ in range(10):
-            message = consumer.poll(1.0)
-            if message is not None and message.error() is None:
-                return datetime.fromtimestamp(message.timestamp()[1] / 1000, UTC)
+        while len(done) < len(positions) and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=100, timeout=0.2):
+                partition = message.partition()
+                if message.error() is not None or partition in done:
+                    continue
+                if message.offset() >= positions[partition]:
+                    done.add(partition)
+                    kind, epoch_ms = message.timestamp()
+                    if kind != TIMESTAMP_NOT_AVAILABLE:
+                        found[partition] = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     finally:
         consumer.unassign()
-    return None
+    return found
 
 
-def window_end(config: ExperimentsConfig, window_start: datetime) -> datetime:
-    return window_start + timedelta(seconds=config.partitions.window.total_seconds())
+def produced_span(
+    consumer: Consumer, topic: str, ranges: list[OffsetRange]
+) -> tuple[datetime, datetime] | None:
+    """When the first and the last messages of the ranges (one per partition) were produced."""
+    firsts = produced_times(consumer, topic, {r.partition: r.start for r in ranges})
+    lasts = produced_times(consumer, topic, {r.partition: r.end - 1 for r in ranges})
+    times = [*firsts.values(), *lasts.values()]
+    return (min(times), max(times)) if times else None

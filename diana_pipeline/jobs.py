@@ -2,13 +2,29 @@
 
     dagster job execute -m diana_pipeline.definitions -j traffic_job \\
         -c examples/traffic_job.yaml
+
+`ingest_job` is what the Kafka sensor launches: one run stores a micro-batch of offsets and
+refreshes the statistics and the sink of its windows (one run start per batch, not two).
 """
 
 import time
 
-from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import (
+    AssetSelection,
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    define_asset_job,
+    job,
+    op,
+)
 from pydantic import Field
 
+from diana_pipeline.assets.ingestion import EVENTS
+from diana_pipeline.assets.outputs import PUBLISHED
+from diana_pipeline.assets.statistics import STATISTICS
 from diana_pipeline.config import ConfigError
 from diana_pipeline.producer import ProducerError
 from diana_pipeline.resources import ExperimentsResource
@@ -106,3 +122,12 @@ def send_traffic(
 @job(description="Synthetic traffic into Kafka, for demos and pipeline tests.")
 def traffic_job() -> None:
     send_traffic()
+
+
+INGEST_JOB = "ingest_job"
+ingest_job = define_asset_job(
+    INGEST_JOB,
+    selection=AssetSelection.assets(EVENTS, *STATISTICS, PUBLISHED),
+    description="Ingest the Kafka offset ranges of the run's config into DuckDB, then refresh "
+    "the statistics and the sink of the run's windows (launched by kafka_events_sensor).",
+)

@@ -26,6 +26,19 @@ def partition_key(window_start: datetime) -> str:
     return aware.strftime(PARTITION_KEY_FORMAT)
 
 
+def window_range(
+    partitions: Partitions, first: datetime, last: datetime, now: datetime
+) -> tuple[str, str]:
+    """The partition keys of the windows holding `first` and `last`, kept within the windows
+    that exist at `now`: from the configured start to the window in progress."""
+    newest = partitions.window_start(now)
+
+    def clamp(moment: datetime) -> datetime:
+        return min(max(partitions.window_start(moment), partitions.start), newest)
+
+    return partition_key(clamp(first)), partition_key(clamp(last))
+
+
 def run_windows(context, partitions: Partitions) -> list[tuple[datetime, datetime]]:
     """The windows of a run's partition range (one, or many in a single-run backfill), as
     naive UTC (start, end) pairs."""

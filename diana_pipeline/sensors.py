@@ -1,11 +1,12 @@
-"""The Kafka sensor: turns new offsets on the events topic into ingestion runs."""
+"""The Kafka sensor: turns new offsets on the events topic into ingestion runs, each of
+which also refreshes the statistics of the windows its messages belong to."""
 
 import json
+from datetime import UTC, datetime
 
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
-    JobDefinition,
     RunRequest,
     RunsFilter,
     SensorEvaluationContext,
@@ -14,14 +15,22 @@ from dagster import (
     sensor,
 )
 
+# The documented run tags of a partition range (RunRequest takes a single partition_key).
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.ingestion import (
     KafkaUnavailableError,
     make_consumer,
     plan_runs,
+    produced_span,
     run_key,
     watermarks,
 )
+from diana_pipeline.partitions import window_range
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import fail_dead_runs
 
@@ -29,59 +38,72 @@ MAX_RUNS_PER_TICK = 20
 WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
 
 
-def build_kafka_sensor(config: ExperimentsConfig, ingest_job: JobDefinition):
+def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
     @sensor(
         name="kafka_events_sensor",
-        job=ingest_job,
+        job_name=ingest_job,
         minimum_interval_seconds=max(1, int(config.ingestion.sensor_interval.total_seconds())),
         default_status=DefaultSensorStatus.RUNNING,
-        description="Reads only the end offsets of the events topic and requests an ingestion "
-        "run for each new micro-batch of offsets. The cursor holds the next offset per "
+        description="Reads the end offsets of the events topic and requests an ingestion run "
+        "for each new micro-batch of offsets, over the windows its first and last messages were "
+        "produced in, whose statistics the run refreshes. The cursor holds the next offset per "
         "partition; nothing is committed to Kafka before the data is stored.",
     )
     def kafka_events_sensor(context: SensorEvaluationContext, experiments: ExperimentsResource):
         settings = experiments.load()
-        for run_id in fail_dead_runs(context.instance, ingest_job.name):
+        for run_id in fail_dead_runs(context.instance, ingest_job):
             context.log.warning(f"ingestion run {run_id} lost its workers; failed it for a retry")
         # Coalesce: while an ingestion run waits in the queue, new offsets wait for the next
         # tick and join one larger run, instead of a run per tick piling up (each costs a
         # process start) and holding the statistics runs back.
         if context.instance.get_run_records(
-            RunsFilter(job_name=ingest_job.name, statuses=WAITING), limit=1
+            RunsFilter(job_name=ingest_job, statuses=WAITING), limit=1
         ):
             return SkipReason("an ingestion run is waiting to start; new offsets join the next")
         topic = settings.infrastructure.kafka.topic
+        cursor = {int(p): o for p, o in json.loads(context.cursor or "{}").items()}
         consumer = make_consumer(settings)
         try:
-            marks = watermarks(consumer, topic)
-        except KafkaUnavailableError as exc:
-            return SkipReason(f"{exc}; trying again next tick")
+            try:
+                marks = watermarks(consumer, topic)
+            except KafkaUnavailableError as exc:
+                return SkipReason(f"{exc}; trying again next tick")
+            runs, next_cursor = plan_runs(
+                marks, cursor, settings.ingestion.max_batch_messages, MAX_RUNS_PER_TICK
+            )
+            if not runs:
+                return SkipReason(f"no new messages on {topic} (next offsets {next_cursor})")
+            spans = [produced_span(consumer, topic, ranges) for ranges in runs]
         finally:
             consumer.close()
-        cursor = {int(p): o for p, o in json.loads(context.cursor or "{}").items()}
-        runs, next_cursor = plan_runs(
-            marks, cursor, settings.ingestion.max_batch_messages, MAX_RUNS_PER_TICK
-        )
-        if not runs:
-            return SkipReason(f"no new messages on {topic} (next offsets {next_cursor})")
-        requests = [
-            RunRequest(
-                run_key=run_key(topic, ranges),
-                run_config={
-                    "ops": {
-                        "ingest_ranges": {
-                            "config": {
-                                "ranges": [
-                                    {"partition": r.partition, "start": r.start, "end": r.end}
-                                    for r in ranges
-                                ]
+        now = datetime.now(UTC)
+        requests = []
+        for ranges, span in zip(runs, spans, strict=True):
+            # The run refreshes the statistics of the windows its messages were produced in
+            # (where live events belong); events of other windows are reported by the run,
+            # and the statistics automation refreshes those.
+            first, last = window_range(settings.partitions, *(span or (now, now)), now)
+            requests.append(
+                RunRequest(
+                    run_key=run_key(topic, ranges),
+                    run_config={
+                        "ops": {
+                            "events": {
+                                "config": {
+                                    "ranges": [
+                                        {"partition": r.partition, "start": r.start, "end": r.end}
+                                        for r in ranges
+                                    ]
+                                }
                             }
                         }
-                    }
-                },
+                    },
+                    tags={
+                        ASSET_PARTITION_RANGE_START_TAG: first,
+                        ASSET_PARTITION_RANGE_END_TAG: last,
+                    },
+                )
             )
-            for ranges in runs
-        ]
         return SensorResult(
             run_requests=requests,
             cursor=json.dumps({str(p): o for p, o in sorted(next_cursor.items())}),

@@ -1,13 +1,33 @@
-"""traffic_job through `dagster job execute`, in a subprocess, against a real broker."""
+"""traffic_job through `dagster job execute`, in a subprocess, and ingest_job from a sensor
+request, in process, against a real broker."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    build_sensor_context,
+    evaluate_automation_conditions,
+)
 
+from diana_pipeline.assets.ingestion import EVENTS, build_events
+from diana_pipeline.assets.statistics import INCREMENTS, build_statistics
+from diana_pipeline.config import load_config
+from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
+from diana_pipeline.io_managers.csv import PosteriorCsvFiles
+from diana_pipeline.jobs import INGEST_JOB, ingest_job
+from diana_pipeline.partitions import partition_key
+from diana_pipeline.producer import make_producer
+from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.sensors import build_kafka_sensor
+from diana_pipeline.traffic import TrafficRun, build_spec
 from diana_pipeline_tests.conftest import run_command
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
@@ -58,3 +78,82 @@ def test_traffic_job_fails_clearly_on_bad_config(kafka: KafkaForTests, tmp_path:
     assert result.returncode != 0
     assert "unknown variant 'purple'" in result.stdout + result.stderr
     assert kafka.count(topic) == 0
+
+
+# ---- ingest_job: what the Kafka sensor launches ------------------------------------------------
+
+
+def test_one_ingestion_run_stores_a_batch_and_refreshes_its_windows(
+    kafka: KafkaForTests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensor's request covers the window the messages were produced in; its run stores
+    them and leaves that window's posteriors in the sink, so the automation has nothing left
+    to do there. A late event's window is reported, and only it is left to the automation."""
+    topic = kafka.new_topic()
+    env = {
+        **kafka.env_for(topic),
+        "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb"),
+        "DIANA_OUTPUT_SINK": "csv",
+        "DIANA_CSV_DIR": str(tmp_path / "output"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(REPO_ROOT / "experiments.yaml")
+    windows_before = config.partitions.window_start(datetime.now(UTC))
+    spec = build_spec(config, {"control": 0.35, "treatment": 0.55}, eps=None, count=600, seed=4)
+    sent = TrafficRun(config, spec).run()
+    late_window = windows_before - 3 * config.partitions.window
+    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
+    late = {
+        "event_id": "late-1",
+        "event_type": "ButtonDisplayed",
+        "test_id": "button-color-test",
+        "variant": "control",
+        "user_id": "late-user",
+        "timestamp": f"{late_window + timedelta(minutes=5):%Y-%m-%dT%H:%M:%S}.000Z",
+    }
+    producer.produce(topic, json.dumps(late).encode())
+    producer.flush(10)
+
+    definitions = Definitions(
+        assets=[build_events(config), *build_statistics(config)[0]],
+        jobs=[ingest_job],
+        resources={
+            "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml")),
+            POSTERIOR_SINK: posterior_sink(config),
+        },
+    )
+    with DagsterInstance.ephemeral() as instance:
+        before = evaluate_automation_conditions(definitions, instance)
+        sensor = build_kafka_sensor(config, INGEST_JOB)
+        resources = {"experiments": definitions.resources["experiments"]}
+        with build_sensor_context(instance=instance, resources=resources) as context:
+            result = sensor(context)
+        [request] = result.run_requests
+        first, last = (
+            request.tags["dagster/asset_partition_range_start"],
+            request.tags["dagster/asset_partition_range_end"],
+        )
+        windows_after = config.partitions.window_start(datetime.now(UTC))
+        assert partition_key(windows_before) <= first <= last <= partition_key(windows_after)
+        run = definitions.resolve_job_def(INGEST_JOB).execute_in_process(
+            run_config=request.run_config, tags=request.tags, instance=instance
+        )
+        assert run.success
+
+        reported = {
+            event.materialization.partition
+            for event in run.get_asset_materialization_events()
+            if event.asset_key == EVENTS
+        }
+        assert reported == {first, last, partition_key(late_window)}
+        records = PosteriorCsvFiles(config.infrastructure.csv.directory).read()
+        newest = {r["variant"]: r for r in sorted(records, key=lambda r: r["window_start"])}
+        exposed = {v: n for (_, v), n in sent.exposed_users.items()}
+        exposed["control"] += 1  # the late user, counted in every later window
+        assert {v: r["exposures_total"] for v, r in newest.items()} == exposed
+        converted = {v: n for (_, v), n in sent.converted_users.items()}
+        assert {v: r["successes_total"] for v, r in newest.items()} == converted
+
+        after = evaluate_automation_conditions(definitions, instance, cursor=before.cursor)
+        assert after.get_requested_partitions(INCREMENTS) == {partition_key(late_window)}

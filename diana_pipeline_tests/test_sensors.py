@@ -19,13 +19,17 @@ import pytest
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
+    Definitions,
     SensorResult,
     SkipReason,
     build_sensor_context,
 )
 
-from diana_pipeline.assets.ingestion import build_ingestion
-from diana_pipeline.config import load_config
+from diana_pipeline.assets.ingestion import build_events
+from diana_pipeline.assets.statistics import build_statistics
+from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
+from diana_pipeline.jobs import INGEST_JOB, ingest_job
 from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, fail_dead_runs
@@ -44,13 +48,25 @@ def tick(env: dict[str, str], instance: DagsterInstance, cursor: str | None = No
         for key, value in env.items():
             patch.setenv(key, value)
         config = load_config(REPO_ROOT / "experiments.yaml")
-        _, ingest_job = build_ingestion(config)
-        sensor = build_kafka_sensor(config, ingest_job)
+        sensor = build_kafka_sensor(config, INGEST_JOB)
         resources = {
             "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml"))
         }
         with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
             return sensor(context)
+
+
+def resolved_ingest_job(config: ExperimentsConfig):
+    """The ingestion job over the given configuration's assets."""
+    assets, *_ = build_statistics(config)
+    resources = {
+        "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml")),
+        POSTERIOR_SINK: posterior_sink(config),
+    }
+    definitions = Definitions(
+        assets=[build_events(config), *assets], jobs=[ingest_job], resources=resources
+    )
+    return definitions.resolve_job_def(INGEST_JOB)
 
 
 def produce(
@@ -73,14 +89,11 @@ def test_sensor_requests_micro_batches_and_keeps_a_cursor(kafka: KafkaForTests) 
         ranges = [
             r
             for request in result.run_requests
-            for r in request.run_config["ops"]["ingest_ranges"]["config"]["ranges"]
+            for r in request.run_config["ops"]["events"]["config"]["ranges"]
         ]
         assert sum(r["end"] - r["start"] for r in ranges) == 1000
         assert all(
-            sum(
-                r["end"] - r["start"]
-                for r in req.run_config["ops"]["ingest_ranges"]["config"]["ranges"]
-            )
+            sum(r["end"] - r["start"] for r in req.run_config["ops"]["events"]["config"]["ranges"])
             <= 400
             for req in result.run_requests
         )
@@ -95,10 +108,10 @@ def test_sensor_coalesces_offsets_while_an_ingestion_run_waits(kafka: KafkaForTe
     env = kafka.env_for(topic)
     produce(env, 300, seed=2)
     config = load_config(REPO_ROOT / "experiments.yaml", env=env)
-    _, ingest_job = build_ingestion(config)
+    job = resolved_ingest_job(config)
     with DagsterInstance.ephemeral() as instance:
         waiting = instance.create_run_for_job(
-            ingest_job, run_config={"ops": {"ingest_ranges": {"config": {"ranges": []}}}}
+            job, run_config={"ops": {"events": {"config": {"ranges": []}}}}
         )
         held = tick(env, instance)
         assert isinstance(held, SkipReason) and "waiting to start" in held.skip_message
@@ -106,7 +119,7 @@ def test_sensor_coalesces_offsets_while_an_ingestion_run_waits(kafka: KafkaForTe
         result = tick(env, instance)
         assert isinstance(result, SensorResult) and len(result.run_requests) == 1
         [request] = result.run_requests
-        ranges = request.run_config["ops"]["ingest_ranges"]["config"]["ranges"]
+        ranges = request.run_config["ops"]["events"]["config"]["ranges"]
         assert sum(r["end"] - r["start"] for r in ranges) == 300
 
 
@@ -127,18 +140,18 @@ def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(
 
 def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
     config = load_config(REPO_ROOT / "experiments.yaml", env=kafka.env)
-    _, ingest_job = build_ingestion(config)
+    job = resolved_ingest_job(config)
     gone = subprocess.Popen(["true"])
     gone.wait()
     with DagsterInstance.ephemeral() as instance:
-        run_config = {"ops": {"ingest_ranges": {"config": {"ranges": []}}}}
+        run_config = {"ops": {"events": {"config": {"ranges": []}}}}
         dead = instance.create_run_for_job(
-            ingest_job,
+            job,
             run_config=run_config,
             tags={PIDS_TAG: f"{gone.pid}:1.0", HOST_TAG: socket.gethostname()},
         )
         alive = instance.create_run_for_job(
-            ingest_job,
+            job,
             run_config=run_config,
             tags={
                 PIDS_TAG: f"{os.getpid()}:{psutil.Process().create_time():.3f}",
@@ -148,11 +161,9 @@ def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
         for run in (dead, alive):
             instance.run_storage.handle_run_event(run.run_id, _started_event(run))
         instance.event_log_storage.set_concurrency_slots("duckdb", 1)
-        claimed = instance.event_log_storage.claim_concurrency_slot(
-            "duckdb", dead.run_id, "ingest_ranges"
-        )
+        claimed = instance.event_log_storage.claim_concurrency_slot("duckdb", dead.run_id, "events")
         assert claimed.is_claimed
-        assert fail_dead_runs(instance, ingest_job.name) == [dead.run_id]
+        assert fail_dead_runs(instance, INGEST_JOB) == [dead.run_id]
         assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
         assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED

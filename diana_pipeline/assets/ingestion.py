@@ -1,16 +1,19 @@
-"""The `events` asset and the ingestion job that the Kafka sensor launches."""
+"""The `events` asset: a window's valid web events in DuckDB. The Kafka sensor's runs give it
+the offset ranges of a micro-batch to ingest; materialised without ranges (a backfill, the
+UI), it rebuilds its windows from what Kafka still holds."""
+
+from datetime import UTC, datetime
 
 from dagster import (
     AssetKey,
     AssetMaterialization,
+    AssetsDefinition,
+    BackfillPolicy,
     Config,
     Failure,
     MaterializeResult,
     MetadataValue,
-    OpExecutionContext,
     asset,
-    job,
-    op,
 )
 from pydantic import Field
 
@@ -20,9 +23,8 @@ from diana_pipeline.ingestion import (
     KafkaUnavailableError,
     ingest,
     rebuild_window,
-    window_end,
 )
-from diana_pipeline.partitions import partition_key, window_partitions
+from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import worker_tags
 from diana_pipeline.store import EventStore, OffsetRange
@@ -37,8 +39,12 @@ class RangeConfig(Config):
     end: int = Field(description="one past the last offset")
 
 
-class IngestConfig(Config):
-    ranges: list[RangeConfig]
+class EventsConfig(Config):
+    ranges: list[RangeConfig] = Field(
+        default_factory=list,
+        description="Kafka offset ranges to ingest (a micro-batch of the Kafka sensor); "
+        "none: rebuild the run's windows from what Kafka still holds",
+    )
 
 
 def _ranges_table(ranges: list[OffsetRange]) -> str:
@@ -47,83 +53,96 @@ def _ranges_table(ranges: list[OffsetRange]) -> str:
     return "\n".join(lines)
 
 
-def build_ingestion(config: ExperimentsConfig) -> tuple:
-    """The events asset and the ingestion job, on the configured windows."""
-    partitions = window_partitions(config.partitions)
+def build_events(config: ExperimentsConfig) -> AssetsDefinition:
+    """The events asset, on the configured windows."""
 
     @asset(
         key=EVENTS,
-        partitions_def=partitions,
+        partitions_def=window_partitions(config.partitions),
         pool=DUCKDB_POOL,
+        backfill_policy=BackfillPolicy.single_run(),
         group_name="ingestion",
         kinds={"kafka", "duckdb"},
         owners=["team:growth"],
         description="Valid web events of one event-time window, in DuckDB (table `events`). "
-        "The Kafka sensor fills it live; materialising a window rebuilds it from Kafka.",
+        "The Kafka sensor's runs ingest new offsets into it; materialising a window without "
+        "offset ranges rebuilds it from Kafka.",
     )
-    def events(context, experiments: ExperimentsResource) -> MaterializeResult:
+    def events(
+        context, config: EventsConfig, experiments: ExperimentsResource
+    ) -> MaterializeResult:
         settings = experiments.load()
-        window = context.partition_time_window
+        windows = run_windows(context, settings.partitions)
+        if config.ranges:
+            ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+            return _ingest(context, settings, ranges, [start for start, _ in windows])
+        return _rebuild(context, settings, windows)
+
+    return events
+
+
+def _ingest(
+    context, settings: ExperimentsConfig, ranges: list[OffsetRange], windows: list[datetime]
+) -> MaterializeResult:
+    # Who runs this step, so that the sensor can tell a live run from a dead one.
+    context.instance.add_run_tags(context.run.run_id, worker_tags())
+    try:
+        result = ingest(settings, ranges, run_id=context.run.run_id)
+    except KafkaUnavailableError as exc:
+        raise Failure(description=str(exc)) from None
+    context.log.info(_summary(settings, result))
+    # Events of windows outside this run's (late or early ones): reported as materialisations
+    # of their windows, so that the statistics automation refreshes those windows as well.
+    for window, count in sorted(result.counts.events_by_window.items()):
+        if window not in windows:
+            context.log_event(
+                AssetMaterialization(
+                    asset_key=EVENTS,
+                    partition=partition_key(window),
+                    metadata={"events_ingested": count, "run_windows": False},
+                )
+            )
+    counts = result.counts
+    return MaterializeResult(
+        metadata={
+            "events_ingested": counts.events,
+            "rejected_in_run": counts.rejected,
+            "duplicates_in_run": counts.duplicates,
+            "windows_touched": len(counts.events_by_window),
+            "offset_ranges": MetadataValue.md(_ranges_table(result.ranges)),
+            "consumer_lag": sum(result.lag.values()),
+        }
+    )
+
+
+def _rebuild(
+    context, settings: ExperimentsConfig, windows: list[tuple[datetime, datetime]]
+) -> MaterializeResult:
+    added = rejected = scanned = 0
+    for start, end in windows:
         try:
-            rebuilt = rebuild_window(settings, window.start, window_end(settings, window.start))
+            rebuilt = rebuild_window(settings, start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
         except KafkaUnavailableError as exc:
-            raise Failure(description=f"cannot rebuild {context.partition_key}: {exc}") from None
+            raise Failure(description=f"cannot rebuild {partition_key(start)}: {exc}") from None
         if not rebuilt.complete:
             context.log.warning(
-                f"Kafka no longer holds all of window {context.partition_key}: its oldest "
+                f"Kafka no longer holds all of window {partition_key(start)}: its oldest "
                 f"message is from {rebuilt.oldest_held:%Y-%m-%d %H:%M:%S}Z. Events already "
                 "stored for the window are kept; only what Kafka still holds was re-read."
             )
-        with EventStore.open(settings.infrastructure.duckdb.path) as store:
-            total = store.count_events(window.start.replace(tzinfo=None))
-        return MaterializeResult(
-            metadata={
-                "events_in_window": total,
-                "events_added": rebuilt.counts.events,
-                "rejected_added": rebuilt.counts.rejected,
-                "messages_scanned": rebuilt.scanned,
-                "kafka_holds_whole_window": rebuilt.complete,
-            }
-        )
-
-    @op(
-        pool=DUCKDB_POOL,
-        out={},  # reports materialisations of `events` partitions; no output of its own
-        description="Ingest exactly the given Kafka offset ranges into DuckDB.",
+        added += rebuilt.counts.events
+        rejected += rebuilt.counts.rejected
+        scanned += rebuilt.scanned
+    with EventStore.open(settings.infrastructure.duckdb.path) as store:
+        total = sum(store.count_events(start) for start, _ in windows)
+    return MaterializeResult(
+        metadata={
+            "events_in_windows": total,
+            "events_added": added,
+            "rejected_added": rejected,
+            "messages_scanned": scanned,
+        }
     )
-    def ingest_ranges(
-        context: OpExecutionContext, config: IngestConfig, experiments: ExperimentsResource
-    ):
-        settings = experiments.load()
-        # Who runs this step, so that the sensor can tell a live run from a dead one.
-        context.instance.add_run_tags(context.run_id, worker_tags())
-        ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-        try:
-            result = ingest(settings, ranges, run_id=context.run_id)
-        except KafkaUnavailableError as exc:
-            raise Failure(description=str(exc)) from None
-        context.log.info(_summary(settings, result))
-        for window, count in sorted(result.counts.events_by_window.items()):
-            yield AssetMaterialization(
-                asset_key=EVENTS,
-                partition=partition_key(window),
-                metadata={
-                    "events_ingested": count,
-                    "rejected_in_run": result.counts.rejected,
-                    "duplicates_in_run": result.counts.duplicates,
-                    "offset_ranges": MetadataValue.md(_ranges_table(result.ranges)),
-                    "consumer_lag": sum(result.lag.values()),
-                },
-            )
-
-    @job(
-        description="Ingest Kafka offset ranges into the DuckDB event store (launched by the "
-        "kafka_events_sensor).",
-    )
-    def ingest_job() -> None:
-        ingest_ranges()
-
-    return events, ingest_job
 
 
 def _summary(config: ExperimentsConfig, result: IngestResult) -> str:

@@ -49,16 +49,18 @@ SUPERIORITY = AssetKey("superiority")
 ALLOCATION = AssetKey("allocation")
 STATISTICS = [INCREMENTS, POSTERIORS, SUPERIORITY, ALLOCATION]
 
-# Refresh a window when its upstream window changed (or is about to, in the same tick), in
-# any window, late ones included; never twice at once.
+# Refresh a window when its upstream window changed (or is about to, in the same tick) since
+# it was last refreshed or requested, in any window, late ones included; never twice at once.
+# An ingestion run refreshes its own windows after storing their events, so this fires only
+# for the others (late events, rebuilds) and for a refresh that failed.
 REFRESH = (
     (
         AutomationCondition.any_deps_updated()
         | AutomationCondition.any_deps_match(AutomationCondition.will_be_requested())
-    )
+    ).since(AutomationCondition.newly_requested() | AutomationCondition.newly_updated())
     & ~AutomationCondition.in_progress()
     & ~AutomationCondition.any_deps_in_progress()
-).with_label("upstream window changed")
+).with_label("upstream window changed since the last refresh")
 
 CHECKS = {
     "sample_ratio_mismatch": "Exposures match the configured allocation (chi-square).",
@@ -293,7 +295,8 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         target=selection,
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=3,
-        description="After each ingestion, refreshes the statistics of the windows it touched.",
+        description="Refreshes the statistics of windows whose events changed outside an "
+        "ingestion run's own windows (late events, rebuilds), and retries failed refreshes.",
     )
     return (
         [variant_increments, posteriors, superiority, allocation, published],

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 from dagster import AssetIn, DagsterInstance, asset, materialize
 
-from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import ExperimentsConfig, load_config
@@ -53,7 +53,7 @@ class Pipeline:
             monkeypatch.setenv(name, value)
         self.config: ExperimentsConfig = load_config(experiments)
         self.duckdb = tmp_path / "events.duckdb"
-        events, _ = build_ingestion(self.config)
+        events = build_events(self.config)
         self.assets = [*build_statistics(self.config)[0], events.to_source_asset()]
         self.resources = {
             "experiments": ExperimentsResource(config_file=str(experiments)),

@@ -19,7 +19,7 @@ from dagster import (
     materialize,
 )
 
-from diana_pipeline.assets.ingestion import build_ingestion
+from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import load_config
@@ -42,7 +42,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     monkeypatch.setenv("DIANA_DUCKDB_PATH", str(tmp_path / "events.duckdb"))
     config = load_config(experiments)
-    events, _ = build_ingestion(config)
+    events = build_events(config)
     assets, *_ = build_statistics(config)
     resources = {
         "experiments": ExperimentsResource(config_file=str(experiments)),
