@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                     "",
                     "Where the time goes, from the runs' own records (median per run): a run "
                     "waits in the queue and for its process to start and load the code, then "
-                    "works. An event waits for the sensor's tick, an ingestion run, the "
-                    "automation's tick and a statistics run.",
+                    "works. An event waits for the sensor's tick and one ingestion run, which "
+                    "stores it and then refreshes its window's statistics and sink; other runs "
+                    "are the automation's (late windows) and the schedule's.",
                     "",
                     runs,
                 ]
