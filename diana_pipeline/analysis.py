@@ -6,6 +6,7 @@ Pure functions over counts and the stats module; no Dagster, no DuckDB.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +15,7 @@ import numpy as np
 from diana_pipeline import stats
 from diana_pipeline.config import ExperimentsConfig, ExperimentTest
 from diana_pipeline.counting import Quality, WindowCounts
+from diana_pipeline.stats import FloatArray
 
 SRM_ERROR_P = 0.001
 SRM_WARN_P = 0.01
@@ -23,47 +25,65 @@ ORPHAN_WARN_SHARE = 0.01
 
 def posterior_records(
     config: ExperimentsConfig,
-    counts: list[WindowCounts],
-    window_start: datetime,
-    window_end: datetime,
+    counts: Mapping[datetime, list[WindowCounts]],
+    windows: list[tuple[datetime, datetime]],
     timestamp: datetime,
 ) -> list[dict[str, object]]:
-    """One record per test and variant, cumulative to the window's end (design.md §5)."""
-    records: list[dict[str, object]] = []
-    by_key = {(c.test_id, c.variant): c for c in counts}
+    """One record per window, test and variant, cumulative to the window's end (design.md §5).
+    The statistics of every window are computed together, one vectorised pass per test."""
+    if not windows:
+        return []
+    by_test = {}
     for test in config.tests:
-        rows = [by_key[(test.test_id, v)] for v in test.variant_names]
-        alphas = np.array([test.prior.alpha + r.successes_total for r in rows], dtype=float)
-        betas = np.array(
-            [test.prior.beta + r.exposures_total - r.successes_total for r in rows], dtype=float
+        rows = [
+            [_counts_of(counts[start], test.test_id, variant) for variant in test.variant_names]
+            for start, _ in windows
+        ]
+        alphas = test.prior.alpha + np.array([[r.successes_total for r in w] for w in rows], float)
+        betas = test.prior.beta + np.array(
+            [[r.exposures_total - r.successes_total for r in w] for w in rows], float
         )
         best, loss = stats.prob_best_and_expected_loss(alphas, betas)
         low, high = stats.credible_interval(alphas, betas)
-        for k, row in enumerate(rows):
-            records.append(
-                {
-                    "test_id": test.test_id,
-                    "variant": row.variant,
-                    "window_start": window_start,
-                    "window_end": window_end,
-                    "timestamp": timestamp,
-                    "alpha": float(alphas[k]),
-                    "beta": float(betas[k]),
-                    "exposures_inc": row.exposures_inc,
-                    "successes_inc": row.successes_inc,
-                    "exposures_total": row.exposures_total,
-                    "successes_total": row.successes_total,
-                    "success_rate_total": (
-                        row.successes_total / row.exposures_total if row.exposures_total else 0.0
-                    ),
-                    "mean": float(alphas[k] / (alphas[k] + betas[k])),
-                    "ci_low": float(low[k]),
-                    "ci_high": float(high[k]),
-                    "prob_best": float(best[k]),
-                    "expected_loss": float(loss[k]),
-                }
-            )
+        by_test[test.test_id] = (rows, alphas, betas, best, loss, low, high)
+    records: list[dict[str, object]] = []
+    for t, (window_start, window_end) in enumerate(windows):
+        for test in config.tests:
+            rows, alphas, betas, best, loss, low, high = by_test[test.test_id]
+            for k, row in enumerate(rows[t]):
+                records.append(
+                    {
+                        "test_id": test.test_id,
+                        "variant": row.variant,
+                        "window_start": window_start,
+                        "window_end": window_end,
+                        "timestamp": timestamp,
+                        "alpha": float(alphas[t, k]),
+                        "beta": float(betas[t, k]),
+                        "exposures_inc": row.exposures_inc,
+                        "successes_inc": row.successes_inc,
+                        "exposures_total": row.exposures_total,
+                        "successes_total": row.successes_total,
+                        "success_rate_total": (
+                            row.successes_total / row.exposures_total
+                            if row.exposures_total
+                            else 0.0
+                        ),
+                        "mean": float(alphas[t, k] / (alphas[t, k] + betas[t, k])),
+                        "ci_low": float(low[t, k]),
+                        "ci_high": float(high[t, k]),
+                        "prob_best": float(best[t, k]),
+                        "expected_loss": float(loss[t, k]),
+                    }
+                )
     return records
+
+
+def _counts_of(counts: list[WindowCounts], test_id: str, variant: str) -> WindowCounts:
+    for row in counts:
+        if row.test_id == test_id and row.variant == variant:
+            return row
+    raise KeyError(f"no counts for {test_id}/{variant}")
 
 
 def _in_variant_order(test: ExperimentTest, records: list[dict[str, object]]) -> list[dict]:
@@ -89,79 +109,110 @@ def in_config_order(
     )
 
 
+def _by_window(
+    test: ExperimentTest, records: list[dict[str, object]]
+) -> tuple[list[object], list[list[dict[str, object]]], FloatArray, FloatArray]:
+    """The test's records by window (in window order), each window's in variant order, with
+    α and β as (windows, variants) arrays."""
+    grouped: dict[object, list[dict[str, object]]] = {}
+    for record in records:
+        if record["test_id"] == test.test_id:
+            grouped.setdefault(record["window_start"], []).append(record)
+    starts = sorted(grouped)  # type: ignore[type-var]
+    table = [_in_variant_order(test, grouped[start]) for start in starts]
+    shape = (len(starts), len(test.variant_names))
+    alphas = np.array([[r["alpha"] for r in row] for row in table], float).reshape(shape)
+    betas = np.array([[r["beta"] for r in row] for row in table], float).reshape(shape)
+    return starts, table, alphas, betas
+
+
+def _window_major(config: ExperimentsConfig, rows_by_test: dict[str, list[dict]]) -> list[dict]:
+    """Rows of all tests, ordered by window, then test in the configured order."""
+    rank = {test.test_id: t for t, test in enumerate(config.tests)}
+    rows = [row for test_rows in rows_by_test.values() for row in test_rows]
+    return sorted(rows, key=lambda row: (row["window_start"], rank[row["test_id"]]))
+
+
 def superiority_rows(
     config: ExperimentsConfig, records: list[dict[str, object]]
 ) -> list[dict[str, object]]:
-    """Per test and variant: P(best), expected loss, P(beats each other variant), the lift
-    over control (the first variant) with its 95% interval, and the test's decision."""
-    rows: list[dict[str, object]] = []
+    """Per window, test and variant: P(best), expected loss, P(beats each other variant), the
+    lift over control (the first variant) with its 95% interval, and the test's decision.
+    Every window of a test is computed together."""
+    rows_by_test: dict[str, list[dict]] = {}
     for test in config.tests:
-        mine = _in_variant_order(test, records)
-        alphas = np.array([r["alpha"] for r in mine], dtype=float)
-        betas = np.array([r["beta"] for r in mine], dtype=float)
-        decision = stats.decide(
-            [r["prob_best"] for r in mine],
-            [r["expected_loss"] for r in mine],
-            [r["exposures_total"] for r in mine],
-            test.threshold_of_caring,
-            test.minimum_sample,
-            names=[str(r["variant"]) for r in mine],
-        )
-        for k, record in enumerate(mine):
-            beats = {
-                str(other["variant"]): float(
-                    stats.prob_superiority(alphas[k], betas[k], alphas[j], betas[j])
-                )
-                for j, other in enumerate(mine)
-                if j != k
-            }
-            if k == 0:
-                lift_low = lift_high = 0.0
-            else:
-                lift_low, lift_high = stats.uplift_interval(
-                    alphas[0], betas[0], alphas[k], betas[k]
-                )
-            rows.append(
-                {
-                    "test_id": test.test_id,
-                    "variant": record["variant"],
-                    "window_start": record["window_start"],
-                    "prob_best": record["prob_best"],
-                    "expected_loss": record["expected_loss"],
-                    "prob_beats": beats,
-                    "lift_vs_control_low": float(lift_low),
-                    "lift_vs_control_high": float(lift_high),
-                    "decision": decision.verdict,
-                    "winner": decision.winner,
-                    "reason": decision.reason,
-                }
+        starts, table, alphas, betas = _by_window(test, records)
+        if not starts:
+            continue
+        arms = range(len(test.variant_names))
+        beats = {
+            (k, j): np.atleast_1d(
+                stats.prob_superiority(alphas[:, k], betas[:, k], alphas[:, j], betas[:, j])
             )
-    return rows
+            for k in arms
+            for j in arms
+            if j != k
+        }
+        zeros = np.zeros(len(starts))
+        lifts = [(zeros, zeros)] + [
+            stats.uplift_interval(alphas[:, 0], betas[:, 0], alphas[:, k], betas[:, k])
+            for k in arms[1:]
+        ]
+        rows = rows_by_test[test.test_id] = []
+        for t, mine in enumerate(table):
+            decision = stats.decide(
+                [r["prob_best"] for r in mine],
+                [r["expected_loss"] for r in mine],
+                [r["exposures_total"] for r in mine],
+                test.threshold_of_caring,
+                test.minimum_sample,
+                names=[str(r["variant"]) for r in mine],
+            )
+            for k, record in enumerate(mine):
+                rows.append(
+                    {
+                        "test_id": test.test_id,
+                        "variant": record["variant"],
+                        "window_start": record["window_start"],
+                        "prob_best": record["prob_best"],
+                        "expected_loss": record["expected_loss"],
+                        "prob_beats": {
+                            str(mine[j]["variant"]): float(beats[(k, j)][t]) for j in arms if j != k
+                        },
+                        "lift_vs_control_low": float(lifts[k][0][t]),
+                        "lift_vs_control_high": float(lifts[k][1][t]),
+                        "decision": decision.verdict,
+                        "winner": decision.winner,
+                        "reason": decision.reason,
+                    }
+                )
+    return _window_major(config, rows_by_test)
 
 
 def allocation_rows(
     config: ExperimentsConfig, records: list[dict[str, object]]
 ) -> list[dict[str, object]]:
-    """The bandit's recommendation for the next window: Thompson weights with a floor."""
-    floor = config.statistics.thompson_floor
-    rows: list[dict[str, object]] = []
+    """The bandit's recommendation for the window after each one: Thompson weights with a
+    floor. Every window of a test is computed together."""
+    rows_by_test: dict[str, list[dict]] = {}
     for test in config.tests:
-        mine = _in_variant_order(test, records)
-        floor_here = min(floor, 1.0 / len(mine))
-        weights = stats.thompson_allocation(
-            [r["alpha"] for r in mine], [r["beta"] for r in mine], floor=floor_here
-        )
-        for variant, record, weight in zip(test.variants, mine, weights, strict=True):
-            rows.append(
-                {
-                    "test_id": test.test_id,
-                    "variant": variant.name,
-                    "window_start": record["window_start"],
-                    "configured_allocation": variant.allocation,
-                    "recommended_allocation": float(weight),
-                }
-            )
-    return rows
+        starts, _, alphas, betas = _by_window(test, records)
+        if not starts:
+            continue
+        floor = min(config.statistics.thompson_floor, 1.0 / len(test.variants))
+        weights = stats.thompson_allocation(alphas, betas, floor=floor)
+        rows_by_test[test.test_id] = [
+            {
+                "test_id": test.test_id,
+                "variant": variant.name,
+                "window_start": start,
+                "configured_allocation": variant.allocation,
+                "recommended_allocation": float(weights[t, k]),
+            }
+            for t, start in enumerate(starts)
+            for k, variant in enumerate(test.variants)
+        ]
+    return _window_major(config, rows_by_test)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from numpy.polynomial import legendre
-from scipy import optimize, special
+from scipy import special
+from scipy.optimize import elementwise
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
@@ -324,7 +325,8 @@ def uplift_interval(
         G(r) = P(p_v ≤ (1 + r) p_c) = ∫ f_c(x) F_v((1 + r) x) dx
     is integrated on the control's logit grid (or, when the variant is the narrower posterior,
     as ∫ f_v(y) (1 − F_c(y / (1 + r))) dy on the variant's), and its quantiles are found by
-    bisection on log(1 + r) to 1e-12. Deterministic; no normal approximation of the lift."""
+    Chandrupatla's bracketing method on log(1 + r) to 1e-12, for all cases at once.
+    Deterministic; no normal approximation of the lift."""
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
     arrays = np.broadcast_arrays(
@@ -337,57 +339,67 @@ def uplift_interval(
     ac, bc, av, bv = (v.ravel() for v in arrays)
     _check_parameters(np.concatenate([ac, av]), np.concatenate([bc, bv]))
     tail = (1.0 - level) / 2.0
-    targets = np.array([tail, 1.0 - tail])
-    low, high = np.empty(ac.size), np.empty(ac.size)
-    for i in range(ac.size):
-        low[i], high[i] = _lift_quantiles(ac[i], bc[i], av[i], bv[i], targets)
+    low, high = _lift_quantiles(ac, bc, av, bv, np.array([tail, 1.0 - tail]))
     if len(shape) == 0:
         return float(low[0]), float(high[0])
     return low.reshape(shape), high.reshape(shape)
 
 
 def _lift_quantiles(
-    ac: float, bc: float, av: float, bv: float, targets: FloatArray
-) -> tuple[float, float]:
-    _, sd_c = _logit_moments(np.array(ac), np.array(bc))
-    _, sd_v = _logit_moments(np.array(av), np.array(bv))
+    ac: FloatArray, bc: FloatArray, av: FloatArray, bv: FloatArray, targets: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """The lift at two CDF targets for every case at once (a backfill has one per window)."""
+    if ac.size == 0:
+        return np.empty(0), np.empty(0)
+    _, sd_c = _logit_moments(ac, bc)
+    _, sd_v = _logit_moments(av, bv)
     # Integrate over the narrower posterior: the other one's CDF is smooth on its grid.
     control_outer = sd_c <= sd_v
-    outer_a, outer_b = (ac, bc) if control_outer else (av, bv)
-    inner_a, inner_b = (av, bv) if control_outer else (ac, bc)
-    a2, b2 = np.array([[outer_a]]), np.array([[outer_b]])
-    grid = _grid(a2, b2)
-    density, _ = _densities_and_cdfs(a2, b2, grid)
-    weights = (grid.weights * density[:, 0, :])[0]
-    x = special.expit(grid.s[0])
+    outer_a, outer_b = np.where(control_outer, ac, av), np.where(control_outer, bc, bv)
+    inner_a, inner_b = np.where(control_outer, av, ac), np.where(control_outer, bv, bc)
+    grid = _grid(outer_a[:, None], outer_b[:, None])
+    density, _ = _densities_and_cdfs(outer_a[:, None], outer_b[:, None], grid)
+    weights = grid.weights * density[:, 0, :]  # (cases, nodes)
+    x = special.expit(grid.s)
 
-    def lift_cdf(log_ratio: FloatArray) -> FloatArray:
-        ratio = np.exp(log_ratio)[:, None]
-        if control_outer:  # P(p_v ≤ ratio · p_c)
-            inner = special.betainc(inner_a, inner_b, np.minimum(ratio * x, 1.0))
-        else:  # P(p_c ≥ p_v / ratio)
-            inner = special.betaincc(inner_a, inner_b, np.minimum(x / ratio, 1.0))
-        return inner @ weights
+    def cdf_gap(log_ratio: FloatArray, case: FloatArray, target: FloatArray) -> FloatArray:
+        """G(r) − target, elementwise over the cases still being solved."""
+        log_ratio, case, target = np.broadcast_arrays(log_ratio, case, target)
+        shape = log_ratio.shape
+        rows = case.ravel().astype(np.intp)
+        ratio = np.exp(log_ratio.ravel())[:, None]
+        xs, ia, ib = x[rows], inner_a[rows, None], inner_b[rows, None]
+        inner = np.empty_like(xs)
+        mine = control_outer[rows]  # P(p_v ≤ ratio · p_c)
+        inner[mine] = special.betainc(ia[mine], ib[mine], np.minimum(ratio[mine] * xs[mine], 1))
+        theirs = ~mine  # P(p_c ≥ p_v / ratio)
+        inner[theirs] = special.betaincc(
+            ia[theirs], ib[theirs], np.minimum(xs[theirs] / ratio[theirs], 1)
+        )
+        return np.sum(inner * weights[rows], axis=-1).reshape(shape) - target
 
     # Bracket log(1 + r) by the 1e-12 and 1 − 1e-12 quantiles of both rates.
     edge = 1e-12
-    c_lo, c_hi = special.betaincinv(ac, bc, [edge, 1 - edge])
-    v_lo, v_hi = special.betaincinv(av, bv, [edge, 1 - edge])
-    lo = np.log(v_lo) - np.log(c_hi)
-    hi = np.log(v_hi) - np.log(c_lo)
-    # Brent's method: about a dozen CDF evaluations per quantile where bisection takes ~45.
-    bounds = [
-        optimize.brentq(
-            lambda log_ratio, target=target: float(lift_cdf(np.array([log_ratio]))[0]) - target,
-            lo,
-            hi,
-            xtol=1e-13,
-            rtol=1e-12,
-            maxiter=200,
+    lo = np.log(special.betaincinv(av, bv, edge)) - np.log(special.betaincinv(ac, bc, 1 - edge))
+    hi = np.log(special.betaincinv(av, bv, 1 - edge)) - np.log(special.betaincinv(ac, bc, edge))
+    # Chandrupatla's bracketing method on every case and target together: about a dozen CDF
+    # evaluations per quantile (bisection takes ~45), and one numpy pass per step for all.
+    cases = np.arange(ac.size, dtype=np.float64)[:, None]
+    found = elementwise.find_root(
+        cdf_gap,
+        (lo[:, None], hi[:, None]),
+        args=(cases, targets[None, :]),
+        tolerances={"xatol": 1e-13, "xrtol": 1e-12},
+        maxiter=200,
+    )
+    if not np.all(found.success):
+        bad = int(np.argwhere(~found.success)[0][0])
+        raise ArithmeticError(
+            f"lift quantiles did not converge for control Beta({ac[bad]}, {bc[bad]}) and "
+            f"variant Beta({av[bad]}, {bv[bad]})"
         )
-        for target in targets
-    ]
-    return float(np.expm1(bounds[0])), float(np.expm1(bounds[1]))
+    lifts = np.expm1(found.x)
+    return lifts[:, 0], lifts[:, 1]
 
 
 def srm_pvalue(counts: ArrayLike, weights: ArrayLike) -> FloatArray | float:

@@ -29,7 +29,7 @@ def records() -> list[dict[str, object]]:
         WindowCounts("t", "zcontrol", 1000, 100, 1000, 100),
         WindowCounts("t", "treatment", 1000, 300, 1000, 300),
     ]
-    return posterior_records(CONFIG, counts, START, END, END)
+    return posterior_records(CONFIG, {START: counts}, [(START, END)], END)
 
 
 def test_records_follow_the_counts_and_the_configured_order() -> None:
@@ -50,3 +50,39 @@ def test_superiority_and_allocation_use_the_configured_order_not_the_stored_one(
     assert rows["treatment"]["winner"] == "treatment"
     weights = {r["variant"]: r["recommended_allocation"] for r in allocation_rows(CONFIG, shuffled)}
     assert weights["treatment"] > 0.98 and weights["zcontrol"] == 0.01
+
+
+def test_many_windows_at_once_equal_each_window_alone() -> None:
+    """The vectorised pass over windows gives exactly the rows of one window at a time."""
+    config = parse_config(
+        """
+tests:
+  - test_id: a
+    variants: [{name: c, allocation: 0.4}, {name: v1, allocation: 0.3}, {name: v2, allocation: 0.3}]
+  - test_id: b
+    variants: [{name: c, allocation: 0.5}, {name: v, allocation: 0.5}]
+"""
+    )
+    windows = [(datetime(2026, 11, 21, h), datetime(2026, 11, 21, h + 1)) for h in range(5)]
+    counts = {
+        start: [
+            WindowCounts(test.test_id, name, 7 * h + k, 2 * h + k, 90 * h + 13 * k, 20 * h + 5 * k)
+            for test in config.tests
+            for k, name in enumerate(test.variant_names)
+        ]
+        for h, (start, _) in enumerate(windows)
+    }
+    together = posterior_records(config, counts, windows, END)
+    alone = [
+        record
+        for start, end in windows
+        for record in posterior_records(config, {start: counts[start]}, [(start, end)], END)
+    ]
+    assert together == alone
+    for build in (superiority_rows, allocation_rows):
+        each = [
+            row
+            for start, _ in windows
+            for row in build(config, [r for r in together if r["window_start"] == start])
+        ]
+        assert build(config, list(reversed(together))) == each

@@ -90,15 +90,12 @@ def _from_posteriors(
     columns: list[str],
     stored: Callable[[dict], dict] = lambda row: row,
 ) -> MaterializeResult:
-    """Derive a results table from the stored posteriors, window by window, for the run's
-    windows; the latest window's rows go into the metadata."""
+    """Derive a results table from the stored posteriors of the run's windows (all of them at
+    once); the latest window's rows go into the metadata."""
     windows = run_windows(context, config.partitions)
     starts = [start for start, _ in windows]
     with EventStore.open(config.infrastructure.duckdb.path) as store:
-        records = store.read_windows("posteriors", starts)
-        rows: list[dict] = []
-        for start in starts:
-            rows += build_rows(config, [r for r in records if r["window_start"] == start])
+        rows = build_rows(config, store.read_windows("posteriors", starts))
         store.replace_windows(table, starts, [stored(row) for row in rows])
     latest = [row for row in rows if row["window_start"] == starts[-1]]
     return MaterializeResult(
@@ -191,16 +188,13 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         settings = experiments.load()
         windows = run_windows(context, settings.partitions)
         with EventStore.open(settings.infrastructure.duckdb.path) as store:
-            increments = store.read_windows("variant_increments", [s for s, _ in windows])
-            records: list[dict] = []
-            for start, end in windows:
-                counts = [
-                    WindowCounts(**{k: r[k] for k in WindowCounts.__dataclass_fields__})
-                    for r in increments
-                    if r["window_start"] == start
-                ]
-                records += posterior_records(settings, counts, start, end, _now())
-            store.replace_windows("posteriors", [s for s, _ in windows], records)
+            counts: dict[datetime, list[WindowCounts]] = {start: [] for start, _ in windows}
+            for row in store.read_windows("variant_increments", list(counts)):
+                counts[row["window_start"]].append(
+                    WindowCounts(**{k: row[k] for k in WindowCounts.__dataclass_fields__})
+                )
+            records = posterior_records(settings, counts, windows, _now())
+            store.replace_windows("posteriors", list(counts), records)
             history = store.connection.execute(
                 "SELECT window_start, test_id, variant, prob_best FROM posteriors "
                 "WHERE window_start <= ? ORDER BY window_start",
