@@ -53,20 +53,20 @@ _BLOCK_ELEMENTS = 4_000_000
 PROB_BEST_TO_WIN = 0.95
 
 
-def _gauss_legendre_tables(nodes: int) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Nodes t and weights w on [-1, 1], and Q with Q[i, l] = ∫_{-1}^{t_i} ℓ_l(t) dt for the
-    Lagrange basis ℓ_l on those nodes (so Q @ g integrates g's interpolant from -1 to t_i)."""
+def _gauss_legendre_tables(nodes: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Nodes t and weights w on [-1, 1]; A, whose column l holds the Legendre coefficients of
+    ∫_{-1}^{t} ℓ_l for the Lagrange basis ℓ_l on those nodes (so legvander(t) @ A @ g
+    integrates g's interpolant from -1 to any t); and Q = A at the nodes themselves."""
     t, w = legendre.leggauss(nodes)
     vandermonde = legendre.legvander(t, nodes - 1)  # V[i, k] = P_k(t_i)
     to_coefficients = np.linalg.inv(vandermonde)  # Legendre coefficients of each ℓ_l
-    cumulative = np.empty((nodes, nodes))
-    for basis in range(nodes):
-        antiderivative = legendre.legint(to_coefficients[:, basis], lbnd=-1)
-        cumulative[:, basis] = legendre.legval(t, antiderivative)
-    return t, w, cumulative
+    antiderivatives = np.column_stack(
+        [legendre.legint(to_coefficients[:, basis], lbnd=-1) for basis in range(nodes)]
+    )
+    return t, w, antiderivatives, legendre.legvander(t, nodes) @ antiderivatives
 
 
-_T, _W, _Q = _gauss_legendre_tables(_NODES_PER_PANEL)
+_T, _W, _ANTIDERIVATIVES, _Q = _gauss_legendre_tables(_NODES_PER_PANEL)
 
 
 # ---- input checks --------------------------------------------------------------------------
@@ -253,6 +253,50 @@ def _shaped(result: FloatArray, like: ArrayLike) -> FloatArray:
     return result.reshape(np.shape(like))
 
 
+class _ArmCdf:
+    """The CDF of one Beta arm per case, at any logit-space points: the normalised density's
+    interpolant on each panel of the arm's own grid, integrated exactly. Costs a few dozen
+    flops per point where the incomplete beta function costs 1-10 µs at large counts."""
+
+    def __init__(self, a: FloatArray, b: FloatArray) -> None:
+        a2, b2 = a[:, None], b[:, None]
+        grid = _grid(a2, b2)
+        density, _ = _densities_and_cdfs(a2, b2, grid)
+        cases, panels = grid.panel_half_widths.shape
+        self.edges = _breakpoints(a2, b2)  # (cases, panels + 1)
+        self.half = grid.panel_half_widths
+        self.mid = 0.5 * (self.edges[:, 1:] + self.edges[:, :-1])
+        self.values = density[:, 0, :].reshape(cases, panels, _NODES_PER_PANEL)
+        within = (self.values @ _W) * self.half
+        self.before = np.cumsum(within, axis=-1) - within
+
+    def __call__(self, rows: npt.NDArray[np.intp], s: FloatArray) -> FloatArray:
+        """F at points s (m, N) of the cases `rows` (m,)."""
+        edges = self.edges[rows]
+        low, high = edges[:, :1], edges[:, -1:]
+        span = high - low
+        inside = np.clip(s, low, high)
+        # Panel of each point: one searchsorted over all rows, each row's edges and points
+        # scaled to [0, 1] and shifted by 2 × its row number.
+        shift = 2.0 * np.arange(len(rows))[:, None]
+        flat_edges = ((edges - low) / span + shift).ravel()
+        found = np.searchsorted(flat_edges, ((inside - low) / span + shift).ravel(), "right")
+        panels = edges.shape[1] - 1
+        panel = np.clip(
+            found.reshape(s.shape) - 1 - edges.shape[1] * np.arange(len(rows))[:, None],
+            0,
+            panels - 1,
+        )
+        row = rows[:, None]
+        half = self.half[row, panel]
+        # Zero-width panels (edges clipped together) hold nothing; their t is irrelevant.
+        t = np.divide(inside - self.mid[row, panel], half, out=np.zeros_like(s), where=half > 0)
+        basis = legendre.legvander(t, _NODES_PER_PANEL) @ _ANTIDERIVATIVES
+        partial = np.einsum("mnl,mnl->mn", basis, self.values[row, panel]) * half
+        cdf = np.clip(self.before[row, panel] + partial, 0.0, 1.0)
+        return np.where(s <= low, 0.0, np.where(s >= high, 1.0, cdf))
+
+
 # ---- public API ----------------------------------------------------------------------------
 
 
@@ -324,9 +368,11 @@ def uplift_interval(
     Method: the exact distribution of the ratio. Its CDF
         G(r) = P(p_v ≤ (1 + r) p_c) = ∫ f_c(x) F_v((1 + r) x) dx
     is integrated on the control's logit grid (or, when the variant is the narrower posterior,
-    as ∫ f_v(y) (1 − F_c(y / (1 + r))) dy on the variant's), and its quantiles are found by
-    Chandrupatla's bracketing method on log(1 + r) to 1e-12, for all cases at once.
-    Deterministic; no normal approximation of the lift."""
+    as ∫ f_v(y) (1 − F_c(y / (1 + r))) dy on the variant's). The inner CDF comes from the
+    other arm's own panels, its density's interpolant integrated exactly (no incomplete beta
+    function), so G is right to about 1e-10. Its quantiles are found by Chandrupatla's
+    bracketing method on log(1 + r) to 1e-12, for all cases at once. Deterministic; no normal
+    approximation of the lift."""
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}")
     arrays = np.broadcast_arrays(
@@ -360,22 +406,23 @@ def _lift_quantiles(
     grid = _grid(outer_a[:, None], outer_b[:, None])
     density, _ = _densities_and_cdfs(outer_a[:, None], outer_b[:, None], grid)
     weights = grid.weights * density[:, 0, :]  # (cases, nodes)
-    x = special.expit(grid.s)
+    log_x = -grid.minus_log_x
+    inner_cdf = _ArmCdf(inner_a, inner_b)
+    # The inner rate at each outer node: p_v = (1 + r) x when the control is outer, else
+    # p_c = x / (1 + r); in log space, log x ± log(1 + r).
+    direction = np.where(control_outer, 1.0, -1.0)
 
     def cdf_gap(log_ratio: FloatArray, case: FloatArray, target: FloatArray) -> FloatArray:
         """G(r) − target, elementwise over the cases still being solved."""
         log_ratio, case, target = np.broadcast_arrays(log_ratio, case, target)
         shape = log_ratio.shape
         rows = case.ravel().astype(np.intp)
-        ratio = np.exp(log_ratio.ravel())[:, None]
-        xs, ia, ib = x[rows], inner_a[rows, None], inner_b[rows, None]
-        inner = np.empty_like(xs)
-        mine = control_outer[rows]  # P(p_v ≤ ratio · p_c)
-        inner[mine] = special.betainc(ia[mine], ib[mine], np.minimum(ratio[mine] * xs[mine], 1))
-        theirs = ~mine  # P(p_c ≥ p_v / ratio)
-        inner[theirs] = special.betaincc(
-            ia[theirs], ib[theirs], np.minimum(xs[theirs] / ratio[theirs], 1)
-        )
+        log_y = log_x[rows] + (direction[rows] * log_ratio.ravel())[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logit_y = np.where(log_y < 0, log_y - np.log(-np.expm1(log_y)), np.inf)
+        inner = inner_cdf(rows, logit_y)
+        # P(p_v ≤ (1 + r) p_c) = E_c[F_v((1 + r) x)], or E_v[1 − F_c(y / (1 + r))].
+        inner = np.where(control_outer[rows, None], inner, 1.0 - inner)
         return np.sum(inner * weights[rows], axis=-1).reshape(shape) - target
 
     # Bracket log(1 + r) by the 1e-12 and 1 − 1e-12 quantiles of both rates.

@@ -229,6 +229,20 @@ def test_uplift_interval_holds_its_probability(ac: float, bc: float, av: float, 
     assert quad_lift_cdf(ac, bc, av, bv, high) == pytest.approx(0.975, abs=1e-7)
 
 
+def test_uplift_interval_against_a_uniform_control_is_exact_for_many_cases_at_once() -> None:
+    # With p_c ~ U(0, 1): P(p_v / p_c ≤ 1 + r) = 1 − E[p_v] / (1 + r) whenever p_v ≤ 1 + r
+    # surely, so the 97.5% quantile of the lift is E[p_v] / 0.025 − 1, exactly.
+    av = np.array([3.0, 150.0, 2e4, 3.5e6])
+    bv = np.array([7.0, 850.0, 3e4, 6.5e6])
+    low, high = stats.uplift_interval(np.ones(4), np.ones(4), av, bv)
+    np.testing.assert_allclose(high, av / (av + bv) / 0.025 - 1, rtol=1e-8)
+    # One call for many cases (a backfill's windows) gives what a call per case gives.
+    for k in range(4):
+        np.testing.assert_allclose(
+            (low[k], high[k]), stats.uplift_interval(1, 1, av[k], bv[k]), rtol=1e-12
+        )
+
+
 def test_uplift_interval_agrees_with_monte_carlo() -> None:
     rng = np.random.default_rng(11)
     control = rng.beta(120, 880, size=1_000_000)
