@@ -1,5 +1,5 @@
-"""Shared test helpers: the repository root, free loopback ports, and a real Kafka broker and
-DynamoDB Local for the whole session."""
+"""Shared test helpers: the repository root, free loopback ports, the pipeline's definitions
+for a configuration, and a real Kafka broker and DynamoDB Local for the whole session."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dagster import Definitions
 
+from diana_pipeline.assets.ingestion import build_events
+from diana_pipeline.assets.statistics import build_statistics
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
+from diana_pipeline.jobs import ingest_job
 from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline_tests.kafka_helpers import KafkaForTests, private_stack_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +44,20 @@ def run_command(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def pipeline_definitions(config: ExperimentsConfig, config_file: Path | None = None) -> Definitions:
+    """The events and statistics assets and ingest_job over `config` (which the runs load
+    again from `config_file`, with the same environment), without the sensors and schedule."""
+    assets, *_ = build_statistics(config)
+    experiments = ExperimentsResource(
+        config_file=str(config_file or REPO_ROOT / "experiments.yaml")
+    )
+    return Definitions(
+        assets=[build_events(config), *assets],
+        jobs=[ingest_job],
+        resources={"experiments": experiments, POSTERIOR_SINK: posterior_sink(config)},
     )
 
 

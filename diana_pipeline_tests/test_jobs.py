@@ -12,23 +12,20 @@ import pytest
 import yaml
 from dagster import (
     DagsterInstance,
-    Definitions,
     build_sensor_context,
     evaluate_automation_conditions,
 )
 
-from diana_pipeline.assets.ingestion import EVENTS, build_events
-from diana_pipeline.assets.statistics import INCREMENTS, build_statistics
+from diana_pipeline.assets.ingestion import EVENTS
+from diana_pipeline.assets.statistics import INCREMENTS
 from diana_pipeline.config import load_config
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.io_managers.csv import PosteriorCsvFiles
-from diana_pipeline.jobs import INGEST_JOB, ingest_job
+from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.producer import make_producer
-from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.conftest import run_command
+from diana_pipeline_tests.conftest import pipeline_definitions, run_command
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
 pytestmark = pytest.mark.servers
@@ -115,14 +112,7 @@ def test_one_ingestion_run_stores_a_batch_and_refreshes_its_windows(
     producer.produce(topic, json.dumps(late).encode())
     producer.flush(10)
 
-    definitions = Definitions(
-        assets=[build_events(config), *build_statistics(config)[0]],
-        jobs=[ingest_job],
-        resources={
-            "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml")),
-            POSTERIOR_SINK: posterior_sink(config),
-        },
-    )
+    definitions = pipeline_definitions(config)
     with DagsterInstance.ephemeral() as instance:
         before = evaluate_automation_conditions(definitions, instance)
         sensor = build_kafka_sensor(config, INGEST_JOB)

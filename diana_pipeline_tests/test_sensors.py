@@ -19,24 +19,20 @@ import pytest
 from dagster import (
     DagsterInstance,
     DagsterRunStatus,
-    Definitions,
     SensorResult,
     SkipReason,
     build_sensor_context,
 )
 
-from diana_pipeline.assets.ingestion import build_events
-from diana_pipeline.assets.statistics import build_statistics
-from diana_pipeline.config import ExperimentsConfig, load_config
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
-from diana_pipeline.jobs import INGEST_JOB, ingest_job
+from diana_pipeline.config import load_config
+from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, fail_dead_runs
 from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.conftest import free_port
+from diana_pipeline_tests.conftest import free_port, pipeline_definitions
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
 
 pytestmark = pytest.mark.servers
@@ -54,19 +50,6 @@ def tick(env: dict[str, str], instance: DagsterInstance, cursor: str | None = No
         }
         with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
             return sensor(context)
-
-
-def resolved_ingest_job(config: ExperimentsConfig):
-    """The ingestion job over the given configuration's assets."""
-    assets, *_ = build_statistics(config)
-    resources = {
-        "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml")),
-        POSTERIOR_SINK: posterior_sink(config),
-    }
-    definitions = Definitions(
-        assets=[build_events(config), *assets], jobs=[ingest_job], resources=resources
-    )
-    return definitions.resolve_job_def(INGEST_JOB)
 
 
 def produce(
@@ -108,7 +91,7 @@ def test_sensor_coalesces_offsets_while_an_ingestion_run_waits(kafka: KafkaForTe
     env = kafka.env_for(topic)
     produce(env, 300, seed=2)
     config = load_config(REPO_ROOT / "experiments.yaml", env=env)
-    job = resolved_ingest_job(config)
+    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
     with DagsterInstance.ephemeral() as instance:
         waiting = instance.create_run_for_job(
             job, run_config={"ops": {"events": {"config": {"ranges": []}}}}
@@ -140,7 +123,7 @@ def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(
 
 def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
     config = load_config(REPO_ROOT / "experiments.yaml", env=kafka.env)
-    job = resolved_ingest_job(config)
+    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
     gone = subprocess.Popen(["true"])
     gone.wait()
     with DagsterInstance.ephemeral() as instance:
