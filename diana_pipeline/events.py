@@ -89,6 +89,9 @@ _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 # The part of a UTC timestamp that names its second: 2026-11-21T10:15:30
 _SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", re.ASCII)
+# NUL, newlines and the other C0 controls have no business in ids and would corrupt the CSV
+# sink and logs. JSON must escape them, so only values with a backslash need the search.
+_CONTROL = re.compile("[\x00-\x1f]")
 _SECOND_CACHE_LIMIT = 100_000
 
 
@@ -172,8 +175,8 @@ class EventValidator:
     """Turns raw Kafka message values into events, or into a reason for rejecting them.
 
     Checks, in order: size, UTF-8 JSON object, every field present and a non-empty string of
-    at most 256 characters, known test and variant, a UTC timestamp from the first window up
-    to now + the allowed clock skew."""
+    at most 256 characters without control characters, known test and variant, a UTC
+    timestamp from the first window up to now + the allowed clock skew."""
 
     def __init__(self, config: ExperimentsConfig, now: datetime | None = None) -> None:
         self._variants = {t.test_id: set(t.variant_names) for t in config.tests}
@@ -200,7 +203,9 @@ class EventValidator:
         2026-11-21T10:15:30.250Z): one parse, no objects, the timestamp's second looked up
         in a cache. Anything unusual goes through validate() itself."""
         try:
-            if len(raw) > self._max_bytes:  # type: ignore[arg-type]  # None: TypeError
+            if len(raw) > self._max_bytes or b"\\" in raw:  # type: ignore[arg-type,operator]
+                # Oversized, or escapes (a control character may hide behind one); None
+                # raises TypeError. The full validator decides.
                 return self._append_validated(raw, partition, offset, columns)
             event = orjson.loads(raw)  # type: ignore[arg-type]
             event_id = event["event_id"]
@@ -302,6 +307,9 @@ class EventValidator:
                 return (
                     f"field {name} must have 1 to {MAX_FIELD_LENGTH} characters, has {len(value)}"
                 )
+            control = _CONTROL.search(value)
+            if control:
+                return f"field {name} contains a control character (U+{ord(control[0]):04X})"
         test_id, variant = event["test_id"], event["variant"]
         variants = self._variants.get(test_id)
         if variants is None:

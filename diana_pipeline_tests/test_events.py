@@ -59,7 +59,7 @@ import orjson  # noqa: E402
 import pytest  # noqa: E402
 
 from diana_pipeline.config import load_config  # noqa: E402
-from diana_pipeline.events import EventValidator, ValidEvent  # noqa: E402
+from diana_pipeline.events import EventColumns, EventValidator, ValidEvent  # noqa: E402
 from diana_pipeline_tests.conftest import REPO_ROOT  # noqa: E402
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -106,6 +106,14 @@ def test_a_valid_event_gets_its_window() -> None:
             orjson.dumps({**GOOD, "variant": "x" * 300}),
             "field variant must have 1 to 256 characters",
         ),
+        (
+            orjson.dumps({**GOOD, "user_id": "a\x00b"}),
+            "field user_id contains a control character (U+0000)",
+        ),
+        (
+            orjson.dumps({**GOOD, "event_id": "line\nbreak"}),
+            "field event_id contains a control character (U+000A)",
+        ),
         (orjson.dumps({**GOOD, "test_id": "other-test"}), "unknown test 'other-test'"),
         (
             orjson.dumps({**GOOD, "variant": "purple"}),
@@ -120,14 +128,14 @@ def test_each_bad_message_has_its_reason(raw: bytes | None, reason: str) -> None
     outcome = validator().validate(raw)
     assert isinstance(outcome, str)
     assert outcome.startswith(reason)
+    columns = EventColumns()
+    assert validator().validate_into(raw, 0, 0, columns) == outcome and not len(columns)
 
 
 # ---- the fast path agrees with validate() (property-based) ----------------------------------
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from diana_pipeline.events import EventColumns  # noqa: E402
 
 _moments = st.one_of(
     # Mostly inside the accepted range (the first window to NOW + 1 h), some far outside.
