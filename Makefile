@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill reliability
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -63,3 +63,8 @@ bench-freshness: $(INSTALLED)
 # one run, beside a plain DuckDB GROUP BY (own DuckDB file; about 3 minutes).
 bench-backfill: $(INSTALLED)
 	$(BIN)/python -m benchmarks.backfill_benchmark
+
+# The reliability suite at full size (the test command runs it smaller): each scenario
+# prints what it broke and what it found, and writes its section of docs/reliability.md.
+reliability: $(INSTALLED)
+	$(BIN)/python -m reliability

@@ -195,14 +195,16 @@ DESCRIPTION = (
 )
 
 
-def replace_section(name: str, body: str) -> None:
-    """Write one benchmark's section of docs/benchmarks.md, keeping the others."""
+def replace_section(name: str, body: str, path: Path | None = None) -> None:
+    """Write one benchmark's section of docs/benchmarks.md (or of `path`), keeping the
+    others."""
+    docs = path or DOCS
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     section = f"{start}\n{body}\n{end}"
-    DOCS.parent.mkdir(exist_ok=True)
+    docs.parent.mkdir(exist_ok=True)
     text = (
-        DOCS.read_text()
-        if DOCS.exists()
+        docs.read_text()
+        if docs.exists()
         else "# Benchmarks\n\nEvery figure comes with its baseline, measured in the same run.\n"
     )
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
@@ -210,7 +212,7 @@ def replace_section(name: str, body: str) -> None:
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    docs.write_text(text)
 
 
 def write_docs(results: list[Result], command: str, reference_sample: int) -> None:

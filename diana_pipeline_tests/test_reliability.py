@@ -1,0 +1,28 @@
+"""The reliability scenarios (reliability/), at a size that fits CI, against a real broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from diana_pipeline_tests.kafka_helpers import KafkaForTests
+from reliability import hostile
+
+pytestmark = pytest.mark.servers
+
+
+def test_hostile_input_is_rejected_with_its_reason_and_the_good_counts_stay_exact(
+    kafka: KafkaForTests, tmp_path: Path
+) -> None:
+    result = hostile.run_hostile(kafka, tmp_path / "events.duckdb", bad=10_200, good=20_000, seed=3)
+    rows = result.by_kind()
+    assert [row["kind"] for row in rows] == result.kinds and len(rows) >= 15
+    assert sum(int(row["sent"]) for row in rows) >= 10_000  # type: ignore[call-overload]
+    missed = {
+        row["kind"]: row["sent"] - row["rejected"] for row in rows if row["rejected"] != row["sent"]
+    }  # type: ignore[operator]
+    assert not missed, f"bad messages without their reason in rejected_events: {missed}"
+    assert len(result.rejected) == len(result.bad)
+    assert result.events_stored == sum(result.good.events.values())
+    assert result.exact
