@@ -1,4 +1,5 @@
-"""The reliability scenarios (reliability/), at a size that fits CI, against a real broker."""
+"""The reliability scenarios (reliability/), at a size that fits CI: hostile input against a
+real broker, and bad configuration through the real entry points."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from diana_pipeline_tests.kafka_helpers import KafkaForTests
+from reliability import config as reliability_config
 from reliability import hostile
 
-pytestmark = pytest.mark.servers
 
-
+@pytest.mark.servers
 def test_hostile_input_is_rejected_with_its_reason_and_the_good_counts_stay_exact(
     kafka: KafkaForTests, tmp_path: Path
 ) -> None:
@@ -26,3 +27,14 @@ def test_hostile_input_is_rejected_with_its_reason_and_the_good_counts_stay_exac
     assert len(result.rejected) == len(result.bad)
     assert result.events_stored == sum(result.good.events.values())
     assert result.exact
+
+
+def test_a_bad_config_stops_the_code_location_and_the_command_line_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    cases = ["unknown sink", "unknown nested key", "wrong type", "window start off the grid"]
+    for outcome in reliability_config.run_config(tmp_path, cases):
+        assert not outcome.code_location_loaded, outcome
+        assert outcome.code_location_error is not None, outcome
+        assert outcome.stack_exit != 0 and outcome.stack_error.startswith("diana-stack: error:")
+        assert outcome.held, outcome

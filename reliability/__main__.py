@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from reliability import hostile
+from reliability import config, hostile
 
-SCENARIOS = {"hostile": hostile.main}
+SCENARIOS = {"hostile": hostile.main, "config": config.main}
 
 
 def main(argv: list[str]) -> int:
