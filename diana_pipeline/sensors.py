@@ -35,7 +35,9 @@ from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import fail_dead_runs
 
 MAX_RUNS_PER_TICK = 20
-WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING]
+# Waiting in the queue. Not STARTING: a run whose launch died with the daemon stays STARTING
+# until run monitoring's start timeout, and must not hold every later offset back that long.
+WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
 
 
 def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
@@ -51,8 +53,8 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
     )
     def kafka_events_sensor(context: SensorEvaluationContext, experiments: ExperimentsResource):
         settings = experiments.load()
-        for run_id in fail_dead_runs(context.instance, ingest_job):
-            context.log.warning(f"ingestion run {run_id} lost its workers; failed it for a retry")
+        for run_id in fail_dead_runs(context.instance):
+            context.log.warning(f"run {run_id} lost its worker process; failed it for a retry")
         # Coalesce: while an ingestion run waits in the queue, new offsets wait for the next
         # tick and join one larger run, instead of a run per tick piling up (each costs a
         # process start) and holding the statistics runs back.

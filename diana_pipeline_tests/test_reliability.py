@@ -1,5 +1,6 @@
 """The reliability scenarios (reliability/), at a size that fits CI: hostile input against a
-real broker, and bad configuration through the real entry points."""
+real broker, bad configuration through the real entry points, and faults (kill -9, Kafka
+and DynamoDB Local stopped) on a private stack while traffic flows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from diana_pipeline_tests.kafka_helpers import KafkaForTests
 from reliability import config as reliability_config
-from reliability import hostile
+from reliability import faults, hostile
 
 
 @pytest.mark.servers
@@ -38,3 +39,18 @@ def test_a_bad_config_stops_the_code_location_and_the_command_line_naming_the_fi
         assert outcome.code_location_error is not None, outcome
         assert outcome.stack_exit != 0 and outcome.stack_error.startswith("diana-stack: error:")
         assert outcome.held, outcome
+
+
+@pytest.mark.servers
+def test_after_faults_while_traffic_flows_every_sink_holds_exactly_what_was_sent(
+    tmp_path: Path,
+) -> None:
+    result = faults.run_faults(tmp_path / "stack", eps=400, duration_s=75, kills=5, seed=5)
+    happened = [what for _, what in result.faults]
+    kills = [what for what in happened if what.startswith("kill -9")]
+    assert len(kills) >= 5, happened
+    assert "Kafka broker restarted" in happened and "DynamoDB Local restarted" in happened
+    assert sum(result.failed_runs.values()) > 0, "the faults should have failed some runs"
+    differing = [check for check in result.checks if not check.held]
+    assert not differing, f"{differing}\n{faults.render(result)}"
+    assert len(result.checks) >= 20

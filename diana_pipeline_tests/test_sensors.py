@@ -24,11 +24,12 @@ from dagster import (
     build_sensor_context,
 )
 
+from diana_pipeline import run_health
 from diana_pipeline.config import load_config
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, fail_dead_runs
+from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, RUN_TAG, UNTAGGED_GRACE_S, fail_dead_runs
 from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
@@ -36,6 +37,8 @@ from diana_pipeline_tests.conftest import free_port, pipeline_definitions
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
 
 pytestmark = pytest.mark.servers
+AUTOMATION_JOB = "__ASSET_JOB"  # what the statistics automation launches
+RUN_CONFIGS = {INGEST_JOB: {"ops": {"events": {"config": {"ranges": []}}}}}
 DAGSTER_DAEMON = str(Path(sys.executable).with_name("dagster-daemon"))
 
 
@@ -99,6 +102,12 @@ def test_sensor_coalesces_offsets_while_an_ingestion_run_waits(kafka: KafkaForTe
         held = tick(env, instance)
         assert isinstance(held, SkipReason) and "waiting to start" in held.skip_message
         instance.report_run_failed(waiting)  # no longer waiting: the next tick takes it all
+        # A run stuck STARTING (its launch died with the daemon) holds nothing back.
+        stuck = instance.create_run_for_job(
+            job, run_config={"ops": {"events": {"config": {"ranges": []}}}}
+        )
+        instance.run_storage.handle_run_event(stuck.run_id, _run_event(stuck, "RUN_STARTING"))
+        assert instance.get_run_by_id(stuck.run_id).status == DagsterRunStatus.STARTING
         result = tick(env, instance)
         assert isinstance(result, SensorResult) and len(result.run_requests) == 1
         [request] = result.run_requests
@@ -123,39 +132,48 @@ def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(
 
 def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
     config = load_config(REPO_ROOT / "experiments.yaml", env=kafka.env)
-    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
+    definitions = pipeline_definitions(config)
     gone = subprocess.Popen(["true"])
     gone.wait()
+    me = f"{os.getpid()}:{psutil.Process().create_time():.3f}"
+    host = socket.gethostname()
     with DagsterInstance.ephemeral() as instance:
-        run_config = {"ops": {"events": {"config": {"ranges": []}}}}
-        dead = instance.create_run_for_job(
-            job,
-            run_config=run_config,
-            tags={PIDS_TAG: f"{gone.pid}:1.0", HOST_TAG: socket.gethostname()},
-        )
-        alive = instance.create_run_for_job(
-            job,
-            run_config=run_config,
-            tags={
-                PIDS_TAG: f"{os.getpid()}:{psutil.Process().create_time():.3f}",
-                HOST_TAG: socket.gethostname(),
-            },
-        )
-        for run in (dead, alive):
-            instance.run_storage.handle_run_event(run.run_id, _started_event(run))
+
+        def started(job_name: str, pids: str | None, own_tags: bool = True) -> str:
+            job = definitions.resolve_job_def(job_name)
+            run = instance.create_run_for_job(job, run_config=RUN_CONFIGS.get(job_name))
+            if pids is not None:
+                owner = run.run_id if own_tags else "a-parent-run"
+                tags = {PIDS_TAG: pids, HOST_TAG: host, RUN_TAG: owner}
+                instance.add_run_tags(run.run_id, tags)
+            instance.run_storage.handle_run_event(run.run_id, _run_event(run))
+            return run.run_id
+
+        dead = started(INGEST_JOB, f"{gone.pid}:1.0")
+        alive = started(INGEST_JOB, me)
+        dead_statistics = started(AUTOMATION_JOB, f"{gone.pid}:1.0")
+        # A retry carries its parent's tags (a dead process) until it tags itself: alive.
+        retry = started(AUTOMATION_JOB, f"{gone.pid}:1.0", own_tags=False)
+        untagged = started(AUTOMATION_JOB, None)
         instance.event_log_storage.set_concurrency_slots("duckdb", 1)
-        claimed = instance.event_log_storage.claim_concurrency_slot("duckdb", dead.run_id, "events")
+        claimed = instance.event_log_storage.claim_concurrency_slot("duckdb", dead, "events")
         assert claimed.is_claimed
-        assert fail_dead_runs(instance, INGEST_JOB) == [dead.run_id]
+        assert sorted(fail_dead_runs(instance)) == sorted([dead, dead_statistics])
         assert instance.event_log_storage.get_concurrency_info("duckdb").active_slot_count == 0
-        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
-        assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED
+        status = {run_id: instance.get_run_by_id(run_id).status for run_id in (alive, retry)}
+        assert instance.get_run_by_id(dead).status == DagsterRunStatus.FAILURE
+        assert set(status.values()) == {DagsterRunStatus.STARTED}
+        # Untagged past the grace period: its process never said who it is, so it is dead.
+        later = time.time() + UNTAGGED_GRACE_S + 1
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(run_health.time, "time", lambda: later)
+            assert sorted(fail_dead_runs(instance)) == sorted([retry, untagged])
 
 
-def _started_event(run):
+def _run_event(run, kind: str = "RUN_START"):
     from dagster._core.events import DagsterEvent, DagsterEventType
 
-    return DagsterEvent(DagsterEventType.RUN_START.value, run.job_name)
+    return DagsterEvent(DagsterEventType[kind].value, run.job_name)
 
 
 # ---- under a real daemon --------------------------------------------------------------------

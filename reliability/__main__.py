@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from reliability import config, hostile
+from reliability import config, faults, hostile
 
-SCENARIOS = {"hostile": hostile.main, "config": config.main}
+SCENARIOS = {"hostile": hostile.main, "config": config.main, "faults": faults.main}
 
 
 def main(argv: list[str]) -> int:

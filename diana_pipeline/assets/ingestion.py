@@ -26,7 +26,6 @@ from diana_pipeline.ingestion import (
 )
 from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.run_health import worker_tags
 from diana_pipeline.store import EventStore, OffsetRange
 
 EVENTS = AssetKey("events")
@@ -84,8 +83,6 @@ def build_events(config: ExperimentsConfig) -> AssetsDefinition:
 def _ingest(
     context, settings: ExperimentsConfig, ranges: list[OffsetRange], windows: list[datetime]
 ) -> MaterializeResult:
-    # Who runs this step, so that the sensor can tell a live run from a dead one.
-    context.instance.add_run_tags(context.run.run_id, worker_tags())
     try:
         result = ingest(settings, ranges, run_id=context.run.run_id)
     except KafkaUnavailableError as exc:
