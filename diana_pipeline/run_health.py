@@ -8,12 +8,14 @@ windows)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 
 import psutil
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
 PIDS_TAG = "diana/worker_pids"  # "pid:create_time,pid:create_time"
 HOST_TAG = "diana/worker_host"
@@ -21,6 +23,10 @@ HOST_TAG = "diana/worker_host"
 RUN_TAG = "diana/worker_run"
 # A run tags itself moments after it starts; one that has not after this long is dead.
 UNTAGGED_GRACE_S = 60.0
+# A run being launched by a code server that has died (with the daemon) never starts; after
+# this long it is failed instead of waiting out run monitoring's start timeout, during which
+# it would hold its place in the `duckdb` pool's queue.
+LAUNCH_GRACE_S = 10.0
 
 
 def worker_tags(run_id: str) -> dict[str, str]:
@@ -44,26 +50,69 @@ def _alive(pid: int, created: float) -> bool:
         return False
 
 
+def _code_server_alive(socket_path: str) -> bool:
+    """Whether a process here serves the code server socket (`dagster api grpc --socket`)."""
+    for process in psutil.process_iter(["cmdline"]):
+        if socket_path in (process.info["cmdline"] or []):
+            return True
+    return False
+
+
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:
-    """Mark STARTED runs whose worker processes are all gone as failed; returns their run
-    ids."""
+    """Mark runs as failed whose worker processes are all gone (STARTED), or whose launching
+    code server is gone (STARTING); returns their run ids."""
     failed = []
     host = socket.gethostname()
-    records = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    records = instance.get_run_records(
+        RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
+    )
     for record in records:
         run = record.dagster_run
         tags = run.tags
         if tags.get(HOST_TAG, host) != host:
             continue  # another machine's run: not ours to judge
-        if PIDS_TAG in tags and tags.get(RUN_TAG) == run.run_id:
+        if run.status == DagsterRunStatus.STARTING:
+            code_server = json.loads(tags.get(GRPC_INFO_TAG, "{}")).get("socket")
+            launching_for = time.time() - record.update_timestamp.timestamp()
+            dead = (
+                code_server is not None
+                and launching_for > LAUNCH_GRACE_S
+                and not _code_server_alive(code_server)
+            )
+        elif PIDS_TAG in tags and tags.get(RUN_TAG) == run.run_id:
             workers = [entry.split(":") for entry in tags[PIDS_TAG].split(",")]
             dead = not any(_alive(int(pid), float(created)) for pid, created in workers)
         else:
             started = record.start_time or record.create_timestamp.timestamp()
             dead = time.time() - started > UNTAGGED_GRACE_S
         if dead:
-            instance.report_run_failed(run, "run worker processes are gone (killed or crashed)")
+            instance.report_run_failed(
+                run,
+                "run worker processes are gone (killed or crashed)"
+                if run.status == DagsterRunStatus.STARTED
+                else "the code server launching this run is gone",
+            )
             # Its step still holds the `duckdb` pool slot; free it, or no writer runs again.
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             failed.append(run.run_id)
     return failed
+
+
+def free_slots_of_ended_runs(instance: DagsterInstance) -> list[str]:
+    """Free the pool slots and queued pool claims of runs that have ended; returns their run
+    ids. A run whose worker was killed while its step held or waited for the `duckdb` slot
+    is failed by its code server, but its claim stays until run monitoring's
+    `free_slots_after_run_end_seconds`, and meanwhile no other writer is let in."""
+    storage = instance.event_log_storage
+    holders: set[str] = set()
+    for pool in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(pool)
+        holders |= {slot.run_id for slot in info.claimed_slots}
+        holders |= {step.run_id for step in info.pending_steps}
+    freed = []
+    for run_id in sorted(holders):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    return freed

@@ -32,7 +32,7 @@ from diana_pipeline.ingestion import (
 )
 from diana_pipeline.partitions import window_range
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.run_health import fail_dead_runs
+from diana_pipeline.run_health import fail_dead_runs, free_slots_of_ended_runs
 
 MAX_RUNS_PER_TICK = 20
 # Waiting in the queue. Not STARTING: a run whose launch died with the daemon stays STARTING
@@ -55,6 +55,8 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
         settings = experiments.load()
         for run_id in fail_dead_runs(context.instance):
             context.log.warning(f"run {run_id} lost its worker process; failed it for a retry")
+        for run_id in free_slots_of_ended_runs(context.instance):
+            context.log.warning(f"run {run_id} ended holding a pool slot; freed it")
         # Coalesce: while an ingestion run waits in the queue, new offsets wait for the next
         # tick and join one larger run, instead of a run per tick piling up (each costs a
         # process start) and holding the statistics runs back.

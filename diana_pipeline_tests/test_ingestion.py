@@ -3,8 +3,9 @@ partition drained, the sensor's planning, and rebuilding a window from Kafka."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from diana_pipeline import ingestion
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
 from diana_pipeline.partitions import partition_key
+from diana_pipeline.producer import make_producer
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.store import EventStore, OffsetRange
 from diana_pipeline.traffic import NoiseRates, TrafficRun, build_spec
@@ -96,6 +98,54 @@ def test_noisy_traffic_lands_exactly(setup: tuple[ExperimentsConfig, Path]) -> N
             "SELECT sum(events), sum(rejected), sum(duplicates) FROM ingested_ranges"
         ).fetchone()
         assert stored + rejected + duplicates == sent.sent
+
+
+SQL_LOOKALIKES = [
+    "x'); DROP TABLE events; --",
+    "Robert'); DELETE FROM ingested_ranges WHERE ('1'='1",
+    "' OR 1=1 --",
+    "\"; UPDATE events SET variant = 'treatment'; --",
+    "?",
+    "$1",
+    "%s %d {0} {{}}",
+    "a\\b",  # a backslash: escaped in JSON, so the full validator takes it
+    "ユーザー'--",
+]
+
+
+def test_event_fields_that_look_like_sql_are_stored_verbatim(
+    setup: tuple[ExperimentsConfig, Path],
+) -> None:
+    """Event fields reach DuckDB as data (registered arrays, parameters), never as SQL text."""
+    config, path = setup
+    test = config.tests[0]
+    now = datetime.now(UTC)
+    stamp = f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
+    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
+    sent = {}
+    for i, text in enumerate(SQL_LOOKALIKES):
+        event = {
+            "event_id": f"{text}#{i}",
+            "event_type": test.exposure_event,
+            "test_id": test.test_id,
+            "variant": test.variant_names[i % 2],
+            "user_id": text,
+            "timestamp": stamp,
+        }
+        sent[event["event_id"]] = text
+        producer.produce(config.infrastructure.kafka.topic, json.dumps(event).encode())
+    # An unknown test whose name is SQL: rejected, its raw bytes kept as they came.
+    unknown = json.dumps({**event, "test_id": "x'; DROP TABLE rejected_events; --"}).encode()
+    producer.produce(config.infrastructure.kafka.topic, unknown)
+    assert producer.flush(30) == 0
+    [ranges] = all_ranges(config)
+    result = ingest(config, ranges, run_id="sql")
+    assert result.counts.events == len(SQL_LOOKALIKES) and result.counts.rejected == 1
+    with duckdb.connect(str(path), read_only=True) as con:
+        stored = dict(con.execute("SELECT event_id, user_id FROM events").fetchall())
+        assert stored == sent
+        assert con.execute("SELECT raw FROM rejected_events").fetchall() == [(unknown,)]
+        assert con.execute("SELECT count(*) FROM ingested_ranges").fetchall()[0][0] > 0
 
 
 def test_the_same_range_twice_changes_nothing(setup: tuple[ExperimentsConfig, Path]) -> None:

@@ -4,11 +4,13 @@ and DynamoDB Local stopped) on a private stack while traffic flows."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from diana_pipeline_tests.kafka_helpers import KafkaForTests
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 from reliability import config as reliability_config
 from reliability import faults, hostile
 
@@ -54,3 +56,35 @@ def test_after_faults_while_traffic_flows_every_sink_holds_exactly_what_was_sent
     differing = [check for check in result.checks if not check.held]
     assert not differing, f"{differing}\n{faults.render(result)}"
     assert len(result.checks) >= 20
+
+
+# What a credential looks like in a file: AWS key ids, private keys, passwords in URLs, and
+# a password, secret, token or key assigned a quoted literal (not a ${VARIABLE}).
+CREDENTIAL = re.compile(
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"
+    r"|(?i:password|secret|token|access_key)[a-z_]*[\"']?\s*[:=]\s*[\"'][^\"'$]{6,}[\"']"
+)
+
+
+def test_no_credentials_in_the_repository() -> None:
+    planted = [
+        "AKIA" + "ABCDEFGHIJKLMNOP",
+        "-----BEGIN RSA " + "PRIVATE KEY-----",
+        "postgres://diana:" + "hunter2@db:5432/x",
+        'aws_secret_access_key = "' + "wJalrXUtnFEMI/K7MDENG" + '"',
+    ]
+    assert all(CREDENTIAL.search(text) for text in planted)  # the scan would see them
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    found = []
+    for name in filter(None, tracked):
+        path = REPO_ROOT / name.decode()
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        found += [f"{name.decode()}: {match.group(0)}" for match in CREDENTIAL.finditer(text)]
+    assert len(tracked) > 50
+    assert not found, found

@@ -4,6 +4,7 @@ its runs mid-ingestion, and Kafka stopped and restarted."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,13 +24,21 @@ from dagster import (
     SkipReason,
     build_sensor_context,
 )
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from diana_pipeline import run_health
 from diana_pipeline.config import load_config
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.run_health import HOST_TAG, PIDS_TAG, RUN_TAG, UNTAGGED_GRACE_S, fail_dead_runs
+from diana_pipeline.run_health import (
+    HOST_TAG,
+    PIDS_TAG,
+    RUN_TAG,
+    UNTAGGED_GRACE_S,
+    fail_dead_runs,
+    free_slots_of_ended_runs,
+)
 from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
@@ -130,7 +139,7 @@ def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(
         )
 
 
-def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
+def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests, tmp_path: Path) -> None:
     config = load_config(REPO_ROOT / "experiments.yaml", env=kafka.env)
     definitions = pipeline_definitions(config)
     gone = subprocess.Popen(["true"])
@@ -155,6 +164,20 @@ def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
         # A retry carries its parent's tags (a dead process) until it tags itself: alive.
         retry = started(AUTOMATION_JOB, f"{gone.pid}:1.0", own_tags=False)
         untagged = started(AUTOMATION_JOB, None)
+        # Runs being launched: by a code server that died with the daemon, or by a live one.
+        served = tmp_path / "code-server.sock"
+        code_server = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "--socket", str(served)]
+        )
+        launches = {}
+        for name, socket_path in [("dead", tmp_path / "gone.sock"), ("alive", served)]:
+            run = instance.create_run_for_job(
+                definitions.resolve_job_def(INGEST_JOB), run_config=RUN_CONFIGS[INGEST_JOB]
+            )
+            grpc_info = json.dumps({"host": "localhost", "socket": str(socket_path)})
+            instance.add_run_tags(run.run_id, {GRPC_INFO_TAG: grpc_info})
+            instance.run_storage.handle_run_event(run.run_id, _run_event(run, "RUN_STARTING"))
+            launches[name] = run.run_id
         instance.event_log_storage.set_concurrency_slots("duckdb", 1)
         claimed = instance.event_log_storage.claim_concurrency_slot("duckdb", dead, "events")
         assert claimed.is_claimed
@@ -163,11 +186,27 @@ def test_runs_whose_workers_died_are_failed(kafka: KafkaForTests) -> None:
         status = {run_id: instance.get_run_by_id(run_id).status for run_id in (alive, retry)}
         assert instance.get_run_by_id(dead).status == DagsterRunStatus.FAILURE
         assert set(status.values()) == {DagsterRunStatus.STARTED}
+        # A run that ended (its code server saw the worker die) while waiting for the slot:
+        # its claim is dropped; a live run keeps the slot it holds.
+        assert instance.event_log_storage.claim_concurrency_slot("duckdb", alive, "events")
+        ended = started(INGEST_JOB, me)
+        waiting = instance.event_log_storage.claim_concurrency_slot("duckdb", ended, "events")
+        assert not waiting.is_claimed
+        instance.report_run_failed(instance.get_run_by_id(ended))
+        assert free_slots_of_ended_runs(instance) == [ended]
+        pool = instance.event_log_storage.get_concurrency_info("duckdb")
+        assert {step.run_id for step in pool.pending_steps} == pool.active_run_ids == {alive}
         # Untagged past the grace period: its process never said who it is, so it is dead.
         later = time.time() + UNTAGGED_GRACE_S + 1
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(run_health.time, "time", lambda: later)
-            assert sorted(fail_dead_runs(instance)) == sorted([retry, untagged])
+            try:
+                assert sorted(fail_dead_runs(instance)) == sorted(
+                    [retry, untagged, launches["dead"]]
+                )
+            finally:
+                code_server.kill()
+        assert instance.get_run_by_id(launches["alive"]).status == DagsterRunStatus.STARTING
 
 
 def _run_event(run, kind: str = "RUN_START"):

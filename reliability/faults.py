@@ -420,11 +420,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=6, help="kill -9s (daemon or a run)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--keep", type=Path, help="run in this folder and keep it (logs, Dagster runs, DuckDB)"
+    )
     args = parser.parse_args(argv)
     # The broker goes down on purpose: the traffic producer's connection errors are expected.
     logging.getLogger("diana.librdkafka").setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory(prefix="diana-faults-") as home:
-        result = run_faults(Path(home), args.eps, args.duration, args.kills, args.seed)
+    with tempfile.TemporaryDirectory(prefix="diana-faults-") as scratch:
+        home = args.keep or Path(scratch)
+        result = run_faults(home, args.eps, args.duration, args.kills, args.seed)
     table = render(result)
     verdict = "exact: nothing lost, nothing twice" if result.exact else "NOT EXACT"
     failed = ", ".join(f"{n} {job}" for job, n in sorted(result.failed_runs.items())) or "none"

@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 
+import boto3
 import pytest
 
 from diana_pipeline.io_managers.dynamodb import (
@@ -15,6 +16,7 @@ from diana_pipeline.io_managers.dynamodb import (
     SORT_KEY,
     DynamoDBError,
     PosteriorTable,
+    dynamodb_client,
 )
 from diana_pipeline.io_managers.windows import WindowSpan
 from diana_pipeline_tests.conftest import free_port
@@ -89,3 +91,40 @@ def test_reading_a_missing_table_names_it(dynamodb_endpoint: str) -> None:
     with pytest.raises(DynamoDBError, match=f"refused to scan table {table.name}: "
                        "ResourceNotFoundException"):  # fmt: skip
         table.read()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "environment", "expected_key"),
+    [
+        ("http://127.0.0.1:8000", {}, "local"),  # DynamoDB Local: a placeholder it accepts
+        ("http://127.0.0.1:8000", {"AWS_ACCESS_KEY_ID": "from-env"}, "from-env"),
+        (None, {"AWS_ACCESS_KEY_ID": "from-env"}, "from-env"),  # real AWS: the environment's
+        ("https://dynamodb.example.internal", {"AWS_ACCESS_KEY_ID": "from-env"}, "from-env"),
+    ],
+)
+def test_aws_credentials_come_from_the_environment(
+    endpoint: str | None, environment: dict[str, str], expected_key: str, monkeypatch
+) -> None:
+    """No network: boto3 resolves credentials when the client is made."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches what it resolved
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-env")
+    client = dynamodb_client(endpoint, "us-east-1")
+    credentials = client._request_signer._credentials  # type: ignore[attr-defined]
+    assert credentials is not None and credentials.access_key == expected_key
+
+
+def test_a_remote_endpoint_without_credentials_in_the_environment_gets_none(monkeypatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it caches what it resolved
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    client = dynamodb_client("https://dynamodb.example.internal", "us-east-1")
+    assert client._request_signer._credentials is None  # type: ignore[attr-defined]

@@ -1,0 +1,314 @@
+"""Load: a million events at the unthrottled rate into a private stack (Kafka and the Dagster
+daemon, as `diana-stack up --dagster` runs them). The sensor's ingestion runs must store every
+event exactly once, the consumer group's lag (what `kafka-consumer-groups` would show) must
+come back to 0, and memory must stay flat: an ingestion run's peak does not grow with the
+events already stored, and the daemon does not grow either.
+
+    .venv/bin/python -m reliability.load                       # docs/reliability.md
+    .venv/bin/python -m reliability.load --events 200000 --batch 50000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from confluent_kafka import Consumer, TopicPartition
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from benchmarks.stats_benchmark import machine, replace_section
+from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.store import EventStore
+from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
+from diana_pipeline_tests.conftest import free_port
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack_environment
+
+DOCS = REPO_ROOT / "docs" / "reliability.md"
+PROBABILITIES = {"control": 0.35, "treatment": 0.55}
+SAMPLE_S = 0.5
+FLAT = 1.15  # the later runs' peak may exceed the earlier runs' by this factor at most
+BUSY = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def peak_mb(process: psutil.Process) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    with Path(f"/proc/{process.pid}/status").open() as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Sample:
+    at_s: float
+    produced: int
+    committed: int  # the consumer group's offsets: what ingestion has stored
+    run_workers: int
+    largest_worker_mb: float
+    daemon_mb: float
+
+
+@dataclass
+class Watcher:
+    """Samples lag and memory every SAMPLE_S seconds until stopped."""
+
+    stack: LocalStack
+    config: ExperimentsConfig
+    began: float = field(default_factory=time.monotonic)
+    samples: list[Sample] = field(default_factory=list)
+    worker_peaks: dict[tuple[int, float], float] = field(default_factory=dict)  # by pid, start
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def offsets(self, consumer: Consumer) -> tuple[int, int]:
+        """(messages on the topic, offsets the consumer group has committed)."""
+        kafka = self.config.infrastructure.kafka
+        partitions = consumer.list_topics(kafka.topic, timeout=10).topics[kafka.topic].partitions
+        ends = sum(
+            consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
+            for p in partitions
+        )
+        committed = consumer.committed(
+            [TopicPartition(kafka.topic, p) for p in partitions], timeout=10
+        )
+        return ends, sum(max(tp.offset, 0) for tp in committed)
+
+    def memory(self) -> tuple[int, float, float]:
+        """(run workers alive, the largest one's peak MB, the daemon's resident MB)."""
+        daemon = self.stack.processes["dagster-daemon"].running()
+        if daemon is None:
+            return 0, 0.0, 0.0
+        workers, largest = 0, 0.0
+        try:
+            for child in daemon.children(recursive=True):
+                if "api grpc" in " ".join(child.cmdline()):
+                    continue  # the code server, not a run
+                peak = peak_mb(child)
+                key = (child.pid, child.create_time())
+                self.worker_peaks[key] = max(self.worker_peaks.get(key, 0.0), peak)
+                workers, largest = workers + 1, max(largest, peak)
+            return workers, largest, daemon.memory_info().rss / 2**20
+        except (psutil.Error, FileNotFoundError):
+            return workers, largest, 0.0
+
+    def run(self) -> None:
+        kafka = self.config.infrastructure.kafka
+        consumer = Consumer(
+            {"bootstrap.servers": kafka.bootstrap_servers, "group.id": kafka.consumer_group}
+        )
+        try:
+            while not self._stop.is_set():
+                produced, committed = self.offsets(consumer)
+                workers, largest, daemon = self.memory()
+                at = time.monotonic() - self.began
+                self.samples.append(Sample(at, produced, committed, workers, largest, daemon))
+                self._stop.wait(SAMPLE_S)
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class LoadResult:
+    sent: TrafficSummary
+    samples: list[Sample]
+    worker_peaks_mb: list[float]  # each run worker's peak, in the order they started
+    caught_up_s: float  # from the first event sent until the lag was 0 again
+    events_stored: int
+    offsets_ingested: int
+    seconds: float
+
+    @property
+    def expected_events(self) -> int:
+        return sum(self.sent.events.values())
+
+    @property
+    def lag_at_end(self) -> int:
+        last = self.samples[-1]
+        return last.produced - last.committed
+
+    @property
+    def flat(self) -> bool:
+        """The later half of the runs peaked no higher than FLAT × the earlier half."""
+        peaks = self.worker_peaks_mb
+        half = len(peaks) // 2
+        return half > 0 and max(peaks[half:]) <= FLAT * max(peaks[:half])
+
+    @property
+    def daemon_growth_mb(self) -> float:
+        daemon = [s.daemon_mb for s in self.samples if s.daemon_mb > 0]
+        return daemon[-1] - daemon[0] if daemon else 0.0
+
+    @property
+    def held(self) -> bool:
+        return (
+            self.events_stored == self.expected_events
+            and self.offsets_ingested == self.sent.sent
+            and self.lag_at_end == 0
+            and self.flat
+        )
+
+
+def run_load(home: Path, events: int, batch: int, seed: int) -> LoadResult:
+    began = time.monotonic()
+    env = {
+        **private_stack_environment(home, free_port),
+        "DIANA_MAX_BATCH_MESSAGES": str(batch),
+        "DIANA_OUTPUT_SINK": "csv",
+    }
+    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
+    stack = LocalStack(settings)
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    print("  .. starting a private stack (Kafka, Dagster)", file=sys.stderr)
+    stack.up(with_dagster=True, with_dynamodb=False)
+    instance = DagsterInstance.from_config(str(settings.dagster_home))
+    watcher = Watcher(stack, config)
+    sampler = threading.Thread(target=watcher.run, name="watcher")
+    try:
+        sampler.start()
+        spec = build_spec(config, PROBABILITIES, eps=None, count=events, seed=seed)
+        print(f"  .. {events:,} events, unthrottled", file=sys.stderr)
+        started = time.monotonic()
+        sent = TrafficRun(config, spec).run()
+        print(
+            f"  .. sent in {sent.elapsed_s:.1f}s ({sent.rate:,.0f}/s); waiting for the lag",
+            file=sys.stderr,
+        )
+        last_report = 0.0
+        while True:
+            sample = watcher.samples[-1] if watcher.samples else None
+            if sample and sample.produced == sent.sent and sample.committed == sent.sent:
+                break
+            if time.monotonic() - started > 1800:
+                raise TimeoutError("the consumer lag did not come back to 0 within 30 minutes")
+            if sample and time.monotonic() - last_report > 10:
+                last_report = time.monotonic()
+                print(
+                    f"  .. {sample.at_s:5.0f}s  lag {sample.produced - sample.committed:,}",
+                    file=sys.stderr,
+                )
+            time.sleep(SAMPLE_S)
+        caught_up_s = time.monotonic() - started
+        while instance.get_run_records(RunsFilter(statuses=BUSY), limit=1):
+            time.sleep(1)
+        time.sleep(2 * SAMPLE_S)  # one more sample, with the runs done
+        watcher.stop()
+        sampler.join()
+        with EventStore.open_when_free(config.infrastructure.duckdb.path, 120) as store:
+            stored, offsets = store.connection.execute(
+                "SELECT (SELECT count(*) FROM events), "
+                "(SELECT sum(end_offset - start_offset) FROM ingested_ranges)"
+            ).fetchall()[0]
+    finally:
+        watcher.stop()
+        instance.dispose()
+        stack.down()
+    return LoadResult(
+        sent,
+        watcher.samples,
+        list(watcher.worker_peaks.values()),
+        caught_up_s,
+        stored,
+        offsets,
+        time.monotonic() - began,
+    )
+
+
+def render(result: LoadResult, rows: int = 12) -> str:
+    samples = result.samples
+    step = max(1, len(samples) // rows)
+    picked = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
+    lines = [
+        "| at | on the topic | stored (committed) | lag | run workers | largest worker peak "
+        "| daemon RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s.at_s:.0f} s | {s.produced:,} | {s.committed:,} | {s.produced - s.committed:,} "
+        f"| {s.run_workers} | {s.largest_worker_mb:.0f} MB | {s.daemon_mb:.0f} MB |"
+        for s in picked
+    ]
+    peaks = ", ".join(f"{p:.0f}" for p in result.worker_peaks_mb)
+    lines += [
+        "",
+        "| | expected | found |",
+        "|---|---:|---:|",
+        f"| events stored | {result.expected_events:,} | {result.events_stored:,} |",
+        f"| Kafka offsets ingested | {result.sent.sent:,} | {result.offsets_ingested:,} |",
+        f"| consumer lag at the end | 0 | {result.lag_at_end:,} |",
+        f"| run workers' peaks, in order (MB) | flat (later ≤ {FLAT:g}× earlier) | {peaks} |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--batch", type=int, default=200_000, help="max_batch_messages (experiments.yaml's)"
+    )
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="diana-load-") as home:
+        result = run_load(Path(home), args.events, args.batch, args.seed)
+    table = render(result)
+    verdict = (
+        "held: every event once, lag back to 0, memory flat" if result.held else "DID NOT HOLD"
+    )
+    summary = (
+        f"{result.sent.sent:,} messages sent in {result.sent.elapsed_s:.1f} s "
+        f"({result.sent.rate:,.0f}/s); the consumer lag was back to 0 "
+        f"{result.caught_up_s:.0f} s after the first was sent "
+        f"({result.sent.sent / result.caught_up_s:,.0f} events/s end to end, "
+        f"{len(result.worker_peaks_mb)} run workers); the daemon's RSS changed by "
+        f"{result.daemon_growth_mb:+.0f} MB. {verdict}."
+    )
+    print(table)
+    print(summary)
+    if not args.no_write:
+        replace_section(
+            "load",
+            "\n".join(
+                [
+                    "## Load: a million events, unthrottled",
+                    "",
+                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
+                    f"Command: `python -m reliability.load --events {args.events} "
+                    f"--batch {args.batch} --seed {args.seed}`",
+                    "",
+                    "A private stack (Kafka and the Dagster daemon, output sink CSV); the "
+                    "traffic generator sends as fast as it can while the sensor's ingestion "
+                    "runs (each also refreshing the statistics of its windows) drain the "
+                    "topic. Sampled every 0.5 s: the topic's end offsets, the consumer "
+                    "group's committed offsets, and the peak memory (VmHWM) of every run "
+                    "worker under the daemon.",
+                    "",
+                    summary,
+                    "",
+                    table,
+                ]
+            ),
+            DOCS,
+        )
+    return 0 if result.held else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
