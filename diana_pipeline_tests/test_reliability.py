@@ -12,7 +12,7 @@ import pytest
 
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 from reliability import config as reliability_config
-from reliability import faults, hostile
+from reliability import faults, hostile, load
 
 
 @pytest.mark.servers
@@ -88,3 +88,17 @@ def test_no_credentials_in_the_repository() -> None:
         found += [f"{name.decode()}: {match.group(0)}" for match in CREDENTIAL.finditer(text)]
     assert len(tracked) > 50
     assert not found, found
+
+
+@pytest.mark.servers
+def test_an_unthrottled_load_is_ingested_exactly_with_the_lag_back_to_zero_and_memory_flat(
+    tmp_path: Path,
+) -> None:
+    result = load.run_load(tmp_path / "stack", events=200_000, batch=50_000, seed=4)
+    assert result.sent.sent == 200_000
+    assert result.events_stored == result.expected_events
+    assert result.offsets_ingested == result.sent.sent
+    assert result.lag_at_end == 0
+    assert max(s.produced - s.committed for s in result.samples) > 0  # there was a lag
+    assert len(result.worker_peaks_mb) >= 4, result.worker_peaks_mb
+    assert result.flat, result.worker_peaks_mb

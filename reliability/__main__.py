@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from reliability import config, faults, hostile
+from reliability import config, faults, hostile, load
 
-SCENARIOS = {"hostile": hostile.main, "config": config.main, "faults": faults.main}
+SCENARIOS = {
+    "hostile": hostile.main,
+    "config": config.main,
+    "faults": faults.main,
+    "load": load.main,
+}
 
 
 def main(argv: list[str]) -> int:
