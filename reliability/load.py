@@ -31,6 +31,7 @@ from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack_environment
+from reliability.faults import idle, wait_for
 
 DOCS = REPO_ROOT / "docs" / "reliability.md"
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
@@ -40,12 +41,6 @@ SAMPLE_S = 0.5
 # grow by more than DAEMON_GROWTH_MB.
 RUN_PEAK_BUDGET_MB = 600.0
 DAEMON_GROWTH_MB = 50.0
-BUSY = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
 
 
 def peak_mb(process: psutil.Process) -> float:
@@ -219,8 +214,7 @@ def run_load(home: Path, events: int, batch: int, seed: int) -> LoadResult:
                 )
             time.sleep(SAMPLE_S)
         caught_up_s = time.monotonic() - started
-        while instance.get_run_records(RunsFilter(statuses=BUSY), limit=1):
-            time.sleep(1)
+        wait_for(lambda: idle(instance), 600, "every run to finish", poll_s=1.0)
         time.sleep(2 * SAMPLE_S)  # one more sample, with the runs done
         watcher.stop()
         sampler.join()
