@@ -11,6 +11,7 @@ events already stored, and the daemon does not grow either.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import threading
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from benchmarks.stats_benchmark import machine, replace_section
@@ -33,6 +34,7 @@ from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack_environment
 from reliability.faults import idle, wait_for
 
+log = logging.getLogger(__name__)
 DOCS = REPO_ROOT / "docs" / "reliability.md"
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
 SAMPLE_S = 0.5
@@ -119,7 +121,12 @@ class Watcher:
         instance = DagsterInstance.from_config(str(self.stack.settings.dagster_home))
         try:
             while not self._stop.is_set():
-                produced, committed = self.offsets(consumer)
+                try:
+                    produced, committed = self.offsets(consumer)
+                except KafkaException as exc:  # a coordinator moving or loading: next sample
+                    log.debug("no offsets this sample: %s", exc)
+                    self._stop.wait(SAMPLE_S)
+                    continue
                 workers, largest, daemon = self.memory(instance)
                 at = time.monotonic() - self.began
                 self.samples.append(Sample(at, produced, committed, workers, largest, daemon))
@@ -204,6 +211,8 @@ def run_load(home: Path, events: int, batch: int, seed: int) -> LoadResult:
             sample = watcher.samples[-1] if watcher.samples else None
             if sample and sample.produced == sent.sent and sample.committed == sent.sent:
                 break
+            if not sampler.is_alive():
+                raise RuntimeError("the watcher thread died; see its traceback above")
             if time.monotonic() - started > 1800:
                 raise TimeoutError("the consumer lag did not come back to 0 within 30 minutes")
             if sample and time.monotonic() - last_report > 10:
