@@ -16,17 +16,15 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT
 from diana_pipeline_tests.test_config import BAD_CASES, shipped_raw
+from reliability.report import write_section
 
-DOCS = REPO_ROOT / "docs" / "reliability.md"
 BIN = Path(sys.executable).parent
 
 
@@ -125,26 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(verdict)
     if not args.no_write:
-        replace_section(
+        write_section(
             "bad-config",
-            "\n".join(
-                [
-                    "## Bad configuration",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    "Command: `python -m reliability.config`",
-                    "",
-                    "Each invalid case of the config tests, written to a file and given to "
-                    "`dagster definitions validate -m diana_pipeline.definitions` (what the "
-                    "webserver, the daemon and every run load) and to `diana-stack status`, "
-                    f"with `DIANA_CONFIG` pointing at it. {verdict}: the code location never "
-                    "loads, so no sensor, schedule or run starts half-configured, and the "
-                    "command line stops with that one line.",
-                    "",
-                    table,
-                ]
-            ),
-            DOCS,
+            "Bad configuration",
+            "python -m reliability.config",
+            "Each invalid case of the config tests, written to a file and given to "
+            "`dagster definitions validate -m diana_pipeline.definitions` (what the "
+            "webserver, the daemon and every run load) and to `diana-stack status`, "
+            f"with `DIANA_CONFIG` pointing at it. {verdict}: the code location never "
+            "loads, so no sensor, schedule or run starts half-configured, and the "
+            "command line stops with that one line.",
+            table,
         )
     return 0 if held == len(outcomes) else 1
 

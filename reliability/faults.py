@@ -33,7 +33,6 @@ from pathlib import Path
 import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import Record, decode, record_key, to_json
@@ -45,8 +44,8 @@ from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from reliability.report import write_section
 
-DOCS = REPO_ROOT / "docs" / "reliability.md"
 OUTPUT_TOPIC = "posteriors-faults"
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
 NOISE = NoiseRates(duplicate=0.02, malformed=0.01, orphan_click=0.01)
@@ -437,29 +436,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sink writes that failed while DynamoDB was down: {result.refused_sink_writes}")
     print(verdict)
     if not args.no_write:
-        replace_section(
+        write_section(
             "faults",
-            "\n".join(
-                [
-                    "## Faults while traffic flows",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    f"Command: `python -m reliability.faults --eps {args.eps:g} --duration "
-                    f"{args.duration:g} --kills {args.kills} --seed {args.seed}`",
-                    "",
-                    f"A private stack with output sink DynamoDB and the posteriors also "
-                    f"published to a Kafka topic; {result.sent.sent:,} messages of traffic "
-                    f"(with 2% duplicate deliveries and 1% malformed messages). Every event was "
-                    f"stored and the runs idle {result.recovery_s:.0f} s after the traffic "
-                    f"ended; runs the faults failed: {failed}, of which "
-                    f"{result.refused_sink_writes} failed writing to DynamoDB while it was "
-                    f"down. The whole scenario took "
-                    f"{result.seconds:.0f} s. {verdict}.",
-                    "",
-                    table,
-                ]
-            ),
-            DOCS,
+            "Faults while traffic flows",
+            f"python -m reliability.faults --eps {args.eps:g} --duration {args.duration:g} "
+            f"--kills {args.kills} --seed {args.seed}",
+            "A private stack with output sink DynamoDB and the posteriors also "
+            f"published to a Kafka topic; {result.sent.sent:,} messages of traffic "
+            "(with 2% duplicate deliveries and 1% malformed messages). Every event was "
+            f"stored and the runs idle {result.recovery_s:.0f} s after the traffic "
+            f"ended; runs the faults failed: {failed}, of which "
+            f"{result.refused_sink_writes} failed writing to DynamoDB while it was "
+            f"down. The whole scenario took {result.seconds:.0f} s. {verdict}.",
+            table,
         )
     return 0 if result.exact else 1
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.counting import cumulative_counts
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
@@ -33,8 +32,7 @@ from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
-
-DOCS = REPO_ROOT / "docs" / "reliability.md"
+from reliability.report import write_section
 
 
 @dataclass(frozen=True)
@@ -286,25 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(verdict)
     if not args.no_write:
-        replace_section(
+        write_section(
             "hostile-input",
-            "\n".join(
-                [
-                    "## Hostile input",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    f"Command: `python -m reliability.hostile --bad {args.bad} --good "
-                    f"{args.good} --seed {args.seed}`",
-                    "",
-                    f"{len(result.bad):,} bad messages, the same number of each kind, shuffled "
-                    f"and sent a few at a time between {sum(result.good.events.values()):,} "
-                    "good traffic events on a 3-partition topic, then ingested by the real "
-                    f"code ({result.seconds:.1f} s). {verdict}.",
-                    "",
-                    table,
-                ]
-            ),
-            DOCS,
+            "Hostile input",
+            f"python -m reliability.hostile --bad {args.bad} --good {args.good} --seed {args.seed}",
+            f"{len(result.bad):,} bad messages, the same number of each kind, shuffled "
+            f"and sent a few at a time between {sum(result.good.events.values()):,} "
+            "good traffic events on a 3-partition topic, then ingested by the real "
+            f"code ({result.seconds:.1f} s). {verdict}.",
+            table,
         )
     return 0 if result.exact else 1
 

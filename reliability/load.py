@@ -23,7 +23,6 @@ import psutil
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack, StackSettings
@@ -33,9 +32,9 @@ from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack_environment
 from reliability.faults import idle, wait_for
+from reliability.report import write_section
 
 log = logging.getLogger(__name__)
-DOCS = REPO_ROOT / "docs" / "reliability.md"
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
 SAMPLE_S = 0.5
 # Flat memory: no ingestion run (ingesting a batch, then counting its window, which grows
@@ -305,29 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(summary)
     if not args.no_write:
-        replace_section(
+        write_section(
             "load",
-            "\n".join(
-                [
-                    "## Load: a million events, unthrottled",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    f"Command: `python -m reliability.load --events {args.events} "
-                    f"--batch {args.batch} --seed {args.seed}`",
-                    "",
-                    "A private stack (Kafka and the Dagster daemon, output sink CSV); the "
-                    "traffic generator sends as fast as it can while the sensor's ingestion "
-                    "runs (each also refreshing the statistics of its windows) drain the "
-                    "topic. Sampled every 0.5 s: the topic's end offsets, the consumer "
-                    "group's committed offsets, the peak memory (VmHWM) of every ingestion "
-                    "run's worker process, and the daemon's resident memory.",
-                    "",
-                    summary,
-                    "",
-                    table,
-                ]
-            ),
-            DOCS,
+            "Load: a million events, unthrottled",
+            f"python -m reliability.load --events {args.events} --batch {args.batch} "
+            f"--seed {args.seed}",
+            "A private stack (Kafka and the Dagster daemon, output sink CSV); the "
+            "traffic generator sends as fast as it can while the sensor's ingestion "
+            "runs (each also refreshing the statistics of its windows) drain the "
+            "topic. Sampled every 0.5 s: the topic's end offsets, the consumer "
+            "group's committed offsets, the peak memory (VmHWM) of every ingestion "
+            "run's worker process, and the daemon's resident memory.",
+            summary,
+            table,
         )
     return 0 if result.held else 1
 
