@@ -2,9 +2,9 @@
 killed (kill -9, a crash, a reboot) would stay STARTED forever, holding its `duckdb` pool slot
 (no writer would run again) and its windows "in progress" (the automation would never refresh
 them). Every run tags itself with its worker process when its resources are set up; the Kafka
-sensor fails STARTED runs whose processes are all gone, and Dagster's run retries re-execute
-them (safely: the ledger makes ingestion idempotent and every other step replaces its
-windows)."""
+sensor fails STARTED runs whose processes are all gone and STARTING runs whose launching code
+server is gone, and Dagster's run retries re-execute them (safely: the ledger makes ingestion
+idempotent and every other step replaces its windows)."""
 
 from __future__ import annotations
 

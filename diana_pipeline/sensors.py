@@ -36,7 +36,7 @@ from diana_pipeline.run_health import fail_dead_runs, free_slots_of_ended_runs
 
 MAX_RUNS_PER_TICK = 20
 # Waiting in the queue. Not STARTING: a run whose launch died with the daemon stays STARTING
-# until run monitoring's start timeout, and must not hold every later offset back that long.
+# until it is failed (run_health.py), and must not hold every later offset back meanwhile.
 WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
 
 
@@ -54,7 +54,7 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
     def kafka_events_sensor(context: SensorEvaluationContext, experiments: ExperimentsResource):
         settings = experiments.load()
         for run_id in fail_dead_runs(context.instance):
-            context.log.warning(f"run {run_id} lost its worker process; failed it for a retry")
+            context.log.warning(f"run {run_id} lost its process; failed it for a retry")
         for run_id in free_slots_of_ended_runs(context.instance):
             context.log.warning(f"run {run_id} ended holding a pool slot; freed it")
         # Coalesce: while an ingestion run waits in the queue, new offsets wait for the next

@@ -33,6 +33,7 @@ from pathlib import Path
 import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from diana_pipeline.cli.demo import expected_totals
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import Record, decode, record_key, to_json
@@ -44,6 +45,7 @@ from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from diana_pipeline_tests.test_end_to_end import latest_totals
 from reliability.report import write_section
 
 OUTPUT_TOPIC = "posteriors-faults"
@@ -56,6 +58,7 @@ BUSY = [
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
+LABELS = {"exposures": "exposed", "successes": "converted"}
 KAFKA_DOWN_S = 5.0  # well inside the producer's 30 s delivery timeout: traffic only waits
 DYNAMODB_DOWN_S = 25.0
 
@@ -227,18 +230,6 @@ def topic_posteriors(kafka: KafkaForTests, topic: str) -> dict[str, Record]:
     return newest
 
 
-def latest_totals(records: dict[str, Record]) -> Counter[str]:
-    """Per variant, users exposed and converted to the end of the latest window."""
-    newest: dict[str, Record] = {}
-    for record in sorted(records.values(), key=lambda r: r["window_start"]):  # type: ignore[arg-type, return-value]
-        newest[f"{record['test_id']}/{record['variant']}"] = record
-    totals: Counter[str] = Counter()
-    for name, record in newest.items():
-        totals[f"{name} exposed"] = record["exposures_total"]  # type: ignore[assignment]
-        totals[f"{name} converted"] = record["successes_total"]  # type: ignore[assignment]
-    return totals
-
-
 def differing(reference: dict[str, Record], other: dict[str, Record]) -> int:
     """Records (test, variant, window) missing from `other` or not equal field for field."""
     keys = reference.keys() | other.keys()
@@ -353,10 +344,7 @@ def verify(
     }
     kafka = KafkaForTests(settings.bootstrap_servers, settings.env)
     on_topic = topic_posteriors(kafka, OUTPUT_TOPIC)
-    users: Counter[str] = Counter()
-    for (test_id, variant), n in sent.exposed_users.items():
-        users[f"{test_id}/{variant} exposed"] = n
-        users[f"{test_id}/{variant} converted"] = sent.converted_users[(test_id, variant)]
+    users = expected_totals(Counter(), sent.as_dict())  # (test, variant, kind) -> users
     overlaps = (
         "SELECT count(*) FROM (SELECT start_offset, lag(end_offset) OVER "
         "(PARTITION BY topic, kafka_partition ORDER BY start_offset) AS previous_end "
@@ -391,8 +379,12 @@ def verify(
         ("DynamoDB", in_table),
         (f"topic {OUTPUT_TOPIC}", on_topic),
     ):
-        found = latest_totals(records)
-        checks += [Check(f"{where}: {name} users", n, found[name]) for name, n in users.items()]
+        found = latest_totals(list(records.values()))
+        checks += [
+            Check(f"{where}: {test_id}/{variant} {LABELS[kind]} users", n, found[key])
+            for key, n in users.items()
+            for test_id, variant, kind in [key]
+        ]
     checks += [
         Check("DynamoDB items not equal to DuckDB's record", 0, differing(in_duckdb, in_table)),
         Check("topic records not equal to DuckDB's record", 0, differing(in_duckdb, on_topic)),
