@@ -10,6 +10,8 @@ Tables
   rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
   ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
                    same transaction as its events, so a range is stored exactly once
+  variant_increments, posteriors, superiority, allocation
+                   the statistics assets' results, one set of rows per window (RESULT_COLUMNS)
 
 DuckDB allows one writing process at a time; Dagster serialises every step that opens the
 store through the `duckdb` pool (dagster.yaml).
@@ -69,6 +71,62 @@ CREATE TABLE IF NOT EXISTS ingested_ranges (
     PRIMARY KEY (topic, kafka_partition, start_offset)
 );
 """
+
+# The statistics assets' tables, declared rather than inferred from the first rows written: a
+# column that is NULL in every first row (superiority.winner before any test has a winner)
+# would otherwise get DuckDB's NULL type, and every later row with a value would fail to cast.
+_WINDOW_KEY = {"test_id": "VARCHAR", "variant": "VARCHAR", "window_start": "TIMESTAMP"}
+_COUNTS = {
+    "exposures_inc": "BIGINT",
+    "successes_inc": "BIGINT",
+    "exposures_total": "BIGINT",
+    "successes_total": "BIGINT",
+}
+RESULT_COLUMNS: dict[str, dict[str, str]] = {
+    "variant_increments": {
+        "test_id": "VARCHAR",
+        "variant": "VARCHAR",
+        **_COUNTS,
+        "window_start": "TIMESTAMP",
+        "window_end": "TIMESTAMP",
+    },
+    "posteriors": {
+        **_WINDOW_KEY,
+        "window_end": "TIMESTAMP",
+        "timestamp": "TIMESTAMP",  # when the record was computed
+        "alpha": "DOUBLE",
+        "beta": "DOUBLE",
+        **_COUNTS,
+        "success_rate_total": "DOUBLE",
+        "mean": "DOUBLE",
+        "ci_low": "DOUBLE",
+        "ci_high": "DOUBLE",
+        "prob_best": "DOUBLE",
+        "expected_loss": "DOUBLE",
+    },
+    "superiority": {
+        **_WINDOW_KEY,
+        "prob_best": "DOUBLE",
+        "expected_loss": "DOUBLE",
+        "prob_beats": "VARCHAR",  # JSON: {other variant: P(this > other)}
+        "lift_vs_control_low": "DOUBLE",
+        "lift_vs_control_high": "DOUBLE",
+        "decision": "VARCHAR",
+        "winner": "VARCHAR",  # NULL until a variant wins
+        "reason": "VARCHAR",
+    },
+    "allocation": {
+        **_WINDOW_KEY,
+        "configured_allocation": "DOUBLE",
+        "recommended_allocation": "DOUBLE",
+    },
+}
+RESULTS_SCHEMA = "\n".join(
+    f"CREATE TABLE IF NOT EXISTS {table} ("
+    + ", ".join(f"{name} {kind}" for name, kind in columns.items())
+    + ");"
+    for table, columns in RESULT_COLUMNS.items()
+)
 
 # Stores written before events had event_key kept a PRIMARY KEY on event_id, whose index
 # made every insert slower as the table grew; they are rewritten once, on first open.
@@ -159,6 +217,16 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute("BEGIN TRANSACTION")
         connection.execute(_MIGRATE_EVENTS)
         connection.execute("COMMIT")
+    # Results tables that earlier versions created from their first rows may hold a column of
+    # DuckDB's NULL type (all NULL so far), which no value can be written to: give it its type.
+    untyped = connection.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() "
+        "WHERE trim(data_type, '\"') = 'NULL' AND table_name IN (SELECT unnest(?::VARCHAR[]))",
+        [list(RESULT_COLUMNS)],
+    ).fetchall()
+    for table, column in untyped:
+        kind = RESULT_COLUMNS[table].get(column, "VARCHAR")
+        connection.execute(f'ALTER TABLE {table} ALTER "{column}" TYPE {kind}')
 
 
 class EventStore:
@@ -182,6 +250,7 @@ class EventStore:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only:
                 connection.execute(SCHEMA)
+                connection.execute(RESULTS_SCHEMA)
                 _migrate(connection)
             yield cls(connection)
         finally:
@@ -337,23 +406,19 @@ class EventStore:
 
     # ---- results of the statistics assets -------------------------------------------------------
 
-    RESULT_TABLES = ("variant_increments", "posteriors", "superiority", "allocation")
+    RESULT_TABLES = tuple(RESULT_COLUMNS)
 
     def replace_windows(
         self, table: str, window_starts: list[datetime], rows: list[dict[str, object]]
     ) -> None:
-        """Replace the rows of these windows in a results table (created from the rows on
-        first use): re-materialising a window never duplicates it."""
+        """Replace the rows of these windows in a results table: re-materialising a window
+        never duplicates it."""
         if table not in self.RESULT_TABLES:
             raise ValueError(f"not a results table: {table}")
         frame = pd.DataFrame(rows)
         self.connection.register("incoming_results", frame)
         try:
             with self.transaction():
-                self.connection.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM incoming_results "
-                    "WHERE false"
-                )
                 self.connection.execute(
                     f"DELETE FROM {table} WHERE window_start IN (SELECT unnest(?::TIMESTAMP[]))",
                     [window_starts],

@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
 import psutil
 import pytest
 from dagster import (
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     SensorResult,
@@ -270,14 +271,54 @@ def query(path: Path, sql: str, timeout_s: float = 120) -> object:
         return store.connection.execute(sql).fetchone()[0]
 
 
-def wait_for(predicate, timeout_s: float, what: str, log: Path) -> None:
+def runs_report(home: Path) -> str:
+    """One line per run of the instance: what a timed-out wait shows to explain itself."""
+    lines = []
+    with DagsterInstance.from_config(str(home)) as instance:
+        for record in sorted(instance.get_run_records(), key=lambda r: r.create_timestamp):
+            run = record.dagster_run
+            ranges = (run.run_config.get("ops", {}).get("events", {}).get("config", {}) or {}).get(
+                "ranges", []
+            )
+            failed = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+            failures = [
+                (entry.message or "")[:100]
+                for entry in instance.all_logs(run.run_id, of_type=failed)
+            ]
+            lines.append(
+                f"{record.create_timestamp:%H:%M:%S} {run.run_id[:8]} {run.job_name} "
+                f"{run.status.value} retry={run.tags.get('dagster/retry_number', 0)} "
+                f"ranges={[(r['partition'], r['start'], r['end']) for r in ranges]} {failures}"
+            )
+    return "\n".join(lines)
+
+
+def step_failures(home: Path) -> list[str]:
+    """Steps that failed in any run (a killed run's steps are not failures: they never end)."""
+    with DagsterInstance.from_config(str(home)) as instance:
+        return [
+            f"{run.job_name} {run.run_id[:8]} {entry.step_key}: {(entry.message or '')[:300]}"
+            for run in instance.get_runs()
+            for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        ]
+
+
+def wait_for(
+    predicate, timeout_s: float, what: str, log: Path, state: Callable[[], str] | None = None
+) -> None:
+    """Wait for the predicate; on timeout, fail with the daemon log's tail and `state()`."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out waiting for {what}; daemon log tail:\n{log.read_text()[-4000:]}"
+                + (f"\n{state()}" if state is not None else "")
             )
         time.sleep(1)
+
+
+def daemon_state(store: Path, home: Path) -> Callable[[], str]:
+    return lambda: f"stored events: {stored_events(store)}\nruns:\n{runs_report(home)}"
 
 
 @pytest.fixture
@@ -298,6 +339,7 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
     daemon_env: dict[str, str], tmp_path: Path
 ) -> None:
     store = Path(daemon_env["DIANA_DUCKDB_PATH"])
+    home = Path(daemon_env["DAGSTER_HOME"])
     daemon = Daemon(daemon_env, tmp_path / "daemon.log")
     noise = NoiseRates(duplicate=0.02, malformed=0.02, orphan_click=0.01)
     sent = produce(daemon_env, 150_000, seed=21, noise=noise)
@@ -312,8 +354,16 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
         partial = stored_events(store)
         assert partial is not None and partial < expected
         daemon.start()
-        wait_for(lambda: stored_events(store) == expected, 420, f"{expected} events", daemon.log)
+        wait_for(
+            lambda: stored_events(store) == expected,
+            420,
+            f"{expected} events",
+            daemon.log,
+            daemon_state(store, home),
+        )
         time.sleep(10)  # retried or late runs must not add anything
+        # The killed runs never ended their steps; no step of any run failed.
+        assert step_failures(home) == []
         assert query(store, "SELECT count(*) FROM events") == expected
         rejected = query(store, "SELECT count(*) FROM rejected_events")
         assert rejected == sent.noise["malformed messages"]
@@ -342,6 +392,7 @@ def test_sensor_rides_out_kafka_stopping_and_starting(tmp_path: Path) -> None:
             180,
             "the first batch",
             daemon.log,
+            daemon_state(store, home),
         )
         stack.processes["kafka"].stop()
 
@@ -361,7 +412,11 @@ def test_sensor_rides_out_kafka_stopping_and_starting(tmp_path: Path) -> None:
         second = produce(env, 2000, seed=32)
         total = sum(first.events.values()) + sum(second.events.values())
         wait_for(
-            lambda: stored_events(store) == total, 180, "the batch after the restart", daemon.log
+            lambda: stored_events(store) == total,
+            180,
+            "the batch after the restart",
+            daemon.log,
+            daemon_state(store, home),
         )
     finally:
         daemon.stop()

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from diana_pipeline.events import EventColumns, ValidEvent
@@ -142,3 +143,53 @@ def test_only_window_keeps_the_other_windows_out(tmp_path: Path) -> None:
         store.add_events("web", rows, counts, only_window=LATER)
         assert (counts.events, counts.duplicates) == (1, 0)
         assert counts.events_by_window == {LATER: 1}
+
+
+def superiority_row(window: datetime, winner: str | None) -> dict[str, object]:
+    return {
+        "test_id": "t",
+        "variant": "treatment",
+        "window_start": window,
+        "prob_best": 0.97,
+        "expected_loss": 0.0001,
+        "prob_beats": '{"control": 0.97}',
+        "lift_vs_control_low": 0.01,
+        "lift_vs_control_high": 0.2,
+        "decision": "winner" if winner else "keep testing",
+        "winner": winner,
+        "reason": "why",
+    }
+
+
+def test_a_results_column_null_in_every_first_row_takes_values_later(tmp_path: Path) -> None:
+    """A window without a winner is written first, as in every live test's first hour."""
+    path = tmp_path / "s.duckdb"
+    with EventStore.open(path) as store:
+        store.replace_windows("superiority", [WINDOW], [superiority_row(WINDOW, None)])
+        store.replace_windows("superiority", [LATER], [superiority_row(LATER, "treatment")])
+        rows = store.read_window_range("superiority", None, None)
+    assert [(r["window_start"], r["winner"]) for r in rows] == [
+        (WINDOW, None),
+        (LATER, "treatment"),
+    ]
+
+
+def test_a_results_column_of_null_type_from_an_earlier_version_is_typed_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    # How earlier versions created a results table: from the first rows written.
+    old.register("first_rows", pd.DataFrame([superiority_row(WINDOW, None)]))
+    old.execute("CREATE TABLE superiority AS SELECT * FROM first_rows")
+    assert old.execute(
+        "SELECT trim(data_type, '\"') FROM duckdb_columns() "
+        "WHERE table_name = 'superiority' AND column_name = 'winner'"
+    ).fetchall() == [("NULL",)]
+    old.close()
+    with EventStore.open(path) as store:
+        store.replace_windows("superiority", [LATER], [superiority_row(LATER, "treatment")])
+        winners = store.connection.execute(
+            "SELECT winner FROM superiority ORDER BY window_start"
+        ).fetchall()
+    assert winners == [(None,), ("treatment",)]
