@@ -4,7 +4,8 @@ killed (kill -9, a crash, a reboot) would stay STARTED forever, holding its `duc
 them). Every run tags itself with its worker process when its resources are set up; the Kafka
 sensor fails STARTED runs whose processes are all gone and STARTING runs whose launching code
 server is gone, and Dagster's run retries re-execute them (safely: the ledger makes ingestion
-idempotent and every other step replaces its windows)."""
+idempotent and every other step replaces its windows). When the retries run out before an
+ingestion run stored its offsets, the sensor requests those offsets again."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import json
 import os
 import socket
 import time
+from datetime import UTC, datetime
 
 import psutil
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.storage.tags import GRPC_INFO_TAG
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import GRPC_INFO_TAG, WILL_RETRY_TAG
 
 PIDS_TAG = "diana/worker_pids"  # "pid:create_time,pid:create_time"
 HOST_TAG = "diana/worker_host"
@@ -27,6 +29,15 @@ UNTAGGED_GRACE_S = 60.0
 # this long it is failed instead of waiting out run monitoring's start timeout, during which
 # it would hold its place in the `duckdb` pool's queue.
 LAUNCH_GRACE_S = 10.0
+
+# An ingestion run whose retries ran out without storing its offsets is requested again, as a
+# new run (with retries of its own) tagged with the one it resumes, this long after it failed:
+# a pause for whatever failed it (Kafka down, a full disk) to pass. Older failures are left.
+RESUMES_TAG = "diana/resumes"
+# On a given-up run, once looked at: "<its id>:<the run resuming it, or why none is needed>".
+RESUMED_TAG = "diana/resumed"
+RESUME_AFTER_S = 60.0
+GIVEN_UP_LOOKBACK_S = 7 * 24 * 3600.0
 
 
 def worker_tags(run_id: str) -> dict[str, str]:
@@ -116,3 +127,50 @@ def free_slots_of_ended_runs(instance: DagsterInstance) -> list[str]:
             storage.free_concurrency_slots_for_run(run_id)
             freed.append(run_id)
     return freed
+
+
+def ingestion_runs_given_up(
+    instance: DagsterInstance, job_name: str, step_key: str = "events"
+) -> list[DagsterRun]:
+    """Ingestion runs that failed and that nothing retries any more (Dagster's retries ran
+    out), or were terminated, and whose offsets no run of their retry group stored. The
+    sensor's cursor is past those offsets, so unless the sensor requests them again they are
+    never ingested (after a Kafka outage longer than the retries last, say). Runs that need
+    nothing (their events were stored and a statistics step failed, which the statistics
+    automation retries; or someone re-executed them) are tagged, and later ticks skip them."""
+    now = time.time()
+    records = instance.get_run_records(
+        RunsFilter(
+            job_name=job_name,
+            statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED],
+            updated_after=datetime.fromtimestamp(now - GIVEN_UP_LOOKBACK_S, UTC),
+        )
+    )
+    given_up = []
+    for record in records:
+        run = record.dagster_run
+        if (
+            run.tags.get(RESUMED_TAG, "").startswith(f"{run.run_id}:")
+            or run.tags.get(WILL_RETRY_TAG) == "true"  # (no tag: retries are off)
+            or now - record.update_timestamp.timestamp() < RESUME_AFTER_S
+        ):
+            continue
+        resumed_by = instance.get_run_records(RunsFilter(tags={RESUMES_TAG: run.run_id}), limit=1)
+        group = instance.get_run_group(run.run_id)
+        family = group[1] if group is not None else [run]
+        if resumed_by:
+            verdict = resumed_by[0].dagster_run.run_id
+        elif any(member.parent_run_id == run.run_id for member in family):
+            verdict = "re-executed"
+        elif any(
+            entry.step_key == step_key
+            for member in family
+            for entry in instance.all_logs(member.run_id, of_type=DagsterEventType.STEP_SUCCESS)
+        ):
+            verdict = "stored"
+        else:
+            given_up.append(run)
+            continue
+        # Prefixed with the run's own id: a re-execution copies its parent's tags.
+        instance.add_run_tags(run.run_id, {RESUMED_TAG: f"{run.run_id}:{verdict}"})
+    return given_up

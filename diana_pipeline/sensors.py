@@ -5,6 +5,7 @@ import json
 from datetime import UTC, datetime
 
 from dagster import (
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -32,7 +33,12 @@ from diana_pipeline.ingestion import (
 )
 from diana_pipeline.partitions import window_range
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.run_health import fail_dead_runs, free_slots_of_ended_runs
+from diana_pipeline.run_health import (
+    RESUMES_TAG,
+    fail_dead_runs,
+    free_slots_of_ended_runs,
+    ingestion_runs_given_up,
+)
 
 MAX_RUNS_PER_TICK = 20
 # Waiting in the queue. Not STARTING: a run whose launch died with the daemon stays STARTING
@@ -49,7 +55,8 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
         description="Reads the end offsets of the events topic and requests an ingestion run "
         "for each new micro-batch of offsets, over the windows its first and last messages were "
         "produced in, whose statistics the run refreshes. The cursor holds the next offset per "
-        "partition; nothing is committed to Kafka before the data is stored.",
+        "partition; nothing is committed to Kafka before the data is stored. The offsets of "
+        "an ingestion run that gave up (retries ran out, or terminated) are requested again.",
     )
     def kafka_events_sensor(context: SensorEvaluationContext, experiments: ExperimentsResource):
         settings = experiments.load()
@@ -64,6 +71,11 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
             RunsFilter(job_name=ingest_job, statuses=WAITING), limit=1
         ):
             return SkipReason("an ingestion run is waiting to start; new offsets join the next")
+        resumes = []
+        for run in ingestion_runs_given_up(context.instance, ingest_job):
+            context.log.warning(f"run {run.run_id} gave up before storing its offsets; "
+                                "requesting them again")  # fmt: skip
+            resumes.append(resume_request(run))
         topic = settings.infrastructure.kafka.topic
         cursor = {int(p): o for p, o in json.loads(context.cursor or "{}").items()}
         consumer = make_consumer(settings)
@@ -75,7 +87,7 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
             runs, next_cursor = plan_runs(
                 marks, cursor, settings.ingestion.max_batch_messages, MAX_RUNS_PER_TICK
             )
-            if not runs:
+            if not runs and not resumes:
                 return SkipReason(f"no new messages on {topic} (next offsets {next_cursor})")
             spans = [produced_span(consumer, topic, ranges) for ranges in runs]
         finally:
@@ -109,8 +121,21 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
                 )
             )
         return SensorResult(
-            run_requests=requests,
+            run_requests=resumes + requests,
             cursor=json.dumps({str(p): o for p, o in sorted(next_cursor.items())}),
         )
 
     return kafka_events_sensor
+
+
+def resume_request(given_up: DagsterRun) -> RunRequest:
+    """A new run over the offsets and windows of an ingestion run that gave up."""
+    windows = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+    return RunRequest(
+        run_key=f"resume/{given_up.run_id}",
+        run_config=given_up.run_config,
+        tags={
+            **{tag: given_up.tags[tag] for tag in windows if tag in given_up.tags},
+            RESUMES_TAG: given_up.run_id,
+        },
+    )

@@ -216,6 +216,53 @@ def _run_event(run, kind: str = "RUN_START"):
     return DagsterEvent(DagsterEventType[kind].value, run.job_name)
 
 
+def test_offsets_of_an_ingestion_run_that_gave_up_are_requested_again(
+    kafka: KafkaForTests,
+) -> None:
+    from dagster._core.events import DagsterEvent, StepSuccessData
+
+    topic = kafka.new_topic()
+    env = kafka.env_for(topic)
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
+    ranges = {"ops": {"events": {"config": {"ranges": [{"partition": 1, "start": 5, "end": 9}]}}}}
+    windows = {"dagster/asset_partition_range_start": "2026-11-30-10:00",
+               "dagster/asset_partition_range_end": "2026-11-30-11:00"}  # fmt: skip
+    with DagsterInstance.ephemeral() as instance:
+        # Retries are off in an ephemeral instance: a failed run is given up at once.
+        unstored = instance.create_run_for_job(job, run_config=ranges, tags=windows)
+        stored = instance.create_run_for_job(job, run_config=ranges)
+        success = StepSuccessData(duration_ms=1.0)
+        event = DagsterEvent("STEP_SUCCESS", INGEST_JOB, step_key="events",
+                             event_specific_data=success)  # fmt: skip
+        instance.report_dagster_event(event, stored.run_id)
+        for run in (unstored, stored):
+            instance.report_run_failed(run)
+        terminated = instance.create_run_for_job(job, run_config=ranges)
+        instance.report_run_canceled(terminated)
+        assert tick(env, instance).skip_message.startswith("no new messages")  # not yet
+        after_pause = time.time() + run_health.RESUME_AFTER_S + 1
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(run_health.time, "time", lambda: after_pause)
+            result = tick(env, instance)
+            assert isinstance(result, SensorResult)
+            request, for_terminated = sorted(
+                result.run_requests, key=lambda r: r.run_key != f"resume/{unstored.run_id}"
+            )
+            assert request.run_key == f"resume/{unstored.run_id}"
+            assert for_terminated.run_key == f"resume/{terminated.run_id}"
+            assert request.run_config == ranges
+            assert request.tags == {**windows, run_health.RESUMES_TAG: unstored.run_id}
+            # The run whose events were stored needs nothing: it is tagged and not looked at again.
+            verdict = instance.get_run_by_id(stored.run_id).tags[run_health.RESUMED_TAG]
+            assert verdict == f"{stored.run_id}:stored"
+            resuming = instance.create_run_for_job(job, run_config=ranges, tags=request.tags)
+            instance.create_run_for_job(job, run_config=ranges, tags=for_terminated.tags)
+            assert run_health.ingestion_runs_given_up(instance, INGEST_JOB) == []
+            tags = instance.get_run_by_id(unstored.run_id).tags
+            assert tags[run_health.RESUMED_TAG] == f"{unstored.run_id}:{resuming.run_id}"
+
+
 # ---- under a real daemon --------------------------------------------------------------------
 
 
