@@ -308,13 +308,17 @@ def run_faults(home: Path, eps: float, duration_s: float, kills: int, seed: int)
         checks = verify(settings, config, sent, store, in_duckdb)
         failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
         failed_runs = Counter(record.dagster_run.job_name for record in failed)
-        refused_sink_writes = sum(
-            1
+        failed_steps = Counter(
+            entry.step_key
             for record in failed
             for entry in instance.all_logs(
                 record.dagster_run.run_id, of_type=DagsterEventType.STEP_FAILURE
             )
-            if entry.step_key == "published_posteriors"
+        )
+        refused_sink_writes = failed_steps.pop("published_posteriors", 0)
+        # A killed run's steps never end; a step that failed is a bug unless it wrote the sink.
+        checks.append(
+            Check("steps that failed, other than writing the sink", 0, sum(failed_steps.values()))
         )
     finally:
         instance.dispose()
