@@ -27,10 +27,8 @@ from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
 from diana_pipeline.io_managers.csv import PosteriorCsvFiles
 from diana_pipeline.io_managers.records import RecordError
-from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.conftest import free_port
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 
 P95_TARGET_S = 15.0
 POLL_S = 0.5
@@ -84,14 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
-        env = {**private_stack_environment(Path(home), free_port), "DIANA_OUTPUT_SINK": "csv"}
-        settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-        config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    print("  .. starting a private stack with the Dagster daemon", file=sys.stderr)
+    with (
+        tempfile.TemporaryDirectory(prefix="diana-bench-") as home,
+        private_stack(Path(home), {"DIANA_OUTPUT_SINK": "csv"}, with_dagster=True) as own,
+    ):
+        config = load_config(REPO_ROOT / "experiments.yaml", env=own.env)
         files = PosteriorCsvFiles(config.infrastructure.csv.directory)
-        stack = LocalStack(settings)
-        print("  .. starting a private stack with the Dagster daemon", file=sys.stderr)
-        stack.up(with_dagster=True)
         sent: list[tuple[float, int]] = []  # (moment, users sent so far)
         seen: list[tuple[float, int]] = []  # (moment, users in the sink)
         done = threading.Event()
@@ -126,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
             runs = run_figures(Path(home) / "dagster_home")
         finally:
             done.set()
-            stack.down()
     lags = []
     for moment, users in sent:
         reached = next((when for when, total in seen if when >= moment and total >= users), None)

@@ -28,10 +28,8 @@ from confluent_kafka import Consumer, TopicPartition
 from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
-from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.conftest import free_port
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 
 SHARE_OF_RAW_TARGET = 0.5
 OVER_PER_EVENT_TARGET = 10.0
@@ -165,36 +163,32 @@ def main(argv: list[str] | None = None) -> int:
         return child()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
-        env = private_stack_environment(Path(home), free_port)
-        settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-        stack = LocalStack(settings)
-        progress("starting a private Kafka broker")
-        stack.up(with_dynamodb=False)
-        try:
-            kafka = KafkaForTests(settings.bootstrap_servers, env)
-            for size in sizes:
-                topic = kafka.new_topic(partitions=3)
-                progress(f"{size:,} events: filling the topic")
-                fill_rate = fill(kafka, topic, size)
-                progress(f"{size:,} events: bare consumer")
-                raw = raw_consumer(kafka, topic)
-                progress(f"{size:,} events: per-event consumer (json.loads, counters)")
-                per_event = per_event_consumer(kafka, topic)
-                progress(f"{size:,} events: Diana's ingestion into DuckDB (one run, child)")
-                diana = diana_ingest(kafka, topic, Path(home) / f"events-{size}.duckdb")
-                rows.append(
-                    {
-                        "size": size,
-                        "fill": fill_rate,
-                        "raw": raw,
-                        "per_event": per_event,
-                        "diana": diana["messages"] / diana["seconds"],
-                        "peak_mb": diana["peak_mb"],
-                    }
-                )
-        finally:
-            stack.down()
+    progress("starting a private Kafka broker")
+    with (
+        tempfile.TemporaryDirectory(prefix="diana-bench-") as home,
+        private_stack(Path(home), with_dynamodb=False) as own,
+    ):
+        kafka = KafkaForTests(own.settings.bootstrap_servers, own.env)
+        for size in sizes:
+            topic = kafka.new_topic(partitions=3)
+            progress(f"{size:,} events: filling the topic")
+            fill_rate = fill(kafka, topic, size)
+            progress(f"{size:,} events: bare consumer")
+            raw = raw_consumer(kafka, topic)
+            progress(f"{size:,} events: per-event consumer (json.loads, counters)")
+            per_event = per_event_consumer(kafka, topic)
+            progress(f"{size:,} events: Diana's ingestion into DuckDB (one run, child)")
+            diana = diana_ingest(kafka, topic, Path(home) / f"events-{size}.duckdb")
+            rows.append(
+                {
+                    "size": size,
+                    "fill": fill_rate,
+                    "raw": raw,
+                    "per_event": per_event,
+                    "diana": diana["messages"] / diana["seconds"],
+                    "peak_mb": diana["peak_mb"],
+                }
+            )
     table = render(rows)
     print(table)
     first = rows[0]

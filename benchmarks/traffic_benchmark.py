@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 from benchmarks.stats_benchmark import machine, replace_section
-from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.producer import Deliveries, flush, make_producer, produce
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import KafkaForTests, private_stack
 
 TARGET = 50_000
 
@@ -60,27 +59,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each; the best is kept")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
-        env = private_stack_environment(Path(home), free_port)
-        settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-        stack = LocalStack(settings)
-        print("  .. starting a private Kafka broker", file=sys.stderr)
-        stack.up(with_dynamodb=False)
-        try:
-            kafka = KafkaForTests(settings.bootstrap_servers, env)
-            diana_rates, bare_rates = [], []
-            for run in range(args.runs):
-                print(
-                    f"  .. run {run + 1}/{args.runs}: diana traffic, then the bare producer",
-                    file=sys.stderr,
-                )
-                rate, payloads = diana_traffic(kafka, kafka.new_topic(), args.events)
-                diana_rates.append(rate)
-                bare_rates.append(
-                    bare_producer(settings.bootstrap_servers, kafka.new_topic(), payloads)
-                )
-        finally:
-            stack.down()
+    print("  .. starting a private Kafka broker", file=sys.stderr)
+    with (
+        tempfile.TemporaryDirectory(prefix="diana-bench-") as home,
+        private_stack(Path(home), with_dynamodb=False) as own,
+    ):
+        kafka = KafkaForTests(own.settings.bootstrap_servers, own.env)
+        diana_rates, bare_rates = [], []
+        for run in range(args.runs):
+            print(
+                f"  .. run {run + 1}/{args.runs}: diana traffic, then the bare producer",
+                file=sys.stderr,
+            )
+            rate, payloads = diana_traffic(kafka, kafka.new_topic(), args.events)
+            diana_rates.append(rate)
+            bare_rates.append(
+                bare_producer(own.settings.bootstrap_servers, kafka.new_topic(), payloads)
+            )
     diana, bare = max(diana_rates), max(bare_rates)
     size = sum(len(p) for p in payloads) / len(payloads)
     table = "\n".join(

@@ -3,7 +3,6 @@ for a configuration, and a real Kafka broker and DynamoDB Local for the whole se
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,18 +16,14 @@ from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.jobs import ingest_job
-from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline_tests.kafka_helpers import KafkaForTests, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import (  # noqa: F401 (free_port: for the tests)
+    KafkaForTests,
+    free_port,
+    private_stack,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_command(
@@ -69,25 +64,13 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaForTests]:
     """A real Kafka broker started by the project's stack code, shared by the session."""
-    env = private_stack_environment(tmp_path_factory.mktemp("kafka-stack"), free_port)
-    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-    stack = LocalStack(settings)
-    try:
-        stack.up(with_dynamodb=False)
-        yield KafkaForTests(settings.bootstrap_servers, env)
-    finally:
-        stack.down()
+    with private_stack(tmp_path_factory.mktemp("kafka-stack"), with_dynamodb=False) as own:
+        yield KafkaForTests(own.settings.bootstrap_servers, own.env)
 
 
 @pytest.fixture(scope="session")
 def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real DynamoDB Local started by the project's stack (DynamoDB only), shared by the
     session; tests use a table each."""
-    env = private_stack_environment(tmp_path_factory.mktemp("dynamodb-stack"), free_port)
-    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-    stack = LocalStack(settings)
-    try:
-        stack.up(with_kafka=False)
-        yield settings.dynamodb_endpoint
-    finally:
-        stack.down()
+    with private_stack(tmp_path_factory.mktemp("dynamodb-stack"), with_kafka=False) as own:
+        yield own.settings.dynamodb_endpoint

@@ -4,15 +4,21 @@ in a private folder on free ports), with helpers to make topics and read them ba
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import time
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.local_stack import LocalStack, StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,3 +112,42 @@ def private_stack_environment(home: Path, free_port: object) -> dict[str, str]:
         DIANA_CSV_DIR=str(home / "output"),
     )
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PrivateStack(NamedTuple):
+    env: dict[str, str]  # DIANA_* settings pointing at it
+    settings: StackSettings
+    stack: LocalStack
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def private_stack(
+    home: Path, extra_env: Mapping[str, str] | None = None, **services: bool
+) -> Iterator[PrivateStack]:
+    """A stack of its own under `home` on free ports: its environment, settings and servers,
+    started with `services` (LocalStack.up's with_* flags) and brought down on leaving, also
+    when starting fails half-way and on SIGTERM (which would otherwise end the process
+    without running `finally`, and leave the servers up)."""
+    env = {**private_stack_environment(home, free_port), **(extra_env or {})}
+    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
+    stack = LocalStack(settings)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.up(**services)
+        yield PrivateStack(env, settings, stack)
+    finally:
+        try:
+            stack.down()
+        finally:
+            signal.signal(signal.SIGTERM, previous)

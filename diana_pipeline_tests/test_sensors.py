@@ -30,7 +30,6 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 from diana_pipeline import run_health
 from diana_pipeline.config import load_config
 from diana_pipeline.jobs import INGEST_JOB
-from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.run_health import (
     HOST_TAG,
@@ -44,7 +43,7 @@ from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import free_port, pipeline_definitions
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 
 pytestmark = pytest.mark.servers
 AUTOMATION_JOB = "__ASSET_JOB"  # what the statistics automation launches
@@ -421,50 +420,46 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
 
 
 def test_sensor_rides_out_kafka_stopping_and_starting(tmp_path: Path) -> None:
-    stack_env = private_stack_environment(tmp_path / "stack", free_port)
-    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", stack_env)
-    stack = LocalStack(settings)
-    stack.up(with_dynamodb=False)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
-    env = {**stack_env, "DAGSTER_HOME": str(home)}
-    store = Path(env["DIANA_DUCKDB_PATH"])
-    daemon = Daemon(env, tmp_path / "daemon.log")
-    try:
-        first = produce(env, 2000, seed=31)
-        daemon.start()
-        wait_for(
-            lambda: stored_events(store) == sum(first.events.values()),
-            180,
-            "the first batch",
-            daemon.log,
-            daemon_state(store, home),
-        )
-        stack.processes["kafka"].stop()
+    with private_stack(tmp_path / "stack", with_dynamodb=False) as (stack_env, _, stack):
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
+        env = {**stack_env, "DAGSTER_HOME": str(home)}
+        store = Path(env["DIANA_DUCKDB_PATH"])
+        daemon = Daemon(env, tmp_path / "daemon.log")
+        try:
+            first = produce(env, 2000, seed=31)
+            daemon.start()
+            wait_for(
+                lambda: stored_events(store) == sum(first.events.values()),
+                180,
+                "the first batch",
+                daemon.log,
+                daemon_state(store, home),
+            )
+            stack.processes["kafka"].stop()
 
-        def skipped_for_kafka() -> bool:
-            with DagsterInstance.from_config(str(home)) as instance:
-                return any(
-                    "Kafka is unreachable" in (tick.skip_reason or "")
-                    for state in instance.all_instigator_state()
-                    for tick in instance.get_ticks(
-                        state.instigator_origin_id, state.selector_id, limit=20
+            def skipped_for_kafka() -> bool:
+                with DagsterInstance.from_config(str(home)) as instance:
+                    return any(
+                        "Kafka is unreachable" in (tick.skip_reason or "")
+                        for state in instance.all_instigator_state()
+                        for tick in instance.get_ticks(
+                            state.instigator_origin_id, state.selector_id, limit=20
+                        )
                     )
-                )
 
-        # A tick with Kafka down waits out its metadata timeout, then skips with the reason.
-        wait_for(skipped_for_kafka, 90, "a tick skipped because Kafka is down", daemon.log)
-        stack.up(with_dynamodb=False)
-        second = produce(env, 2000, seed=32)
-        total = sum(first.events.values()) + sum(second.events.values())
-        wait_for(
-            lambda: stored_events(store) == total,
-            180,
-            "the batch after the restart",
-            daemon.log,
-            daemon_state(store, home),
-        )
-    finally:
-        daemon.stop()
-        stack.down()
+            # A tick with Kafka down waits out its metadata timeout, then skips with the reason.
+            wait_for(skipped_for_kafka, 90, "a tick skipped because Kafka is down", daemon.log)
+            stack.up(with_dynamodb=False)
+            second = produce(env, 2000, seed=32)
+            total = sum(first.events.values()) + sum(second.events.values())
+            wait_for(
+                lambda: stored_events(store) == total,
+                180,
+                "the batch after the restart",
+                daemon.log,
+                daemon_state(store, home),
+            )
+        finally:
+            daemon.stop()

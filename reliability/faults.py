@@ -43,8 +43,7 @@ from diana_pipeline.partitions import partition_key
 from diana_pipeline.run_health import PIDS_TAG
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.conftest import free_port
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 from diana_pipeline_tests.test_end_to_end import latest_totals
 from reliability.report import write_section
 
@@ -262,67 +261,62 @@ def rematerialise(settings: StackSettings, env: dict[str, str], windows: list[da
 
 def run_faults(home: Path, eps: float, duration_s: float, kills: int, seed: int) -> FaultsResult:
     began = time.monotonic()
-    env = {
-        **private_stack_environment(home, free_port),
-        "DIANA_OUTPUT_SINK": "dynamodb",
-        "DIANA_OUTPUT_TOPIC": OUTPUT_TOPIC,
-    }
-    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-    stack = LocalStack(settings)
-    dagster_env = {**env, "DAGSTER_HOME": str(settings.dagster_home)}
-    config: ExperimentsConfig = load_config(REPO_ROOT / "experiments.yaml", env=env)
-    store = config.infrastructure.duckdb.path
+    sink = {"DIANA_OUTPUT_SINK": "dynamodb", "DIANA_OUTPUT_TOPIC": OUTPUT_TOPIC}
     print("  .. starting a private stack (Kafka, DynamoDB Local, Dagster)", file=sys.stderr)
-    stack.up(with_dagster=True)
-    instance = DagsterInstance.from_config(str(settings.dagster_home))
-    try:
-        spec = build_spec(
-            config, PROBABILITIES, eps=eps, duration_s=duration_s, seed=seed, noise=NOISE
-        )
-        traffic = TrafficRun(config, spec)
-        thread = threading.Thread(target=traffic.run, name="traffic")
-        log = FaultLog()
-        thread.start()
-        log.add(f"traffic started: {eps:g} events/s for {duration_s:g}s")
-        faults = Faults(stack, instance, log)
-        for at, fault in fault_plan(duration_s, kills, seed):
-            time.sleep(max(0.0, at - (time.monotonic() - log.began)))
-            getattr(faults, fault)()
-        thread.join()
-        sent = traffic.summary
-        log.add(f"traffic ended: {sent.sent:,} messages sent")
-        traffic_end = time.monotonic()
-        expected_events = sum(sent.events.values())
-        wait_for(
-            lambda: store_value(store, "SELECT count(*) FROM events") == expected_events,
-            900,
-            f"{expected_events:,} events in DuckDB",
-        )
-        wait_for(lambda: idle(instance), 600, "every run to finish")
-        recovery_s = time.monotonic() - traffic_end
-        log.add(f"every event stored and the runs idle {recovery_s:.0f}s after the traffic")
-        in_duckdb = duckdb_posteriors(store)
-        windows = sorted({r["window_start"] for r in in_duckdb.values()})  # type: ignore[type-var]
-        rematerialise(settings, dagster_env, windows)  # type: ignore[arg-type]
-        log.add(f"published_posteriors re-materialised over {len(windows)} window(s)")
-        checks = verify(settings, config, sent, store, in_duckdb)
-        failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
-        failed_runs = Counter(record.dagster_run.job_name for record in failed)
-        failed_steps = Counter(
-            entry.step_key
-            for record in failed
-            for entry in instance.all_logs(
-                record.dagster_run.run_id, of_type=DagsterEventType.STEP_FAILURE
+    with private_stack(home, sink, with_dagster=True) as (env, settings, stack):
+        dagster_env = {**env, "DAGSTER_HOME": str(settings.dagster_home)}
+        config: ExperimentsConfig = load_config(REPO_ROOT / "experiments.yaml", env=env)
+        store = config.infrastructure.duckdb.path
+        instance = DagsterInstance.from_config(str(settings.dagster_home))
+        try:
+            spec = build_spec(
+                config, PROBABILITIES, eps=eps, duration_s=duration_s, seed=seed, noise=NOISE
             )
-        )
-        refused_sink_writes = failed_steps.pop("published_posteriors", 0)
-        # A killed run's steps never end; a step that failed is a bug unless it wrote the sink.
-        checks.append(
-            Check("steps that failed, other than writing the sink", 0, sum(failed_steps.values()))
-        )
-    finally:
-        instance.dispose()
-        stack.down()
+            traffic = TrafficRun(config, spec)
+            thread = threading.Thread(target=traffic.run, name="traffic")
+            log = FaultLog()
+            thread.start()
+            log.add(f"traffic started: {eps:g} events/s for {duration_s:g}s")
+            faults = Faults(stack, instance, log)
+            for at, fault in fault_plan(duration_s, kills, seed):
+                time.sleep(max(0.0, at - (time.monotonic() - log.began)))
+                getattr(faults, fault)()
+            thread.join()
+            sent = traffic.summary
+            log.add(f"traffic ended: {sent.sent:,} messages sent")
+            traffic_end = time.monotonic()
+            expected_events = sum(sent.events.values())
+            wait_for(
+                lambda: store_value(store, "SELECT count(*) FROM events") == expected_events,
+                900,
+                f"{expected_events:,} events in DuckDB",
+            )
+            wait_for(lambda: idle(instance), 600, "every run to finish")
+            recovery_s = time.monotonic() - traffic_end
+            log.add(f"every event stored and the runs idle {recovery_s:.0f}s after the traffic")
+            in_duckdb = duckdb_posteriors(store)
+            windows = sorted({r["window_start"] for r in in_duckdb.values()})  # type: ignore[type-var]
+            rematerialise(settings, dagster_env, windows)  # type: ignore[arg-type]
+            log.add(f"published_posteriors re-materialised over {len(windows)} window(s)")
+            checks = verify(settings, config, sent, store, in_duckdb)
+            failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+            failed_runs = Counter(record.dagster_run.job_name for record in failed)
+            failed_steps = Counter(
+                entry.step_key
+                for record in failed
+                for entry in instance.all_logs(
+                    record.dagster_run.run_id, of_type=DagsterEventType.STEP_FAILURE
+                )
+            )
+            refused_sink_writes = failed_steps.pop("published_posteriors", 0)
+            # A killed run's steps never end; a step that failed is a bug unless it wrote the sink.
+            checks.append(
+                Check(
+                    "steps that failed, other than writing the sink", 0, sum(failed_steps.values())
+                )
+            )
+        finally:
+            instance.dispose()
     return FaultsResult(
         sent,
         log.entries,

@@ -26,12 +26,10 @@ from pathlib import Path
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.counting import cumulative_counts
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
-from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.producer import make_producer
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.conftest import free_port
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 from reliability.report import write_section
 
 
@@ -266,19 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diana-reliability-") as home:
-        env = private_stack_environment(Path(home), free_port)
-        settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-        stack = LocalStack(settings)
         print("  .. starting a private Kafka broker", file=sys.stderr)
-        stack.up(with_dynamodb=False)
-        try:
-            kafka = KafkaForTests(settings.bootstrap_servers, env)
+        with private_stack(Path(home), with_dynamodb=False) as own:
+            kafka = KafkaForTests(own.settings.bootstrap_servers, own.env)
             print(f"  .. {args.good:,} good events and {args.bad:,} bad messages", file=sys.stderr)
             result = run_hostile(
                 kafka, Path(home) / "events.duckdb", args.bad, args.good, args.seed
             )
-        finally:
-            stack.down()
     table = render(result)
     verdict = "exact: nothing lost, nothing let in" if result.exact else "NOT EXACT"
     print(table)

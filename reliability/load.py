@@ -25,12 +25,11 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.jobs import INGEST_JOB
-from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.local_stack import LocalStack
 from diana_pipeline.run_health import PIDS_TAG, RUN_TAG
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.conftest import free_port
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack_environment
+from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 from reliability.faults import idle, wait_for
 from reliability.report import write_section
 
@@ -183,59 +182,52 @@ class LoadResult:
 
 def run_load(home: Path, events: int, batch: int, seed: int) -> LoadResult:
     began = time.monotonic()
-    env = {
-        **private_stack_environment(home, free_port),
-        "DIANA_MAX_BATCH_MESSAGES": str(batch),
-        "DIANA_OUTPUT_SINK": "csv",
-    }
-    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-    stack = LocalStack(settings)
-    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    extra = {"DIANA_MAX_BATCH_MESSAGES": str(batch), "DIANA_OUTPUT_SINK": "csv"}
     print("  .. starting a private stack (Kafka, Dagster)", file=sys.stderr)
-    stack.up(with_dagster=True, with_dynamodb=False)
-    instance = DagsterInstance.from_config(str(settings.dagster_home))
-    watcher = Watcher(stack, config)
-    sampler = threading.Thread(target=watcher.run, name="watcher")
-    try:
-        sampler.start()
-        spec = build_spec(config, PROBABILITIES, eps=None, count=events, seed=seed)
-        print(f"  .. {events:,} events, unthrottled", file=sys.stderr)
-        started = time.monotonic()
-        sent = TrafficRun(config, spec).run()
-        print(
-            f"  .. sent in {sent.elapsed_s:.1f}s ({sent.rate:,.0f}/s); waiting for the lag",
-            file=sys.stderr,
-        )
-        last_report = 0.0
-        while True:
-            sample = watcher.samples[-1] if watcher.samples else None
-            if sample and sample.produced == sent.sent and sample.committed == sent.sent:
-                break
-            if not sampler.is_alive():
-                raise RuntimeError("the watcher thread died; see its traceback above")
-            if time.monotonic() - started > 1800:
-                raise TimeoutError("the consumer lag did not come back to 0 within 30 minutes")
-            if sample and time.monotonic() - last_report > 10:
-                last_report = time.monotonic()
-                print(
-                    f"  .. {sample.at_s:5.0f}s  lag {sample.produced - sample.committed:,}",
-                    file=sys.stderr,
-                )
-            time.sleep(SAMPLE_S)
-        caught_up_s = time.monotonic() - started
-        wait_for(lambda: idle(instance), 600, "every run to finish", poll_s=1.0)
-        time.sleep(2 * SAMPLE_S)  # one more sample, with the runs done
-        watcher.stop()
-        sampler.join()
-        with EventStore.open_when_free(config.infrastructure.duckdb.path, 120) as store:
-            stored, offsets = store.connection.execute(
-                "SELECT (SELECT count(*) FROM events), "
-                "(SELECT sum(end_offset - start_offset) FROM ingested_ranges)"
-            ).fetchall()[0]
-    finally:
-        watcher.stop()
-        instance.dispose()
-        stack.down()
+    with private_stack(home, extra, with_dagster=True, with_dynamodb=False) as own:
+        config = load_config(REPO_ROOT / "experiments.yaml", env=own.env)
+        instance = DagsterInstance.from_config(str(own.settings.dagster_home))
+        watcher = Watcher(own.stack, config)
+        sampler = threading.Thread(target=watcher.run, name="watcher")
+        try:
+            sampler.start()
+            spec = build_spec(config, PROBABILITIES, eps=None, count=events, seed=seed)
+            print(f"  .. {events:,} events, unthrottled", file=sys.stderr)
+            started = time.monotonic()
+            sent = TrafficRun(config, spec).run()
+            print(
+                f"  .. sent in {sent.elapsed_s:.1f}s ({sent.rate:,.0f}/s); waiting for the lag",
+                file=sys.stderr,
+            )
+            last_report = 0.0
+            while True:
+                sample = watcher.samples[-1] if watcher.samples else None
+                if sample and sample.produced == sent.sent and sample.committed == sent.sent:
+                    break
+                if not sampler.is_alive():
+                    raise RuntimeError("the watcher thread died; see its traceback above")
+                if time.monotonic() - started > 1800:
+                    raise TimeoutError("the consumer lag did not come back to 0 within 30 minutes")
+                if sample and time.monotonic() - last_report > 10:
+                    last_report = time.monotonic()
+                    print(
+                        f"  .. {sample.at_s:5.0f}s  lag {sample.produced - sample.committed:,}",
+                        file=sys.stderr,
+                    )
+                time.sleep(SAMPLE_S)
+            caught_up_s = time.monotonic() - started
+            wait_for(lambda: idle(instance), 600, "every run to finish", poll_s=1.0)
+            time.sleep(2 * SAMPLE_S)  # one more sample, with the runs done
+            watcher.stop()
+            sampler.join()
+            with EventStore.open_when_free(config.infrastructure.duckdb.path, 120) as store:
+                stored, offsets = store.connection.execute(
+                    "SELECT (SELECT count(*) FROM events), "
+                    "(SELECT sum(end_offset - start_offset) FROM ingested_ranges)"
+                ).fetchall()[0]
+        finally:
+            watcher.stop()
+            instance.dispose()
     return LoadResult(
         sent,
         watcher.samples,
