@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 
-def table(
-    header: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None
-) -> str:
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None) -> str:
     """A markdown table. `align` has one letter per column, `l` or `r` (default: all left);
     floats are shown with 4 significant digits, everything else as str()."""
     align = align or "l" * len(header)

@@ -22,6 +22,7 @@ from diana_pipeline.io_managers.csv import PosteriorCsvFiles
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import Record, decode
 from diana_pipeline.store import EventStore
+from diana_pipeline.totals import latest_totals
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
 from diana_pipeline_tests.kafka_helpers import private_stack_environment
 
@@ -47,19 +48,6 @@ def sink_records(sink: str, env: dict[str, str], dagster_home: Path) -> list[Rec
     finally:
         instance.dispose()
     return [decode(json.loads(line.removeprefix(PREFIX)), "log line") for line in lines]
-
-
-def latest_totals(records: list[Record]) -> Counter[tuple[str, str, str]]:
-    """Per variant, exposed and converted users at the latest window (totals are cumulative);
-    a record logged twice (a window refreshed) counts once: the newest timestamp wins."""
-    newest: dict[tuple, Record] = {}
-    for r in sorted(records, key=lambda r: (r["window_start"], r["timestamp"])):
-        newest[(r["test_id"], r["variant"])] = r
-    totals: Counter[tuple[str, str, str]] = Counter()
-    for (test_id, variant), r in newest.items():
-        totals[(test_id, variant, "exposures")] = r["exposures_total"]  # type: ignore[assignment]
-        totals[(test_id, variant, "successes")] = r["successes_total"]  # type: ignore[assignment]
-    return totals
 
 
 def processes_of(home: Path) -> list[psutil.Process]:

@@ -33,7 +33,6 @@ from pathlib import Path
 import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from diana_pipeline.cli.demo import expected_totals
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import Record, decode, record_key, to_json
@@ -42,9 +41,9 @@ from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.run_health import PIDS_TAG
 from diana_pipeline.store import EventStore
+from diana_pipeline.totals import expected_totals, latest_totals
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
-from diana_pipeline_tests.test_end_to_end import latest_totals
 from reliability.report import write_section
 
 OUTPUT_TOPIC = "posteriors-faults"

@@ -29,6 +29,7 @@ from diana_pipeline.cli.progress import ProgressBar
 from diana_pipeline.config import OUTPUT_SINKS, ConfigError, ExperimentsConfig, load_config
 from diana_pipeline.local_stack import LocalStack, StackError, StackSettings
 from diana_pipeline.plots import posterior_figure
+from diana_pipeline.totals import Totals, expected_totals, totals_of
 from diana_pipeline.traffic import TrafficError, build_spec, parse_probabilities
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ BUSY = [
     DagsterRunStatus.STARTED,
 ]
 POLL_S = 2.0
-Totals = Counter[tuple[str, str, str]]  # (test_id, variant, "exposures"|"successes") -> users
 
 
 class DemoError(RuntimeError):
@@ -129,13 +129,9 @@ class Demo:
         """Exposed and converted users per variant, cumulative, from the latest
         materialisation of published_posteriors (its metadata: no sink or DuckDB opened)."""
         event = self.instance.get_latest_materialization_event(PUBLISHED)
-        totals: Totals = Counter()
         if event is None or event.asset_materialization is None:
-            return totals
-        for row in event.asset_materialization.metadata["latest_window"].value:  # type: ignore[union-attr]
-            totals[(row["test_id"], row["variant"], "exposures")] = row["exposures_total"]
-            totals[(row["test_id"], row["variant"], "successes")] = row["successes_total"]
-        return totals
+            return Counter()
+        return totals_of(event.asset_materialization.metadata["latest_window"].value)  # type: ignore[union-attr,arg-type]
 
     # ---- traffic ----------------------------------------------------------------------------
 
@@ -268,14 +264,6 @@ class Demo:
         latest = [{**v, "test_id": r["test_id"]} for r in reports for v in r["variants"]]  # type: ignore[attr-defined]
         self.plot.write_bytes(posterior_figure(latest, history or latest, dpi=100))
         return reports
-
-
-def expected_totals(baseline: Totals, summary: dict) -> Totals:
-    expected = Counter(baseline)
-    for row in summary["expected_counts"]:
-        expected[(row["test_id"], row["variant"], "exposures")] += row["exposed_users"]
-        expected[(row["test_id"], row["variant"], "successes")] += row["converted_users"]
-    return expected
 
 
 def _show(probabilities: dict[str, float]) -> str:

@@ -1,0 +1,40 @@
+"""Reading totals back: exposed and converted users per test and variant, cumulative, as a
+sink's records or a traffic summary say them. The demo, the end-to-end tests and the
+reliability suite compare the two."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+# (test_id, variant, "exposures" | "successes") -> users
+Totals = Counter[tuple[str, str, str]]
+
+
+def latest_totals(records: Iterable[Mapping[str, object]]) -> Totals:
+    """Per variant, exposed and converted users at the latest window (totals are cumulative);
+    a record written twice (a window refreshed) counts once: the newest timestamp wins."""
+    newest: dict[tuple[object, object], Mapping[str, object]] = {}
+    for r in sorted(records, key=lambda r: (r["window_start"], r["timestamp"])):  # type: ignore[index]
+        newest[(r["test_id"], r["variant"])] = r
+    return totals_of(newest.values())
+
+
+def totals_of(rows: Iterable[Mapping[str, object]]) -> Totals:
+    """The totals of rows that each hold one variant's `exposures_total` and
+    `successes_total` (a window's records, or the latest_window metadata of a run)."""
+    totals: Totals = Counter()
+    for row in rows:
+        key = (str(row["test_id"]), str(row["variant"]))
+        totals[(*key, "exposures")] = int(row["exposures_total"])  # type: ignore[call-overload]
+        totals[(*key, "successes")] = int(row["successes_total"])  # type: ignore[call-overload]
+    return totals
+
+
+def expected_totals(baseline: Totals, summary: Mapping[str, object]) -> Totals:
+    """`baseline` plus the users a traffic summary says it sent (its expected_counts)."""
+    expected = Counter(baseline)
+    for row in summary["expected_counts"]:  # type: ignore[attr-defined]
+        expected[(row["test_id"], row["variant"], "exposures")] += row["exposed_users"]
+        expected[(row["test_id"], row["variant"], "successes")] += row["converted_users"]
+    return expected
