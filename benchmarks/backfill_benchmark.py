@@ -31,9 +31,8 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import load_config
 from diana_pipeline.counting import cumulative_counts, window_counts
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.partitions import partition_key
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.conftest import REPO_ROOT
 
@@ -186,10 +185,7 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
         "dagster/asset_partition_range_start": partition_key(windows[0][0]),
         "dagster/asset_partition_range_end": partition_key(windows[-1][0]),
     }
-    resources = {
-        "experiments": ExperimentsResource(config_file=str(experiments)),
-        POSTERIOR_SINK: posterior_sink(config),
-    }
+    resources = pipeline_resources(config, experiments)
     with DagsterInstance.ephemeral() as instance:
         started = time.perf_counter()
         result = materialize(

@@ -7,9 +7,8 @@ from dagster import BetaWarning, Definitions, in_process_executor
 from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import config_path, load_config
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.jobs import INGEST_JOB, ingest_job, traffic_job
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.sensors import build_kafka_sensor
 
 # Single-run backfills (BackfillPolicy) are a beta parameter that we rely on knowingly; its
@@ -35,8 +34,5 @@ defs = Definitions(
     jobs=[traffic_job, ingest_job, statistics_job],
     schedules=[statistics_schedule],
     sensors=[build_kafka_sensor(EXPERIMENTS, INGEST_JOB), statistics_automation],
-    resources={
-        "experiments": ExperimentsResource(config_file=str(CONFIG_FILE)),
-        POSTERIOR_SINK: posterior_sink(EXPERIMENTS),
-    },
+    resources=pipeline_resources(EXPERIMENTS, CONFIG_FILE),
 )

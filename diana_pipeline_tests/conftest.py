@@ -14,9 +14,8 @@ from dagster import Definitions
 from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.jobs import ingest_job
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline_tests.kafka_helpers import (  # noqa: F401 (free_port: for the tests)
     KafkaForTests,
     free_port,
@@ -46,13 +45,10 @@ def pipeline_definitions(config: ExperimentsConfig, config_file: Path | None = N
     """The events and statistics assets and ingest_job over `config` (which the runs load
     again from `config_file`, with the same environment), without the sensors and schedule."""
     assets, *_ = build_statistics(config)
-    experiments = ExperimentsResource(
-        config_file=str(config_file or REPO_ROOT / "experiments.yaml")
-    )
     return Definitions(
         assets=[build_events(config), *assets],
         jobs=[ingest_job],
-        resources={"experiments": experiments, POSTERIOR_SINK: posterior_sink(config)},
+        resources=pipeline_resources(config, config_file or REPO_ROOT / "experiments.yaml"),
     )
 
 

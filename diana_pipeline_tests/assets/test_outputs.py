@@ -17,12 +17,11 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import ExperimentsConfig, load_config
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
 from diana_pipeline.io_managers.console import PREFIX
 from diana_pipeline.io_managers.csv import PosteriorCsvFiles
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import decode
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port
 from diana_pipeline_tests.kafka_helpers import KafkaForTests
@@ -55,10 +54,7 @@ class Pipeline:
         self.duckdb = tmp_path / "events.duckdb"
         events = build_events(self.config)
         self.assets = [*build_statistics(self.config)[0], events.to_source_asset()]
-        self.resources = {
-            "experiments": ExperimentsResource(config_file=str(experiments)),
-            POSTERIOR_SINK: posterior_sink(self.config),
-        }
+        self.resources = pipeline_resources(self.config, experiments)
         with EventStore.open(self.duckdb) as store:
             store_events(store, FIXTURE)
         self.instance = DagsterInstance.ephemeral()

@@ -23,8 +23,7 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import load_config
-from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.conftest import REPO_ROOT
 from diana_pipeline_tests.test_counting import EXPECTED, FIXTURE, WINDOWS, store_events
@@ -44,10 +43,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     config = load_config(experiments)
     events = build_events(config)
     assets, *_ = build_statistics(config)
-    resources = {
-        "experiments": ExperimentsResource(config_file=str(experiments)),
-        POSTERIOR_SINK: posterior_sink(config),
-    }
+    resources = pipeline_resources(config, experiments)
     return config, assets, events, resources, tmp_path / "events.duckdb"
 
 
