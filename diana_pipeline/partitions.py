@@ -1,10 +1,16 @@
 """The event-time windows of experiments.yaml as Dagster partitions."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from dagster import TimeWindowPartitionsDefinition
+from dagster import (
+    AssetExecutionContext,
+    InputContext,
+    OutputContext,
+    TimeWindowPartitionsDefinition,
+)
 
 from diana_pipeline.config import Partitions
+from diana_pipeline.windows import EVERY_WINDOW, WindowSpan, aware_utc
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
@@ -22,8 +28,7 @@ def window_partitions(partitions: Partitions) -> TimeWindowPartitionsDefinition:
 
 def partition_key(window_start: datetime) -> str:
     """The partition key of a window start (naive datetimes are UTC)."""
-    aware = window_start if window_start.tzinfo else window_start.replace(tzinfo=UTC)
-    return aware.strftime(PARTITION_KEY_FORMAT)
+    return aware_utc(window_start).strftime(PARTITION_KEY_FORMAT)
 
 
 def window_range(
@@ -39,15 +44,17 @@ def window_range(
     return partition_key(clamp(first)), partition_key(clamp(last))
 
 
-def run_windows(context, partitions: Partitions) -> list[tuple[datetime, datetime]]:
+def span_of(context: InputContext | OutputContext) -> WindowSpan:
+    """The windows an IO manager call covers: its partitions' time window (a range, for
+    single-run backfills), or every window when the call is not partitioned."""
+    if not context.has_asset_partitions:
+        return EVERY_WINDOW
+    return WindowSpan.of(context.asset_partitions_time_window)
+
+
+def run_windows(
+    context: AssetExecutionContext, partitions: Partitions
+) -> list[tuple[datetime, datetime]]:
     """The windows of a run's partition range (one, or many in a single-run backfill), as
     naive UTC (start, end) pairs."""
-    span = context.partition_time_window
-    size = timedelta(seconds=partitions.window.total_seconds())
-    start = span.start.astimezone(UTC).replace(tzinfo=None)
-    end = span.end.astimezone(UTC).replace(tzinfo=None)
-    windows = []
-    while start < end:
-        windows.append((start, start + size))
-        start += size
-    return windows
+    return WindowSpan.of(context.partition_time_window).windows(partitions.window)

@@ -12,7 +12,7 @@ from pathlib import Path
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from diana_pipeline.io_managers.records import Record, to_json
-from diana_pipeline.io_managers.windows import span_of
+from diana_pipeline.partitions import span_of
 from diana_pipeline.store import EventStore
 
 PREFIX = "Posterior ► "

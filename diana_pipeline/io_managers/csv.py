@@ -27,7 +27,8 @@ from diana_pipeline.io_managers.records import (
     parse_time,
     to_cells,
 )
-from diana_pipeline.io_managers.windows import EVERY_WINDOW, WindowSpan, span_of
+from diana_pipeline.partitions import span_of
+from diana_pipeline.windows import EVERY_WINDOW, WindowSpan
 
 FILE_PATTERN = "posteriors_*.csv"
 

@@ -42,7 +42,8 @@ from diana_pipeline.io_managers.records import (
     encode,
     sort_key,
 )
-from diana_pipeline.io_managers.windows import EVERY_WINDOW, WindowSpan, span_of
+from diana_pipeline.partitions import span_of
+from diana_pipeline.windows import EVERY_WINDOW, WindowSpan
 
 log = logging.getLogger(__name__)
 

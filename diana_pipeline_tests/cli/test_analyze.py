@@ -18,8 +18,8 @@ from diana_pipeline.cli.analyze import main
 from diana_pipeline.io_managers.csv import PosteriorCsvFiles
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import POSTERIOR_FIELDS, to_cells
-from diana_pipeline.io_managers.windows import WindowSpan
 from diana_pipeline.store import EventStore
+from diana_pipeline.windows import WindowSpan
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
 
 DAY = datetime(2026, 11, 21)

@@ -18,7 +18,7 @@ from diana_pipeline.io_managers.dynamodb import (
     PosteriorTable,
     dynamodb_client,
 )
-from diana_pipeline.io_managers.windows import WindowSpan
+from diana_pipeline.windows import WindowSpan
 from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.io_managers.records_for_tests import make_records
 
