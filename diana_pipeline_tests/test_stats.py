@@ -1,5 +1,5 @@
 """diana_pipeline.stats against high-precision references computed in the tests
-(diana_pipeline_tests/stats_references.py: mpmath, the exact finite sum for integer alpha,
+(diana_pipeline/harness/stats_references.py: mpmath, the exact finite sum for integer alpha,
 adaptive quad over Boost's incomplete beta at 1e4-1e8 trials, itself checked against mpmath
 where both run) and against a seeded Monte Carlo within 4 standard errors."""
 
@@ -12,7 +12,7 @@ from scipy import integrate, special
 from scipy import stats as scipy_stats
 
 from diana_pipeline import stats
-from diana_pipeline_tests.stats_references import (
+from diana_pipeline.harness.stats_references import (
     exact_sum_b_beats_a,
     mpmath_expected_loss,
     mpmath_prob_best,
