@@ -28,7 +28,7 @@ import numpy as np
 import scipy
 
 from diana_pipeline import stats
-from diana_pipeline_tests.stats_references import quad_expected_loss, quad_prob_best
+from diana_pipeline.harness.stats_references import quad_expected_loss, quad_prob_best
 
 ARMS = 4
 DRAWS = 20_000

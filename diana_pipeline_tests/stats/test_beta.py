@@ -1,5 +1,5 @@
-"""diana_pipeline.stats against high-precision references computed in the tests
-(diana_pipeline_tests/stats_references.py: mpmath, the exact finite sum for integer alpha,
+"""diana_pipeline.stats.beta against high-precision references
+(diana_pipeline/harness/stats_references.py: mpmath, the exact finite sum for integer alpha,
 adaptive quad over Boost's incomplete beta at 1e4-1e8 trials, itself checked against mpmath
 where both run) and against a seeded Monte Carlo within 4 standard errors."""
 
@@ -12,7 +12,7 @@ from scipy import integrate, special
 from scipy import stats as scipy_stats
 
 from diana_pipeline import stats
-from diana_pipeline_tests.stats_references import (
+from diana_pipeline.harness.stats_references import (
     exact_sum_b_beats_a,
     mpmath_expected_loss,
     mpmath_prob_best,
@@ -251,61 +251,6 @@ def test_uplift_interval_agrees_with_monte_carlo() -> None:
     np.testing.assert_allclose(stats.uplift_interval(120, 880, 150, 850), expected, rtol=0.01)
 
 
-# ---- SRM, allocation, decision -----------------------------------------------------------
-
-
-def test_srm_pvalue_matches_scipy_chisquare() -> None:
-    counts, weights = [5000, 5300], [0.5, 0.5]
-    assert stats.srm_pvalue(counts, weights) == pytest.approx(
-        scipy_stats.chisquare(counts, [5150, 5150]).pvalue, rel=1e-12
-    )
-    counts3, weights3 = [2000, 3100, 4900], [0.2, 0.3, 0.5]
-    assert stats.srm_pvalue(counts3, weights3) == pytest.approx(
-        scipy_stats.chisquare(counts3, [2000, 3000, 5000]).pvalue, rel=1e-12
-    )
-
-
-def test_srm_pvalue_zero_weights_and_no_data() -> None:
-    # A zero-weight arm without exposures is left out (1 degree of freedom, not 2).
-    assert stats.srm_pvalue([5000, 0, 5300], [0.5, 0.0, 0.5]) == pytest.approx(
-        stats.srm_pvalue([5000, 5300], [0.5, 0.5]), rel=1e-12
-    )
-    # Any exposure on an arm that should get none contradicts the allocation.
-    assert stats.srm_pvalue([5000, 1, 5000], [0.5, 0.0, 0.5]) == 0.0
-    assert stats.srm_pvalue([0, 0], [0.5, 0.5]) == 1.0
-    many = stats.srm_pvalue([[5000, 5000], [5000, 6000]], [0.5, 0.5])
-    assert many.shape == (2,) and many[0] == 1.0 and many[1] < 1e-10
-
-
-def test_thompson_allocation_keeps_the_floor_and_sums_to_one() -> None:
-    alphas, betas = [10, 200, 190], [990, 800, 810]
-    weights = stats.thompson_allocation(alphas, betas, floor=0.05)
-    assert weights.min() >= 0.05 - 1e-15
-    assert weights.sum() == pytest.approx(1.0, abs=1e-12)
-    np.testing.assert_allclose(
-        stats.thompson_allocation(alphas, betas, floor=0.0), stats.prob_best(alphas, betas)
-    )
-    assert weights[1] > weights[2] > weights[0]
-    many = stats.thompson_allocation(np.ones((3, 4)), np.ones((3, 4)))
-    np.testing.assert_allclose(many, 0.25)
-
-
-def test_decide_each_verdict() -> None:
-    names = ["control", "treatment"]
-    winner = stats.decide([0.03, 0.97], [0.02, 1e-4], [5000, 5000], 0.001, 100, names)
-    assert (winner.verdict, winner.winner) == ("winner", "treatment")
-    assert "P(best) = 0.9700" in winner.reason
-    unsure = stats.decide([0.4, 0.6], [0.01, 0.004], [5000, 5000], 0.001, 100, names)
-    assert (unsure.verdict, unsure.winner) == ("keep running", None)
-    assert "0.6000 < 0.95" in unsure.reason
-    costly = stats.decide([0.02, 0.98], [0.05, 0.002], [5000, 5000], 0.001, 100, names)
-    assert costly.verdict == "keep running"
-    assert "expected loss 2.00e-03 ≥ threshold of caring 0.001" in costly.reason
-    early = stats.decide([0.001, 0.999], [0.05, 0.0], [99, 5000], 0.001, 100, names)
-    assert (early.verdict, early.winner) == ("not enough data", None)
-    assert "control below the minimum sample of 100" in early.reason
-
-
 # ---- bad input ---------------------------------------------------------------------------
 
 BAD_ARMS = [
@@ -327,7 +272,7 @@ def test_bad_arms_raise_value_error(arms: tuple, message: str) -> None:
             function(*arms)
 
 
-def test_other_bad_inputs() -> None:
+def test_bad_interval_and_superiority_inputs() -> None:
     with pytest.raises(ValueError, match="every alpha must be > 0"):
         stats.credible_interval(0, 1)
     with pytest.raises(ValueError, match="level must be between 0 and 1"):
@@ -336,32 +281,3 @@ def test_other_bad_inputs() -> None:
         stats.prob_superiority(1, np.nan, 1, 1)
     with pytest.raises(ValueError, match="every alpha must be > 0"):
         stats.uplift_interval(1, 1, -1, 1)
-    with pytest.raises(ValueError, match="floor must be between 0 and 1/K"):
-        stats.thompson_allocation([1, 1, 1], [1, 1, 1], floor=0.4)
-    with pytest.raises(ValueError, match="counts has shape"):
-        stats.srm_pvalue([1, 2, 3], [0.5, 0.5])
-    with pytest.raises(ValueError, match="counts must be finite and ≥ 0"):
-        stats.srm_pvalue([1, -2], [0.5, 0.5])
-    with pytest.raises(ValueError, match="need at least 2 arms with a positive weight"):
-        stats.srm_pvalue([1, 2], [1.0, 0.0])
-    with pytest.raises(ValueError, match="need at least 2 arms"):
-        stats.decide([1.0], [0.0], [10], 0.01, 1)
-    with pytest.raises(ValueError, match="must be 1-D and of one length"):
-        stats.decide([0.5, 0.5], [0.0], [10, 10], 0.01, 1)
-
-
-def test_stats_module_does_not_import_dagster() -> None:
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(stats))
-    imported = {
-        alias.name.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in (
-            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
-        )
-    }
-    assert "dagster" not in imported
-    assert imported <= {"__future__", "dataclasses", "typing", "numpy", "scipy"}

@@ -1,5 +1,6 @@
-"""High-precision references for diana_pipeline.stats, shared by its tests and by
-benchmarks/stats_benchmark.py. Slow on purpose: they trade speed for independence and digits.
+"""High-precision references for diana_pipeline.stats, shared by its tests
+(diana_pipeline_tests/stats/) and by benchmarks/stats_benchmark.py, hence in the harness rather
+than in the tests. Slow on purpose: they trade speed for independence and digits.
 
 - mpmath at 20 digits (tanh-sinh quadrature copes with Jeffreys singularities) where its
   incomplete beta is practical (small counts);

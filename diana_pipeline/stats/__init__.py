@@ -1,0 +1,42 @@
+"""Exact Bayesian statistics for A/B tests. Pure numpy/scipy, no Dagster, no Monte Carlo.
+
+- quadrature: the logit-space Gauss-Legendre engine (grid, densities and CDFs at its nodes,
+  one arm's CDF anywhere) and the input checks shared by every family of arms;
+- beta: the Beta-Bernoulli posteriors on it: prob_best, expected_loss (and both at once),
+  prob_superiority, credible_interval, uplift_interval;
+- srm: srm_pvalue, the sample ratio mismatch test;
+- thompson: thompson_allocation, the bandit's traffic weights;
+- decision: decide, Decision, Verdict, PROB_BEST_TO_WIN, the decision rule (policy, not maths).
+
+Everything public is re-exported here, so callers write `stats.prob_best(...)`.
+"""
+
+from diana_pipeline.stats._types import ArrayLike, FloatArray
+from diana_pipeline.stats.beta import (
+    credible_interval,
+    expected_loss,
+    prob_best,
+    prob_best_and_expected_loss,
+    prob_superiority,
+    uplift_interval,
+)
+from diana_pipeline.stats.decision import PROB_BEST_TO_WIN, Decision, Verdict, decide
+from diana_pipeline.stats.srm import srm_pvalue
+from diana_pipeline.stats.thompson import thompson_allocation
+
+__all__ = [
+    "PROB_BEST_TO_WIN",
+    "ArrayLike",
+    "Decision",
+    "FloatArray",
+    "Verdict",
+    "credible_interval",
+    "decide",
+    "expected_loss",
+    "prob_best",
+    "prob_best_and_expected_loss",
+    "prob_superiority",
+    "srm_pvalue",
+    "thompson_allocation",
+    "uplift_interval",
+]
