@@ -1,8 +1,10 @@
-"""Background processes tracked by pid files: start, find again, stop, and wait on readiness."""
+"""Background processes tracked by pid files: start, find again, stop, wait on readiness; and
+what every server of the stack does alike (taken ports, one-off start-up steps, status lines)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -15,6 +17,8 @@ from pathlib import Path
 import psutil
 
 from diana_pipeline.local_stack.errors import StackError
+
+log = logging.getLogger(__name__)
 
 # A create time written with the pid tells our process apart from a later one that reuses the pid.
 _CREATE_TIME_SLACK_S = 0.05
@@ -75,6 +79,48 @@ def listening_addresses(process: psutil.Process) -> list[str]:
     return sorted(found, key=lambda a: (int(a.rsplit(":", 1)[1]), a))
 
 
+def ensure_ports_free(what: str, host: str, ports: Sequence[int]) -> None:
+    """Refuse to start `what` on a taken port, naming who holds it when we can tell."""
+    for port in ports:
+        if not port_is_free(host, port):
+            owner = port_owner(port)
+            raise StackError(
+                f"cannot start {what}: port {port} on {host} is already taken"
+                + (f" by {owner}" if owner else "")
+                + ". Stop that process, or choose other ports (see README, 'Ports')."
+            )
+
+
+def run_to_completion(
+    what: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> None:
+    """Run a one-off start-up step with its output in `log_path`; fail with the log's tail."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        result = subprocess.run(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StackError(f"{what} failed; log: {log_path}\n{tail(log_path)}")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One server's status line: whether it runs, as which pid, where it listens and logs."""
+
+    name: str
+    running: bool
+    pid: int | None
+    listening: list[str]
+    detail: str
+    log_path: Path
+
+
 @dataclass(frozen=True)
 class ManagedProcess:
     """One server of the stack, remembered by a pid file under `pid_dir`."""
@@ -100,6 +146,24 @@ class ManagedProcess:
         except (OSError, ValueError, psutil.Error):
             self.pid_file.unlink(missing_ok=True)
             return None
+
+    def already_running(self, where: str) -> bool:
+        """Whether the server runs already (and then say so): starting it is nothing to do."""
+        process = self.running()
+        if process is not None:
+            log.info("%-17s already running (pid %d) on %s", self.name, process.pid, where)
+        return process is not None
+
+    def status(self, detail: str) -> ComponentStatus:
+        process = self.running()
+        return ComponentStatus(
+            name=self.name,
+            running=process is not None,
+            pid=process.pid if process else None,
+            listening=listening_addresses(process) if process else [],
+            detail=detail,
+            log_path=self.log_path,
+        )
 
     def start(self, argv: Sequence[str], env: dict[str, str], cwd: Path) -> psutil.Process:
         self.pid_dir.mkdir(parents=True, exist_ok=True)

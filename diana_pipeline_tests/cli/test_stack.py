@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from diana_pipeline.local_stack.stack import dagster_workspace_state, dynamodb_local_client
+from diana_pipeline.local_stack import dagster_workspace_state, dynamodb_local_client
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
 from diana_pipeline_tests.kafka_helpers import private_stack_environment
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,8 +15,10 @@ import pytest
 from diana_pipeline.local_stack.errors import StackError
 from diana_pipeline.local_stack.processes import (
     ManagedProcess,
+    ensure_ports_free,
     listening_addresses,
     port_is_free,
+    run_to_completion,
     wait_until_ready,
 )
 
@@ -102,3 +106,43 @@ def test_port_checks_and_listening_addresses(tmp_path: Path) -> None:
     finally:
         process.stop(timeout_s=2)
     assert port_is_free("127.0.0.1", port)
+
+
+def test_taken_port_is_refused_naming_its_holder() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(StackError, match=rf"cannot start Thing: port {port} on 127.0.0.1"):
+            ensure_ports_free("Thing", "127.0.0.1", [port])
+    ensure_ports_free("Thing", "127.0.0.1", [port])  # free again: nothing to say
+
+
+def test_failed_start_up_step_shows_its_log(tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "step.log"
+    run_to_completion("a fine step", ["sh", "-c", "echo went-well"], log_path)
+    with pytest.raises(StackError, match=r"(?s)a bad step failed; log: .*step.log.*no-such-cl"):
+        run_to_completion("a bad step", ["sh", "-c", "echo no-such-class; exit 1"], log_path)
+    assert "went-well" in log_path.read_text()
+
+
+def test_status_and_already_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    process = managed(tmp_path, "sleeper")
+    stopped = process.status("a detail")
+    assert (stopped.name, stopped.running, stopped.pid, stopped.listening) == (
+        "sleeper",
+        False,
+        None,
+        [],
+    )
+    assert process.already_running("nowhere") is False
+    started = process.start(["sleep", "60"], dict(os.environ), tmp_path)
+    try:
+        with caplog.at_level(logging.INFO):
+            assert process.already_running("port 1") is True
+        assert f"sleeper           already running (pid {started.pid}) on port 1" in caplog.text
+        running = process.status("a detail")
+        assert (running.running, running.pid, running.detail) == (True, started.pid, "a detail")
+        assert running.log_path == process.log_path
+    finally:
+        process.stop(timeout_s=2)
