@@ -34,6 +34,7 @@ from diana_pipeline.io_managers.records import Record, RecordError, format_time,
 from diana_pipeline.partitions import PARTITION_KEY_FORMAT
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.store import EventStore
+from diana_pipeline.totals import latest_records
 
 # What a record needs for the analysis; the other columns of design.md §5 are optional.
 NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")
@@ -178,11 +179,8 @@ def analyze(
 ) -> tuple[list[dict[str, object]], list[Record]]:
     """One report per test (at its latest window, or `at`), and the records up to that
     window (for the P(best) history of the plot)."""
-    latest: dict[tuple[str, str, datetime], Record] = {}
-    for record in records:  # a window written twice (two files): the later record counts
-        latest[(record["test_id"], record["variant"], record["window_start"])] = record  # type: ignore[index]
     by_test: dict[str, list[Record]] = defaultdict(list)
-    for record in latest.values():
+    for record in latest_records(records):
         by_test[str(record["test_id"])].append(record)
     if only:
         unknown = sorted(set(only) - set(by_test))
