@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from diana_pipeline.analysis import summarize_test
+from diana_pipeline.analysis import in_variant_order, summarize_test
 from diana_pipeline.config import (
     CONFIG_ENV_VAR,
     ConfigError,
@@ -199,7 +199,7 @@ def analyze(
                 f"to {format_time(windows[-1])})"
             )
         threshold, minimum_sample, variant_names = _settings(config, test_id)
-        window = _in_order([r for r in rows if r["window_start"] == chosen], variant_names)
+        window = in_variant_order([r for r in rows if r["window_start"] == chosen], variant_names)
         if len(window) < 2:
             raise AnalyzeError(
                 f"test {test_id} has {len(window)} variant in the window starting "
@@ -221,12 +221,6 @@ def _settings(config: ExperimentsConfig | None, test_id: str) -> tuple[float, in
             pass
     fields = ExperimentTest.model_fields
     return fields["threshold_of_caring"].default, fields["minimum_sample"].default, []
-
-
-def _in_order(rows: list[Record], variant_names: list[str]) -> list[Record]:
-    """Configured variants first, in their order (control first); others by name."""
-    rank = {name: k for k, name in enumerate(variant_names)}
-    return sorted(rows, key=lambda r: (rank.get(str(r["variant"]), len(rank)), r["variant"]))
 
 
 def _window(text: str) -> datetime:
