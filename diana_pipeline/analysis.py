@@ -6,9 +6,11 @@ Pure functions over counts and the stats module; no Dagster, no DuckDB.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +23,8 @@ SRM_ERROR_P = 0.001
 SRM_WARN_P = 0.01
 MULTI_VARIANT_WARN_SHARE = 0.01
 ORPHAN_WARN_SHARE = 0.01
+
+R = TypeVar("R", bound=Mapping[str, object])
 
 
 def posterior_records(
@@ -43,13 +47,11 @@ def posterior_records(
         betas = test.prior.beta + np.array(
             [[r.exposures_total - r.successes_total for r in w] for w in rows], float
         )
-        best, loss = stats.prob_best_and_expected_loss(alphas, betas)
-        low, high = stats.credible_interval(alphas, betas)
-        by_test[test.test_id] = (rows, alphas, betas, best, loss, low, high)
+        by_test[test.test_id] = (rows, alphas, betas, _posterior_figures(alphas, betas))
     records: list[dict[str, object]] = []
     for t, (window_start, window_end) in enumerate(windows):
         for test in config.tests:
-            rows, alphas, betas, best, loss, low, high = by_test[test.test_id]
+            rows, alphas, betas, figures = by_test[test.test_id]
             for k, row in enumerate(rows[t]):
                 records.append(
                     {
@@ -69,14 +71,24 @@ def posterior_records(
                             if row.exposures_total
                             else 0.0
                         ),
-                        "mean": float(alphas[t, k] / (alphas[t, k] + betas[t, k])),
-                        "ci_low": float(low[t, k]),
-                        "ci_high": float(high[t, k]),
-                        "prob_best": float(best[t, k]),
-                        "expected_loss": float(loss[t, k]),
+                        **{name: float(values[t, k]) for name, values in figures.items()},
                     }
                 )
     return records
+
+
+def _posterior_figures(alphas: FloatArray, betas: FloatArray) -> dict[str, FloatArray]:
+    """The figures of a posterior record that follow from α and β, as (windows, variants)
+    arrays: the mean, the 95% credible interval, P(best) and the expected loss."""
+    best, loss = stats.prob_best_and_expected_loss(alphas, betas)
+    low, high = stats.credible_interval(alphas, betas)
+    return {
+        "mean": alphas / (alphas + betas),
+        "ci_low": low,  # type: ignore[dict-item]
+        "ci_high": high,  # type: ignore[dict-item]
+        "prob_best": best,
+        "expected_loss": loss,
+    }
 
 
 def _counts_of(counts: list[WindowCounts], test_id: str, variant: str) -> WindowCounts:
@@ -86,41 +98,52 @@ def _counts_of(counts: list[WindowCounts], test_id: str, variant: str) -> Window
     raise KeyError(f"no counts for {test_id}/{variant}")
 
 
-def _in_variant_order(test: ExperimentTest, records: list[dict[str, object]]) -> list[dict]:
-    """The test's records in the order of its configured variants (control first), whatever
-    order they were stored or read in."""
-    by_variant = {r["variant"]: r for r in records if r["test_id"] == test.test_id}
-    return [by_variant[name] for name in test.variant_names]
+def in_variant_order(records: Iterable[R], variant_names: Sequence[str]) -> list[R]:
+    """A test's records in the order of its configured variants (control first), whatever
+    order they were stored or read in; variants the configuration does not name come last,
+    by name."""
+    rank = {name: k for k, name in enumerate(variant_names)}
+    return sorted(
+        records, key=lambda r: (rank.get(str(r["variant"]), len(rank)), str(r["variant"]))
+    )
 
 
 def in_config_order(
     config: ExperimentsConfig, records: list[dict[str, object]]
 ) -> list[dict[str, object]]:
-    """Records by window, then tests and variants in their configured order."""
-    rank = {
-        (test.test_id, name): (t, v)
-        for t, test in enumerate(config.tests)
-        for v, name in enumerate(test.variant_names)
-    }
-    unknown = (len(rank), 0)
-    return sorted(
-        records,
-        key=lambda r: (r["window_start"], rank.get((r["test_id"], r["variant"]), unknown)),
-    )
+    """Records by window, then tests in their configured order (tests it does not name last,
+    by id), each test's in_variant_order."""
+    variant_names = {test.test_id: test.variant_names for test in config.tests}
+    rank = {test_id: t for t, test_id in enumerate(variant_names)}
+    groups: dict[tuple[object, int, str], list[dict[str, object]]] = defaultdict(list)
+    for record in records:
+        test_id = str(record["test_id"])
+        groups[(record["window_start"], rank.get(test_id, len(rank)), test_id)].append(record)
+    return [
+        record
+        for key in sorted(groups)  # type: ignore[type-var]
+        for record in in_variant_order(groups[key], variant_names.get(key[2], []))
+    ]
 
 
 def _by_window(
     test: ExperimentTest, records: list[dict[str, object]]
 ) -> tuple[list[object], list[list[dict[str, object]]], FloatArray, FloatArray]:
-    """The test's records by window (in window order), each window's in variant order, with
-    α and β as (windows, variants) arrays."""
+    """The test's records by window (in window order), each window's one per configured
+    variant in variant order, with α and β as (windows, variants) arrays."""
+    names = test.variant_names
     grouped: dict[object, list[dict[str, object]]] = {}
     for record in records:
-        if record["test_id"] == test.test_id:
+        # A variant no longer configured has no arm in the comparison.
+        if record["test_id"] == test.test_id and record["variant"] in names:
             grouped.setdefault(record["window_start"], []).append(record)
     starts = sorted(grouped)  # type: ignore[type-var]
-    table = [_in_variant_order(test, grouped[start]) for start in starts]
-    shape = (len(starts), len(test.variant_names))
+    table = [in_variant_order(grouped[start], names) for start in starts]
+    if any(len(row) != len(names) for row in table):
+        raise ValueError(
+            f"test {test.test_id} needs one record per variant ({', '.join(names)}) in each window"
+        )
+    shape = (len(starts), len(names))
     alphas = np.array([[r["alpha"] for r in row] for row in table], float).reshape(shape)
     betas = np.array([[r["beta"] for r in row] for row in table], float).reshape(shape)
     return starts, table, alphas, betas
@@ -144,30 +167,14 @@ def superiority_rows(
         starts, table, alphas, betas = _by_window(test, records)
         if not starts:
             continue
-        arms = range(len(test.variant_names))
-        beats = {
-            (k, j): np.atleast_1d(
-                stats.prob_superiority(alphas[:, k], betas[:, k], alphas[:, j], betas[:, j])
-            )
-            for k in arms
-            for j in arms
-            if j != k
-        }
+        compared = _compare(table, alphas, betas, test.threshold_of_caring, test.minimum_sample)
         zeros = np.zeros(len(starts))
         lifts = [(zeros, zeros)] + [
             stats.uplift_interval(alphas[:, 0], betas[:, 0], alphas[:, k], betas[:, k])
-            for k in arms[1:]
+            for k in range(1, len(test.variant_names))
         ]
         rows = rows_by_test[test.test_id] = []
-        for t, mine in enumerate(table):
-            decision = stats.decide(
-                [r["prob_best"] for r in mine],
-                [r["expected_loss"] for r in mine],
-                [r["exposures_total"] for r in mine],
-                test.threshold_of_caring,
-                test.minimum_sample,
-                names=[str(r["variant"]) for r in mine],
-            )
+        for t, (mine, (beats, decision)) in enumerate(zip(table, compared, strict=True)):
             for k, record in enumerate(mine):
                 rows.append(
                     {
@@ -176,9 +183,7 @@ def superiority_rows(
                         "window_start": record["window_start"],
                         "prob_best": record["prob_best"],
                         "expected_loss": record["expected_loss"],
-                        "prob_beats": {
-                            str(mine[j]["variant"]): float(beats[(k, j)][t]) for j in arms if j != k
-                        },
+                        "prob_beats": beats[str(record["variant"])],
                         "lift_vs_control_low": float(lifts[k][0][t]),
                         "lift_vs_control_high": float(lifts[k][1][t]),
                         "decision": decision.verdict,
@@ -187,6 +192,44 @@ def superiority_rows(
                     }
                 )
     return _window_major(config, rows_by_test)
+
+
+def _compare(
+    table: list[list[dict[str, object]]],
+    alphas: FloatArray,
+    betas: FloatArray,
+    threshold_of_caring: float,
+    minimum_sample: int,
+) -> list[tuple[dict[str, dict[str, float]], stats.Decision]]:
+    """Per window of one test: the probability that each variant beats each other (variant ->
+    other -> P) and the test's decision. `table` holds the test's posterior records by window,
+    each window's in variant order; `alphas` and `betas` are theirs as (windows, variants)
+    arrays. Every window is computed together."""
+    arms = range(alphas.shape[1])
+    beats = {
+        (k, j): np.atleast_1d(
+            stats.prob_superiority(alphas[:, k], betas[:, k], alphas[:, j], betas[:, j])
+        )
+        for k in arms
+        for j in arms
+        if j != k
+    }
+    compared = []
+    for t, mine in enumerate(table):
+        names = [str(r["variant"]) for r in mine]
+        decision = stats.decide(
+            [r["prob_best"] for r in mine],
+            [r["expected_loss"] for r in mine],
+            [r["exposures_total"] for r in mine],
+            threshold_of_caring,
+            minimum_sample,
+            names=names,
+        )
+        window_beats = {
+            names[k]: {names[j]: float(beats[(k, j)][t]) for j in arms if j != k} for k in arms
+        }
+        compared.append((window_beats, decision))
+    return compared
 
 
 def allocation_rows(
@@ -290,25 +333,19 @@ def summarize_test(
     threshold_of_caring: float,
     minimum_sample: int,
 ) -> dict[str, object]:
-    """What diana-analyze reports for one test in one window, recomputed from α and β alone:
-    per variant the mean, 95% credible interval, P(best) and expected loss; the probability
-    that each variant beats each other; the decision. `records` come in variant order and
-    need variant, window_start, alpha, beta and exposures_total."""
-    alphas = np.array([r["alpha"] for r in records], dtype=float)
-    betas = np.array([r["beta"] for r in records], dtype=float)
-    names = [str(r["variant"]) for r in records]
-    exposures = [int(r["exposures_total"]) for r in records]  # type: ignore[call-overload]
-    best, loss = stats.prob_best_and_expected_loss(alphas, betas)
-    low, high = stats.credible_interval(alphas, betas)
-    decision = stats.decide(best, loss, exposures, threshold_of_caring, minimum_sample, names=names)
-    beats = {
-        a: {
-            b: float(stats.prob_superiority(alphas[i], betas[i], alphas[j], betas[j]))
-            for j, b in enumerate(names)
-            if j != i
-        }
-        for i, a in enumerate(names)
-    }
+    """What diana-analyze reports for one test in one window, recomputed from α and β alone by
+    the code of posterior_records and superiority_rows: per variant the mean, 95% credible
+    interval, P(best) and expected loss; the probability that each variant beats each other;
+    the decision. `records` come in variant order and need variant, window_start, alpha, beta
+    and exposures_total; the figures they hold besides are not trusted."""
+    alphas = np.array([[r["alpha"] for r in records]], dtype=float)
+    betas = np.array([[r["beta"] for r in records]], dtype=float)
+    figures = _posterior_figures(alphas, betas)
+    window = [
+        {**record, **{name: float(values[0, k]) for name, values in figures.items()}}
+        for k, record in enumerate(records)
+    ]
+    [(beats, decision)] = _compare([window], alphas, betas, threshold_of_caring, minimum_sample)
     first = records[0]
     return {
         "test_id": test_id,
@@ -317,18 +354,14 @@ def summarize_test(
         "timestamp": first.get("timestamp"),
         "variants": [
             {
-                "variant": names[k],
-                "alpha": float(alphas[k]),
-                "beta": float(betas[k]),
-                "exposures": exposures[k],
-                "successes": records[k].get("successes_total"),
-                "mean": float(alphas[k] / (alphas[k] + betas[k])),
-                "ci_low": float(low[k]),
-                "ci_high": float(high[k]),
-                "prob_best": float(best[k]),
-                "expected_loss": float(loss[k]),
+                "variant": str(record["variant"]),
+                "alpha": float(alphas[0, k]),
+                "beta": float(betas[0, k]),
+                "exposures": int(record["exposures_total"]),  # type: ignore[call-overload]
+                "successes": record.get("successes_total"),
+                **{name: record[name] for name in figures},
             }
-            for k in range(len(records))
+            for k, record in enumerate(window)
         ],
         "prob_superiority": beats,
         "decision": {

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from diana_pipeline.windows import WindowGrid, aware_utc
+
 CONFIG_ENV_VAR = "DIANA_CONFIG"
 DEFAULT_CONFIG_FILE = "experiments.yaml"
 OutputSink = Literal["console", "csv", "dynamodb"]
@@ -148,7 +150,7 @@ class Partitions(_Strict):
     @field_validator("start")
     @classmethod
     def _utc(cls, start: datetime) -> datetime:
-        return start if start.tzinfo else start.replace(tzinfo=UTC)
+        return aware_utc(start)
 
     @model_validator(mode="after")
     def _start_on_a_boundary(self) -> Partitions:
@@ -162,12 +164,14 @@ class Partitions(_Strict):
             )
         return self
 
+    @property
+    def grid(self) -> WindowGrid:
+        return WindowGrid.of(self.start, self.window)
+
     def window_start(self, moment: datetime) -> datetime:
-        """The start of the window that holds `moment` (naive datetimes are UTC)."""
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        elapsed = (moment - self.start).total_seconds()
-        size = self.window.total_seconds()
-        return self.start + timedelta(seconds=(elapsed // size) * size)
+        """The start of the window that holds `moment`, as aware UTC like `start` (naive
+        datetimes are UTC)."""
+        return aware_utc(self.grid.window_start(moment))
 
     @property
     def cron_schedule(self) -> str:

@@ -25,12 +25,11 @@ their windows, and totals are running sums of the steps. The tests hold it equal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.events import to_microseconds
 
 _CUMULATIVE_SQL = """
 WITH tests(test_id, exposure_event, success_event, window_us) AS (
@@ -121,6 +120,7 @@ steps(test_id, variant, moment, exposures, successes) AS (
         FROM users WHERE s IS NOT NULL AND t2 IS NOT NULL
 )
 SELECT test_id, variant,
+    -- The window grid (WindowGrid.window_start_us) for moments from the origin on
     make_timestamp($origin + (epoch_us(moment) - $origin) // $size * $size) AS window_start,
     sum(exposures)::BIGINT, sum(successes)::BIGINT
 FROM steps GROUP BY ALL ORDER BY window_start
@@ -197,13 +197,12 @@ def window_counts(
     if not windows:
         return {}
     values, params = _tests_values(config, with_window=True)
-    origin = to_microseconds(config.partitions.start.astimezone(UTC).replace(tzinfo=None))
-    size = config.partitions.window // timedelta(microseconds=1)
+    grid = config.partitions.grid
     sql = (
         _STEPS_SQL.format(tests=values)
         .replace("$cutoff", "?")
-        .replace("$origin", str(origin))
-        .replace("$size", str(size))
+        .replace("$origin", str(grid.origin_us))
+        .replace("$size", str(grid.size_us))
     )
     steps = connection.execute(sql, [*params, max(end for _, end in windows)]).fetchall()
     keys = [(t.test_id, v) for t in config.tests for v in t.variant_names]

@@ -16,12 +16,13 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import accumulate
 
 import orjson
 
 from diana_pipeline.config import ExperimentsConfig, ExperimentTest
+from diana_pipeline.windows import aware_utc, from_microseconds, naive_utc, to_microseconds
 
 EVENT_FIELDS = ("event_id", "event_type", "test_id", "variant", "user_id", "timestamp")
 
@@ -85,23 +86,12 @@ class TimestampFormatter:
 
 MAX_FIELD_LENGTH = 256
 
-_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
 # The part of a UTC timestamp that names its second: 2026-11-21T10:15:30
 _SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", re.ASCII)
 # NUL, newlines and the other C0 controls have no business in ids and would corrupt the CSV
 # sink and logs. JSON must escape them, so only values with a backslash need the search.
 _CONTROL = re.compile("[\x00-\x1f]")
 _SECOND_CACHE_LIMIT = 100_000
-
-
-def to_microseconds(moment: datetime) -> int:
-    """A naive UTC datetime as microseconds since the epoch."""
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def from_microseconds(microseconds: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=microseconds)
 
 
 @dataclass(frozen=True)
@@ -180,17 +170,14 @@ class EventValidator:
 
     def __init__(self, config: ExperimentsConfig, now: datetime | None = None) -> None:
         self._variants = {t.test_id: set(t.variant_names) for t in config.tests}
-        self._partitions = config.partitions
+        self._grid = config.partitions.grid
         self._max_bytes = config.ingestion.max_event_bytes
-        moment = now or datetime.now(UTC)
         self._earliest = config.partitions.start
-        self._latest = moment + config.ingestion.max_clock_skew
+        self._latest = aware_utc(now or datetime.now(UTC)) + config.ingestion.max_clock_skew
         # The same checks on plain integers, for validate_into's fast path.
         self._pairs = {(t.test_id, v) for t in config.tests for v in t.variant_names}
-        self._earliest_us = to_microseconds(self._earliest.astimezone(UTC).replace(tzinfo=None))
-        self._latest_us = to_microseconds(self._latest.astimezone(UTC).replace(tzinfo=None))
-        self._window_origin_us = self._earliest_us
-        self._window_us = config.partitions.window // _MICROSECOND
+        self._earliest_us = self._grid.origin_us
+        self._latest_us = to_microseconds(naive_utc(self._latest))
         self._second_us: dict[str, int] = {}
 
     def validate_into(
@@ -241,9 +228,7 @@ class EventValidator:
                 columns.variant.append(variant)
                 columns.user_id.append(user_id)
                 columns.event_us.append(microseconds)
-                columns.window_us.append(
-                    microseconds - (microseconds - self._window_origin_us) % self._window_us
-                )
+                columns.window_us.append(self._grid.window_start_us(microseconds))
                 return None
         return self._append_validated(raw, partition, offset, columns)
 
@@ -320,7 +305,7 @@ class EventValidator:
             moment = datetime.fromisoformat(event["timestamp"])
         except ValueError:
             return f"timestamp is not ISO-8601: {event['timestamp']!r}"
-        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment = aware_utc(moment)
         if not self._earliest <= moment <= self._latest:
             return (
                 f"timestamp out of range: {event['timestamp']} (accepted from "
@@ -332,6 +317,6 @@ class EventValidator:
             test_id,
             variant,
             event["user_id"],
-            moment.replace(tzinfo=None),
-            self._partitions.window_start(moment).replace(tzinfo=None),
+            naive_utc(moment),
+            self._grid.window_start(moment),
         )

@@ -24,14 +24,15 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from diana_pipeline.events import EventColumns, to_microseconds
+from diana_pipeline.events import EventColumns
+from diana_pipeline.windows import to_microseconds, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -189,10 +190,6 @@ class WriteCounts:
         return sum(self.events_by_window.values())
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 WRITER_LOCK_WAIT_S = 30.0
 
 
@@ -325,7 +322,7 @@ class EventStore:
                 counts.duplicates,
                 counts.rejected,
                 lost,
-                _now(),
+                utc_now(),
             ],
         )
 
@@ -364,7 +361,7 @@ class EventStore:
                 {"topic": topic, "window_us": window_us},
             )
             self.connection.execute(
-                "INSERT INTO events BY NAME SELECT *, ? AS ingested_at FROM new_events", [_now()]
+                "INSERT INTO events BY NAME SELECT *, ? AS ingested_at FROM new_events", [utc_now()]
             )
             per_window = self.connection.execute(
                 "SELECT window_start, count(*) FROM new_events GROUP BY window_start"
@@ -398,7 +395,7 @@ class EventStore:
                 "INSERT OR IGNORE INTO rejected_events "
                 "SELECT topic, kafka_partition, kafka_offset, raw, reason, ? "
                 "FROM incoming_rejected RETURNING 1",
-                [_now()],
+                [utc_now()],
             ).fetchall()
         finally:
             self.connection.unregister("incoming_rejected")

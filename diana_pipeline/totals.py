@@ -6,17 +6,31 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 # (test_id, variant, "exposures" | "successes") -> users
 Totals = Counter[tuple[str, str, str]]
+
+R = TypeVar("R", bound=Mapping[str, object])
+
+
+def latest_records(records: Iterable[R]) -> list[R]:
+    """One record per test, variant and window: of a window written more than once (refreshed,
+    or kept in two files) the last one given counts. In the order each was first seen."""
+    latest: dict[tuple[object, object, object], R] = {}
+    for record in records:
+        latest[(record["test_id"], record["variant"], record["window_start"])] = record
+    return list(latest.values())
 
 
 def latest_totals(records: Iterable[Mapping[str, object]]) -> Totals:
     """Per variant, exposed and converted users at the latest window (totals are cumulative);
     a record written twice (a window refreshed) counts once: the newest timestamp wins."""
+    # A sink gives its records back in no particular order: put them in the order written.
+    written = sorted(records, key=lambda r: (r["window_start"], r["timestamp"]))  # type: ignore[index]
     newest: dict[tuple[object, object], Mapping[str, object]] = {}
-    for r in sorted(records, key=lambda r: (r["window_start"], r["timestamp"])):  # type: ignore[index]
-        newest[(r["test_id"], r["variant"])] = r
+    for record in latest_records(written):
+        newest[(record["test_id"], record["variant"])] = record
     return totals_of(newest.values())
 
 

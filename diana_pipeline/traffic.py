@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from diana_pipeline import markdown
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.events import TimestampFormatter, VariantAssigner
 from diana_pipeline.producer import Deliveries, check_topic, flush, make_producer, produce
@@ -202,17 +203,31 @@ class TrafficSummary:
         }
 
     def table(self) -> str:
-        lines = ["| test | variant | event type | events |", "|---|---|---|---:|"]
-        lines += [f"| {t} | {v} | {e} | {n:,} |" for (t, e, v), n in sorted(self.events.items())]
-        lines += [
-            "",
-            "| test | variant | exposed users | converted users | rate |",
-            "|---|---|---:|---:|---:|",
+        """The events sent, then the users the pipeline should count, as markdown tables."""
+        events = markdown.table(
+            ("test", "variant", "event type", "events"),
+            [(t, v, e, f"{n:,}") for (t, e, v), n in sorted(self.events.items())],
+            align="lllr",
+        )
+        counted = [
+            (t, v, exposed, self.converted_users[(t, v)])
+            for (t, v), exposed in sorted(self.exposed_users.items())
         ]
-        for (t, v), n in sorted(self.exposed_users.items()):
-            converted = self.converted_users[(t, v)]
-            lines.append(f"| {t} | {v} | {n:,} | {converted:,} | {converted / n if n else 0:.4f} |")
-        return "\n".join(lines)
+        users = markdown.table(
+            ("test", "variant", "exposed users", "converted users", "rate"),
+            [
+                (
+                    t,
+                    v,
+                    f"{exposed:,}",
+                    f"{converted:,}",
+                    f"{converted / exposed if exposed else 0:.4f}",
+                )
+                for t, v, exposed, converted in counted
+            ],
+            align="llrrr",
+        )
+        return f"{events}\n\n{users}"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Time and windows, said once: Diana keeps every moment as a naive UTC datetime, and a
-window is [start, start + size) on the grid of experiments.yaml's `partitions`."""
+"""Time and windows, said once: Diana keeps every moment as a naive UTC datetime (or as
+microseconds since the epoch, in the event columns), and a window is [start, start + size) on
+the grid of experiments.yaml's `partitions`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,44 @@ def aware_utc(moment: datetime) -> datetime:
 def utc_now() -> datetime:
     """Now, as naive UTC (the form every table and record holds)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_microseconds(moment: datetime) -> int:
+    """A naive UTC datetime as microseconds since the epoch."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_microseconds(microseconds: int) -> datetime:
+    """Microseconds since the epoch as a naive UTC datetime."""
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """Windows of one size back to back, one of them starting at the origin: the partitions
+    of experiments.yaml. Kept in microseconds since the epoch, the form the ingestion's fast
+    path and the SQL work in."""
+
+    origin_us: int
+    size_us: int
+
+    @classmethod
+    def of(cls, origin: datetime, size: timedelta) -> WindowGrid:
+        """The grid of windows of `size` through `origin` (a naive origin is UTC)."""
+        return cls(to_microseconds(naive_utc(origin)), size // _MICROSECOND)
+
+    def window_start_us(self, moment_us: int) -> int:
+        """The start of the window that holds `moment_us`, both in microseconds."""
+        # Python's % floors, so moments before the origin fall in the windows before it.
+        return moment_us - (moment_us - self.origin_us) % self.size_us
+
+    def window_start(self, moment: datetime) -> datetime:
+        """The start of the window that holds `moment`, as naive UTC (naive input is UTC)."""
+        return from_microseconds(self.window_start_us(to_microseconds(naive_utc(moment))))
 
 
 class TimeWindowLike(Protocol):

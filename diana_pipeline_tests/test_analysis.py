@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from diana_pipeline import stats
-from diana_pipeline.analysis import allocation_rows, posterior_records, superiority_rows
+from diana_pipeline.analysis import (
+    allocation_rows,
+    in_config_order,
+    in_variant_order,
+    posterior_records,
+    summarize_test,
+    superiority_rows,
+)
 from diana_pipeline.config import parse_config
 from diana_pipeline.counting import WindowCounts
 
@@ -86,3 +93,37 @@ tests:
             for row in build(config, [r for r in together if r["window_start"] == start])
         ]
         assert build(config, list(reversed(together))) == each
+
+
+def test_variants_not_configured_follow_the_configured_ones_by_name() -> None:
+    rows = [{"variant": name} for name in ("b-extra", "treatment", "a-extra", "zcontrol")]
+    ordered = in_variant_order(rows, CONFIG.test("t").variant_names)
+    assert [r["variant"] for r in ordered] == ["zcontrol", "treatment", "a-extra", "b-extra"]
+    assert [r["variant"] for r in in_variant_order(rows, [])] == sorted(r["variant"] for r in rows)
+
+
+def test_config_order_is_by_window_then_test_then_variant() -> None:
+    later = [{**r, "window_start": END} for r in records()]
+    shuffled = sorted([*later, *records()], key=lambda r: (str(r["variant"]), r["window_start"]))
+    ordered = in_config_order(CONFIG, shuffled)
+    assert [(r["window_start"], r["variant"]) for r in ordered] == [
+        (START, "zcontrol"), (START, "treatment"), (END, "zcontrol"), (END, "treatment")
+    ]  # fmt: skip
+
+
+def test_the_report_of_a_window_agrees_with_the_assets_rows() -> None:
+    """diana-analyze's summary (from α and β alone) and the assets' records and superiority
+    rows are one computation."""
+    stored = records()
+    wrong = [{**r, "prob_best": 0.5, "expected_loss": 0.0, "mean": 0.0} for r in stored]
+    report = summarize_test("t", wrong, threshold_of_caring=0.001, minimum_sample=10)
+    rows = superiority_rows(CONFIG, stored)
+    for variant, record, row in zip(report["variants"], stored, rows, strict=True):
+        assert variant["variant"] == record["variant"] == row["variant"]
+        for key in ("mean", "ci_low", "ci_high", "prob_best", "expected_loss"):
+            assert variant[key] == record[key], key
+        assert report["prob_superiority"][variant["variant"]] == row["prob_beats"]
+    assert report["decision"] == {
+        "verdict": rows[0]["decision"], "winner": rows[0]["winner"], "reason": rows[0]["reason"]
+    }  # fmt: skip
+    assert report["decision"]["winner"] == "treatment"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from diana_pipeline.analysis import summarize_test
+from diana_pipeline.analysis import in_variant_order, summarize_test
 from diana_pipeline.config import (
     CONFIG_ENV_VAR,
     ConfigError,
@@ -34,6 +34,7 @@ from diana_pipeline.io_managers.records import Record, RecordError, format_time,
 from diana_pipeline.partitions import PARTITION_KEY_FORMAT
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.store import EventStore
+from diana_pipeline.totals import latest_records
 
 # What a record needs for the analysis; the other columns of design.md §5 are optional.
 NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")
@@ -178,11 +179,8 @@ def analyze(
 ) -> tuple[list[dict[str, object]], list[Record]]:
     """One report per test (at its latest window, or `at`), and the records up to that
     window (for the P(best) history of the plot)."""
-    latest: dict[tuple[str, str, datetime], Record] = {}
-    for record in records:  # a window written twice (two files): the later record counts
-        latest[(record["test_id"], record["variant"], record["window_start"])] = record  # type: ignore[index]
     by_test: dict[str, list[Record]] = defaultdict(list)
-    for record in latest.values():
+    for record in latest_records(records):
         by_test[str(record["test_id"])].append(record)
     if only:
         unknown = sorted(set(only) - set(by_test))
@@ -201,7 +199,7 @@ def analyze(
                 f"to {format_time(windows[-1])})"
             )
         threshold, minimum_sample, variant_names = _settings(config, test_id)
-        window = _in_order([r for r in rows if r["window_start"] == chosen], variant_names)
+        window = in_variant_order([r for r in rows if r["window_start"] == chosen], variant_names)
         if len(window) < 2:
             raise AnalyzeError(
                 f"test {test_id} has {len(window)} variant in the window starting "
@@ -223,12 +221,6 @@ def _settings(config: ExperimentsConfig | None, test_id: str) -> tuple[float, in
             pass
     fields = ExperimentTest.model_fields
     return fields["threshold_of_caring"].default, fields["minimum_sample"].default, []
-
-
-def _in_order(rows: list[Record], variant_names: list[str]) -> list[Record]:
-    """Configured variants first, in their order (control first); others by name."""
-    rank = {name: k for k, name in enumerate(variant_names)}
-    return sorted(rows, key=lambda r: (rank.get(str(r["variant"]), len(rank)), r["variant"]))
 
 
 def _window(text: str) -> datetime:
