@@ -25,8 +25,8 @@ from dagster import DagsterInstance
 
 from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
-from diana_pipeline.io_managers.csv import PosteriorCsvFiles
-from diana_pipeline.io_managers.records import RecordError
+from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
+from diana_pipeline.sinks.records import RecordError
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 

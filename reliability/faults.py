@@ -34,12 +34,12 @@ import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from diana_pipeline.config import ExperimentsConfig, load_config
-from diana_pipeline.io_managers.dynamodb import PosteriorTable
-from diana_pipeline.io_managers.records import Record, decode, record_key, to_json
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack, StackSettings
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.run_health import PIDS_TAG
+from diana_pipeline.sinks.dynamodb_table import PosteriorTable
+from diana_pipeline.sinks.records import Record, decode, record_key, to_json
 from diana_pipeline.store import EventStore
 from diana_pipeline.totals import expected_totals, latest_totals
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec

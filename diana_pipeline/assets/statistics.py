@@ -40,18 +40,13 @@ from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import WindowCounts, quality, window_counts
 from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.plots import posterior_figure
-from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.store import EventStore
+from diana_pipeline.resources import EventStoreResource, ExperimentsResource
 
 INCREMENTS = AssetKey("variant_increments")
 POSTERIORS = AssetKey("posteriors")
 SUPERIORITY = AssetKey("superiority")
 ALLOCATION = AssetKey("allocation")
 STATISTICS = [INCREMENTS, POSTERIORS, SUPERIORITY, ALLOCATION]
-# Counting keeps a hash table per user: without a limit DuckDB's memory grows with the events
-# counted (one process peaked at 430 MB for 1M events, 3.1 GB for 10M). With this limit it
-# spills and stays flat (375 MB, 416 MB), for 1.5-2x the time (docs/reliability.md, Load).
-COUNTING_MEMORY_LIMIT = "256MB"
 
 # Refresh a window when its upstream window changed (or is about to, in the same tick) since
 # it was last refreshed or requested, in any window, late ones included; never twice at once.
@@ -89,6 +84,7 @@ def _now() -> datetime:
 def _from_posteriors(
     context,
     config: ExperimentsConfig,
+    event_store: EventStoreResource,
     table: str,
     build_rows: Callable[[ExperimentsConfig, list[dict]], list[dict]],
     columns: list[str],
@@ -98,7 +94,7 @@ def _from_posteriors(
     once); the latest window's rows go into the metadata."""
     windows = run_windows(context, config.partitions)
     starts = [start for start, _ in windows]
-    with EventStore.open(config.infrastructure.duckdb.path) as store:
+    with event_store.open() as store:
         rows = build_rows(config, store.read_windows("posteriors", starts))
         store.replace_windows(table, starts, [stored(row) for row in rows])
     latest = [row for row in rows if row["window_start"] == starts[-1]]
@@ -131,12 +127,13 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "(exposures_inc, successes_inc) and totals to the window's end, by the counting rules.",
         **common,
     )
-    def variant_increments(context, experiments: ExperimentsResource) -> MaterializeResult:
+    def variant_increments(
+        context, experiments: ExperimentsResource, event_store: EventStoreResource
+    ) -> MaterializeResult:
         settings = experiments.load()
         windows = run_windows(context, settings.partitions)
         rows: list[dict] = []
-        path = settings.infrastructure.duckdb.path
-        with EventStore.open(path, memory_limit=COUNTING_MEMORY_LIMIT) as store:
+        with event_store.open() as store:
             counts = window_counts(store.connection, settings, windows)
             for start, end in windows:
                 rows += [
@@ -189,10 +186,12 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "(alpha, beta, totals, rate, mean, 95% credible interval, P(best), expected loss).",
         **common,
     )
-    def posteriors(context, experiments: ExperimentsResource) -> MaterializeResult:
+    def posteriors(
+        context, experiments: ExperimentsResource, event_store: EventStoreResource
+    ) -> MaterializeResult:
         settings = experiments.load()
         windows = run_windows(context, settings.partitions)
-        with EventStore.open(settings.infrastructure.duckdb.path) as store:
+        with event_store.open() as store:
             counts: dict[datetime, list[WindowCounts]] = {start: [] for start, _ in windows}
             for row in store.read_windows("variant_increments", list(counts)):
                 counts[row["window_start"]].append(
@@ -243,12 +242,15 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "control with its 95% interval, and the decision with its reason.",
         **common,
     )
-    def superiority(context, experiments: ExperimentsResource) -> MaterializeResult:
+    def superiority(
+        context, experiments: ExperimentsResource, event_store: EventStoreResource
+    ) -> MaterializeResult:
         columns = ["test_id", "variant", "prob_best", "expected_loss", "lift_vs_control_low",
                    "lift_vs_control_high", "decision", "reason"]  # fmt: skip
         return _from_posteriors(
             context,
             experiments.load(),
+            event_store,
             "superiority",
             superiority_rows,
             columns,
@@ -264,9 +266,13 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "the next window (P(best) with a floor per variant).",
         **common,
     )
-    def allocation(context, experiments: ExperimentsResource) -> MaterializeResult:
+    def allocation(
+        context, experiments: ExperimentsResource, event_store: EventStoreResource
+    ) -> MaterializeResult:
         columns = ["test_id", "variant", "configured_allocation", "recommended_allocation"]
-        return _from_posteriors(context, experiments.load(), "allocation", allocation_rows, columns)
+        return _from_posteriors(
+            context, experiments.load(), event_store, "allocation", allocation_rows, columns
+        )
 
     published = build_published_posteriors(config, POSTERIORS, common)
     selection = AssetSelection.assets(*STATISTICS, PUBLISHED)

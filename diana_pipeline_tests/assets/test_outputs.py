@@ -17,11 +17,11 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import ExperimentsConfig, load_config
-from diana_pipeline.io_managers.console import PREFIX
-from diana_pipeline.io_managers.csv import PosteriorCsvFiles
-from diana_pipeline.io_managers.dynamodb import PosteriorTable
-from diana_pipeline.io_managers.records import decode
 from diana_pipeline.resources import pipeline_resources
+from diana_pipeline.sinks.console_log import PREFIX
+from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
+from diana_pipeline.sinks.dynamodb_table import PosteriorTable
+from diana_pipeline.sinks.records import decode
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.conftest import REPO_ROOT, free_port
 from diana_pipeline_tests.kafka_helpers import KafkaForTests

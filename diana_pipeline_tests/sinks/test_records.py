@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from diana_pipeline.io_managers.records import (
+from diana_pipeline.sinks.records import (
     POSTERIOR_FIELDS,
     RecordError,
     decode,
@@ -19,7 +19,7 @@ from diana_pipeline.io_managers.records import (
     to_cells,
     to_json,
 )
-from diana_pipeline_tests.io_managers.records_for_tests import make_records
+from diana_pipeline_tests.sinks.records_for_tests import make_records
 
 START = datetime(2026, 11, 21, 10)
 

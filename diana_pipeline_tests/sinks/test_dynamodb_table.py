@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import boto3
 import pytest
 
-from diana_pipeline.io_managers.dynamodb import (
+from diana_pipeline.sinks.dynamodb_table import (
     PARTITION_KEY,
     SORT_KEY,
     DynamoDBError,
@@ -20,7 +20,7 @@ from diana_pipeline.io_managers.dynamodb import (
 )
 from diana_pipeline.windows import WindowSpan
 from diana_pipeline_tests.conftest import free_port
-from diana_pipeline_tests.io_managers.records_for_tests import make_records
+from diana_pipeline_tests.sinks.records_for_tests import make_records
 
 pytestmark = pytest.mark.servers
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from diana_pipeline.io_managers.csv import PosteriorCsvFiles, file_name, read_csv_file
-from diana_pipeline.io_managers.records import RecordError
+from diana_pipeline.sinks.csv_files import PosteriorCsvFiles, file_name, read_csv_file
+from diana_pipeline.sinks.records import RecordError
 from diana_pipeline.windows import WindowSpan
-from diana_pipeline_tests.io_managers.records_for_tests import make_records
+from diana_pipeline_tests.sinks.records_for_tests import make_records
 
 DAY = datetime(2026, 11, 21)
 HOUR = timedelta(hours=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from diana_pipeline.io_managers.records import Record
+from diana_pipeline.sinks.records import Record
 
 
 def make_records(

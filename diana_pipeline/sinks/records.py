@@ -1,5 +1,5 @@
 """The posterior record of design.md §5 as text: the field list, one JSON line, CSV cells, and
-the way back with errors that name the field. Shared by every sink, the Kafka topic and
+the way back with errors that name the field. Shared by every sink (the Kafka topic too) and
 diana-analyze, so each writes and reads the same thing.
 
 In memory a record is a dict: strings, naive UTC datetimes, ints and floats. As text,
