@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Protocol
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -18,7 +19,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.store import OffsetRange
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,18 @@ class KafkaUnavailableError(RuntimeError):
     """Kafka cannot be reached, or the topic does not exist; the message says which."""
 
 
-def make_consumer(config: ExperimentsConfig, group: str | None = None) -> Consumer:
-    """A consumer of the configured group (or `group`) that stores and commits no offsets by
+class KafkaEndpoint(Protocol):
+    """The brokers, events topic and consumer group: the `kafka` resource in Dagster, or
+    experiments.yaml's `infrastructure.kafka` outside it (benchmarks, scenarios, tests)."""
+
+    bootstrap_servers: str
+    topic: str
+    consumer_group: str
+
+
+def make_consumer(kafka: KafkaEndpoint, group: str | None = None) -> Consumer:
+    """A consumer of the endpoint's group (or `group`) that stores and commits no offsets by
     itself: runs assign() their ranges and commit after storing."""
-    kafka = config.infrastructure.kafka
     return Consumer(
         {
             "bootstrap.servers": kafka.bootstrap_servers,

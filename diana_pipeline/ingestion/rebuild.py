@@ -14,12 +14,14 @@ from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.ingestion.kafka_client import (
     METADATA_TIMEOUT_S,
+    KafkaEndpoint,
     make_consumer,
     produced_time,
     read_range,
     watermarks,
 )
-from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
+from diana_pipeline.ingestion.runs import OpenStore, settings_store
+from diana_pipeline.store import OffsetRange, WriteCounts
 from diana_pipeline.windows import aware_utc, naive_utc
 
 
@@ -32,17 +34,24 @@ class RebuildResult:
 
 
 def rebuild_window(
-    config: ExperimentsConfig, window_start: datetime, window_end: datetime
+    config: ExperimentsConfig,
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    kafka: KafkaEndpoint | None = None,
+    open_store: OpenStore | None = None,
 ) -> RebuildResult:
     """Re-read from Kafka the messages that may belong to the window and store any of its
-    events that are missing (insert-or-ignore: running it twice changes nothing)."""
-    kafka = config.infrastructure.kafka
+    events that are missing (insert-or-ignore: running it twice changes nothing). `kafka` and
+    `open_store` as for ingest()."""
+    kafka = kafka if kafka is not None else config.infrastructure.kafka
+    open_store = open_store if open_store is not None else settings_store(config)
     validator = EventValidator(config)
     skew, lateness = config.ingestion.max_clock_skew, config.ingestion.max_lateness
     scan_from = _epoch_ms(window_start - skew)
     scan_to = _epoch_ms(window_end + lateness)
     target = naive_utc(window_start)
-    consumer = make_consumer(config, group=f"diana-rebuild-{uuid.uuid4().hex[:8]}")
+    consumer = make_consumer(kafka, group=f"diana-rebuild-{uuid.uuid4().hex[:8]}")
     counts = WriteCounts()
     scanned = 0
     oldest: datetime | None = None
@@ -55,7 +64,7 @@ def rebuild_window(
         ends = consumer.offsets_for_times(
             [TopicPartition(kafka.topic, p, scan_to) for p in marks], timeout=METADATA_TIMEOUT_S
         )
-        with EventStore.open(config.infrastructure.duckdb.path) as store, store.transaction():
+        with open_store() as store, store.transaction():
             for begin, finish in zip(starts, ends, strict=True):
                 low, high = marks[begin.partition]
                 first = begin.offset if begin.offset >= 0 else high

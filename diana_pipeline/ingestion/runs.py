@@ -16,13 +16,17 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 from confluent_kafka import Consumer
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.ingestion.kafka_client import (
+    KafkaEndpoint,
     commit_offsets,
     make_consumer,
     read_range,
@@ -38,6 +42,19 @@ CHUNK = 50_000  # messages stored per transaction (with their ledger row)
 INGEST_MEMORY_LIMIT = "128MB"
 
 
+class OpenStore(Protocol):
+    """Opens the event store for writing, at `memory_limit` or the opener's own default:
+    EventStoreResource.open in Dagster, settings_store(config) outside it."""
+
+    def __call__(self, memory_limit: str | None = None) -> AbstractContextManager[EventStore]: ...
+
+
+def settings_store(config: ExperimentsConfig) -> OpenStore:
+    """The store of experiments.yaml's `infrastructure.duckdb.path`, for callers outside
+    Dagster (benchmarks, scenarios, tests)."""
+    return partial(EventStore.open, config.infrastructure.duckdb.path)
+
+
 @dataclass
 class IngestResult:
     """What a run stored, for the materialisation metadata."""
@@ -51,19 +68,26 @@ class IngestResult:
 
 
 def ingest(
-    config: ExperimentsConfig, ranges: list[OffsetRange], run_id: str | None = None
+    config: ExperimentsConfig,
+    ranges: list[OffsetRange],
+    run_id: str | None = None,
+    *,
+    kafka: KafkaEndpoint | None = None,
+    open_store: OpenStore | None = None,
 ) -> IngestResult:
-    """Store every range not yet in the ledger, each in one transaction with its ledger row."""
+    """Store every range not yet in the ledger, each in one transaction with its ledger row.
+    Reads from `kafka` into `open_store`'s store (the run's resources); without them, from
+    and into what experiments.yaml's `infrastructure` says."""
     started = time.monotonic()
-    topic = config.infrastructure.kafka.topic
+    kafka = kafka if kafka is not None else config.infrastructure.kafka
+    open_store = open_store if open_store is not None else settings_store(config)
+    topic = kafka.topic
     validator = EventValidator(config)
     result = IngestResult()
-    consumer = make_consumer(config)
+    consumer = make_consumer(kafka)
     try:
         marks = watermarks(consumer, topic)
-        with EventStore.open(
-            config.infrastructure.duckdb.path, memory_limit=INGEST_MEMORY_LIMIT
-        ) as store:
+        with open_store(memory_limit=INGEST_MEMORY_LIMIT) as store:
             for offset_range in ranges:
                 missing = store.uncovered(topic, offset_range)
                 if not missing:

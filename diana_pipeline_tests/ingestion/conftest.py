@@ -22,7 +22,7 @@ def produce(config: ExperimentsConfig, count: int, seed: int, noise: NoiseRates 
 
 
 def all_ranges(config: ExperimentsConfig, max_batch: int = 10**9) -> list[list[OffsetRange]]:
-    consumer = make_consumer(config)
+    consumer = make_consumer(config.infrastructure.kafka)
     try:
         marks = watermarks(consumer, config.infrastructure.kafka.topic)
     finally:

@@ -9,10 +9,10 @@ import duckdb
 import pytest
 from dagster import materialize
 
-from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.ingestion import ingest
 from diana_pipeline.partitions import partition_key
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
 from diana_pipeline_tests.kafka_helpers import REPO_ROOT
 
@@ -35,7 +35,7 @@ def test_rebuilding_a_window_from_kafka_gives_the_same_rows(
         live_rows = con.execute(query, [window]).fetchall()
 
     def backfill(store: Path) -> list:
-        resource = ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml"))
+        experiments = REPO_ROOT / "experiments.yaml"
         from diana_pipeline.definitions import events
 
         env = {
@@ -45,9 +45,8 @@ def test_rebuilding_a_window_from_kafka_gives_the_same_rows(
         with pytest.MonkeyPatch.context() as patch:
             for key, value in {**_kafka_env(config), **env}.items():
                 patch.setenv(key, value)
-            result = materialize(
-                [events], partition_key=partition_key(window), resources={"experiments": resource}
-            )
+            resources = pipeline_resources(load_config(experiments), experiments)
+            result = materialize([events], partition_key=partition_key(window), resources=resources)
         assert result.success
         with duckdb.connect(str(store), read_only=True) as con:
             return con.execute(query, [window]).fetchall()
