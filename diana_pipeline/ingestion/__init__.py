@@ -8,14 +8,12 @@ from diana_pipeline.ingestion.kafka_client import (
     watermarks,
 )
 from diana_pipeline.ingestion.planning import plan_runs, run_key
-from diana_pipeline.ingestion.rebuild import RebuildResult, rebuild_window
-from diana_pipeline.ingestion.runs import INGEST_MEMORY_LIMIT, IngestResult, ingest
+from diana_pipeline.ingestion.rebuild import rebuild_window
+from diana_pipeline.ingestion.runs import IngestResult, ingest
 
 __all__ = [
-    "INGEST_MEMORY_LIMIT",
     "IngestResult",
     "KafkaUnavailableError",
-    "RebuildResult",
     "ingest",
     "make_consumer",
     "plan_runs",
