@@ -135,7 +135,7 @@ def child() -> int:
     """Plan one run over every offset of the topic, as the sensor would with an unlimited
     micro-batch, and ingest it with the real code."""
     config = load_config(REPO_ROOT / "experiments.yaml")
-    consumer = make_consumer(config)
+    consumer = make_consumer(config.infrastructure.kafka)
     try:
         marks = watermarks(consumer, config.infrastructure.kafka.topic)
     finally:

@@ -25,9 +25,9 @@ from pydantic import Field
 from diana_pipeline.assets.ingestion import EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS
-from diana_pipeline.config import ConfigError
+from diana_pipeline.config import ConfigError, ExperimentsConfig
 from diana_pipeline.producer import ProducerError
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import ExperimentsResource, KafkaResource
 from diana_pipeline.traffic import NoiseRates, TrafficError, TrafficRun, TrafficSummary, build_spec
 
 PROGRESS_LOG_INTERVAL_S = 5.0
@@ -62,10 +62,13 @@ class TrafficConfig(Config):
 
 @op(description="Send synthetic exposure and success events to the events topic.")
 def send_traffic(
-    context: OpExecutionContext, config: TrafficConfig, experiments: ExperimentsResource
+    context: OpExecutionContext,
+    config: TrafficConfig,
+    experiments: ExperimentsResource,
+    kafka: KafkaResource,
 ) -> Output[dict]:
     try:
-        settings = experiments.load()
+        settings = _sending_to(kafka, experiments.load())
         spec = build_spec(
             settings,
             config.success_probabilities,
@@ -117,6 +120,12 @@ def send_traffic(
             metadata=metadata,
         )
     return Output(summary.as_dict(), metadata=metadata)
+
+
+def _sending_to(kafka: KafkaResource, settings: ExperimentsConfig) -> ExperimentsConfig:
+    """`settings` with the kafka resource's brokers and topic, which TrafficRun sends to."""
+    infrastructure = settings.infrastructure.model_copy(update={"kafka": kafka.settings()})
+    return settings.model_copy(update={"infrastructure": infrastructure})
 
 
 @job(description="Synthetic traffic into Kafka, for demos and pipeline tests.")

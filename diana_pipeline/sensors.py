@@ -25,14 +25,13 @@ from dagster._core.storage.tags import (
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.ingestion import (
     KafkaUnavailableError,
-    make_consumer,
     plan_runs,
     produced_span,
     run_key,
     watermarks,
 )
 from diana_pipeline.partitions import window_range
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import ExperimentsResource, KafkaResource
 from diana_pipeline.run_health import (
     RESUMES_TAG,
     fail_dead_runs,
@@ -58,7 +57,9 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
         "partition; nothing is committed to Kafka before the data is stored. The offsets of "
         "an ingestion run that gave up (retries ran out, or terminated) are requested again.",
     )
-    def kafka_events_sensor(context: SensorEvaluationContext, experiments: ExperimentsResource):
+    def kafka_events_sensor(
+        context: SensorEvaluationContext, experiments: ExperimentsResource, kafka: KafkaResource
+    ):
         settings = experiments.load()
         for run_id in fail_dead_runs(context.instance):
             context.log.warning(f"run {run_id} lost its process; failed it for a retry")
@@ -76,9 +77,9 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
             context.log.warning(f"run {run.run_id} gave up before storing its offsets; "
                                 "requesting them again")  # fmt: skip
             resumes.append(resume_request(run))
-        topic = settings.infrastructure.kafka.topic
+        topic = kafka.topic
         cursor = {int(p): o for p, o in json.loads(context.cursor or "{}").items()}
-        consumer = make_consumer(settings)
+        consumer = kafka.consumer()
         try:
             try:
                 marks = watermarks(consumer, topic)

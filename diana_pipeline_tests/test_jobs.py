@@ -116,7 +116,7 @@ def test_one_ingestion_run_stores_a_batch_and_refreshes_its_windows(
     with DagsterInstance.ephemeral() as instance:
         before = evaluate_automation_conditions(definitions, instance)
         sensor = build_kafka_sensor(config, INGEST_JOB)
-        resources = {"experiments": definitions.resources["experiments"]}
+        resources = {key: definitions.resources[key] for key in ("experiments", "kafka")}
         with build_sensor_context(instance=instance, resources=resources) as context:
             result = sensor(context)
         [request] = result.run_requests

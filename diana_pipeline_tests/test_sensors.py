@@ -30,7 +30,7 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 from diana_pipeline import run_health
 from diana_pipeline.config import load_config
 from diana_pipeline.jobs import INGEST_JOB
-from diana_pipeline.resources import ExperimentsResource
+from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.run_health import (
     HOST_TAG,
     PIDS_TAG,
@@ -57,9 +57,7 @@ def tick(env: dict[str, str], instance: DagsterInstance, cursor: str | None = No
             patch.setenv(key, value)
         config = load_config(REPO_ROOT / "experiments.yaml")
         sensor = build_kafka_sensor(config, INGEST_JOB)
-        resources = {
-            "experiments": ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml"))
-        }
+        resources = pipeline_resources(config, REPO_ROOT / "experiments.yaml")
         with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
             return sensor(context)
 

@@ -205,7 +205,7 @@ def run_hostile(kafka: KafkaForTests, store: Path, bad: int, good: int, seed: in
         time.sleep(pause)
     assert producer.flush(60) == 0, "bad messages not delivered"
     traffic.join()
-    consumer = make_consumer(config)
+    consumer = make_consumer(config.infrastructure.kafka)
     try:
         marks = watermarks(consumer, topic)
     finally:

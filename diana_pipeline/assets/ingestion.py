@@ -2,7 +2,7 @@
 the offset ranges of a micro-batch to ingest; materialised without ranges (a backfill, the
 UI), it rebuilds its windows from what Kafka still holds."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from dagster import (
     AssetKey,
@@ -25,8 +25,9 @@ from diana_pipeline.ingestion import (
     rebuild_window,
 )
 from diana_pipeline.partitions import partition_key, run_windows, window_partitions
-from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.store import EventStore, OffsetRange
+from diana_pipeline.resources import EventStoreResource, ExperimentsResource, KafkaResource
+from diana_pipeline.store import OffsetRange
+from diana_pipeline.windows import aware_utc
 
 EVENTS = AssetKey("events")
 DUCKDB_POOL = "duckdb"
@@ -68,26 +69,39 @@ def build_events(config: ExperimentsConfig) -> AssetsDefinition:
         "offset ranges rebuilds it from Kafka.",
     )
     def events(
-        context, config: EventsConfig, experiments: ExperimentsResource
+        context,
+        config: EventsConfig,
+        experiments: ExperimentsResource,
+        kafka: KafkaResource,
+        event_store: EventStoreResource,
     ) -> MaterializeResult:
         settings = experiments.load()
         windows = run_windows(context, settings.partitions)
         if config.ranges:
             ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
-            return _ingest(context, settings, ranges, [start for start, _ in windows])
-        return _rebuild(context, settings, windows)
+            return _ingest(
+                context, settings, kafka, event_store, ranges, [start for start, _ in windows]
+            )
+        return _rebuild(context, settings, kafka, event_store, windows)
 
     return events
 
 
 def _ingest(
-    context, settings: ExperimentsConfig, ranges: list[OffsetRange], windows: list[datetime]
+    context,
+    settings: ExperimentsConfig,
+    kafka: KafkaResource,
+    event_store: EventStoreResource,
+    ranges: list[OffsetRange],
+    windows: list[datetime],
 ) -> MaterializeResult:
     try:
-        result = ingest(settings, ranges, run_id=context.run.run_id)
+        result = ingest(
+            settings, ranges, run_id=context.run.run_id, kafka=kafka, open_store=event_store.open
+        )
     except KafkaUnavailableError as exc:
         raise Failure(description=str(exc)) from None
-    context.log.info(_summary(settings, result))
+    context.log.info(_summary(kafka.topic, result))
     # Events of windows outside this run's (late or early ones): reported as materialisations
     # of their windows, so that the statistics automation refreshes those windows as well.
     for window, count in sorted(result.counts.events_by_window.items()):
@@ -113,12 +127,22 @@ def _ingest(
 
 
 def _rebuild(
-    context, settings: ExperimentsConfig, windows: list[tuple[datetime, datetime]]
+    context,
+    settings: ExperimentsConfig,
+    kafka: KafkaResource,
+    event_store: EventStoreResource,
+    windows: list[tuple[datetime, datetime]],
 ) -> MaterializeResult:
     added = rejected = scanned = 0
     for start, end in windows:
         try:
-            rebuilt = rebuild_window(settings, start.replace(tzinfo=UTC), end.replace(tzinfo=UTC))
+            rebuilt = rebuild_window(
+                settings,
+                aware_utc(start),
+                aware_utc(end),
+                kafka=kafka,
+                open_store=event_store.open,
+            )
         except KafkaUnavailableError as exc:
             raise Failure(description=f"cannot rebuild {partition_key(start)}: {exc}") from None
         if not rebuilt.complete:
@@ -130,7 +154,7 @@ def _rebuild(
         added += rebuilt.counts.events
         rejected += rebuilt.counts.rejected
         scanned += rebuilt.scanned
-    with EventStore.open(settings.infrastructure.duckdb.path) as store:
+    with event_store.open() as store:
         total = sum(store.count_events(start) for start, _ in windows)
     return MaterializeResult(
         metadata={
@@ -142,10 +166,10 @@ def _rebuild(
     )
 
 
-def _summary(config: ExperimentsConfig, result: IngestResult) -> str:
+def _summary(topic: str, result: IngestResult) -> str:
     counts = result.counts
     return (
-        f"{config.infrastructure.kafka.topic}: ingested {len(result.ranges)} range(s) "
+        f"{topic}: ingested {len(result.ranges)} range(s) "
         f"({', '.join(map(str, result.ranges)) or 'none'}), skipped {len(result.skipped)} "
         f"already stored; {counts.events:,} events in {len(counts.events_by_window)} window(s), "
         f"{counts.duplicates:,} duplicates, {counts.rejected:,} rejected, {result.lost:,} lost; "

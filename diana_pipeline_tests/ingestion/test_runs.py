@@ -1,5 +1,6 @@
-"""Ingestion against a real broker: exact counts with noise, replays change nothing, every
-partition drained, the sensor's planning, and rebuilding a window from Kafka."""
+"""Ingestion runs against a real broker: exact counts with noise, fields that look like SQL
+stored as data, replays change nothing, and a run killed between chunks is finished by its
+retry."""
 
 from __future__ import annotations
 
@@ -11,35 +12,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import materialize
 
-from diana_pipeline import ingestion
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
-from diana_pipeline.partitions import partition_key
+from diana_pipeline.ingestion import ingest, kafka_client, runs
 from diana_pipeline.producer import make_producer
-from diana_pipeline.resources import ExperimentsResource
-from diana_pipeline.store import EventStore, OffsetRange
-from diana_pipeline.traffic import NoiseRates, TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
+from diana_pipeline.store import EventStore
+from diana_pipeline.traffic import NoiseRates
+from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
 
 pytestmark = pytest.mark.servers
-
-
-def produce(config: ExperimentsConfig, count: int, seed: int, noise: NoiseRates | None = None):
-    spec = build_spec(
-        config, {"control": 0.35, "treatment": 0.55}, eps=None, count=count, seed=seed, noise=noise
-    )
-    return TrafficRun(config, spec).run()
-
-
-def all_ranges(config: ExperimentsConfig, max_batch: int = 10**9) -> list[list[OffsetRange]]:
-    consumer = make_consumer(config)
-    try:
-        marks = watermarks(consumer, config.infrastructure.kafka.topic)
-    finally:
-        consumer.close()
-    return plan_runs(marks, {}, max_batch, 1000)[0]
 
 
 def snapshot(path: Path) -> tuple:
@@ -52,15 +33,6 @@ def snapshot(path: Path) -> tuple:
                 ("ingested_ranges", "ingested_at"),
             ]
         )
-
-
-@pytest.fixture
-def setup(kafka: KafkaForTests, tmp_path: Path) -> tuple[ExperimentsConfig, Path]:
-    topic = kafka.new_topic(partitions=3)
-    env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb")}
-    from diana_pipeline.config import load_config
-
-    return load_config(REPO_ROOT / "experiments.yaml", env=env), tmp_path / "events.duckdb"
 
 
 def test_noisy_traffic_lands_exactly(setup: tuple[ExperimentsConfig, Path]) -> None:
@@ -166,8 +138,8 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
     config, path = setup
     sent = produce(config, 3_000, seed=5)
     [ranges] = all_ranges(config)
-    monkeypatch.setattr(ingestion, "CHUNK", 400)
-    monkeypatch.setattr(ingestion, "CONSUME_BATCH", 100)
+    monkeypatch.setattr(runs, "CHUNK", 400)
+    monkeypatch.setattr(kafka_client, "CONSUME_BATCH", 100)
     real_record_range = EventStore.record_range
     chunks_stored = []
 
@@ -203,72 +175,3 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
         assert all(a[1] == b[0] for a, b in pairwise(mine))
     again = ingest(config, ranges, run_id="again")
     assert again.skipped == ranges and again.counts.events == 0
-
-
-def test_rebuilding_a_window_from_kafka_gives_the_same_rows(
-    setup: tuple[ExperimentsConfig, Path], tmp_path: Path
-) -> None:
-    config, path = setup
-    produce(config, 4000, seed=13)
-    [ranges] = all_ranges(config)
-    live = ingest(config, ranges, run_id="live")
-    [window] = list(live.counts.events_by_window)[:1]
-    query = (
-        "SELECT event_id, user_id, variant, event_type, event_time FROM events "
-        "WHERE window_start = ? ORDER BY 1"
-    )
-    with duckdb.connect(str(path), read_only=True) as con:
-        live_rows = con.execute(query, [window]).fetchall()
-
-    def backfill(store: Path) -> list:
-        resource = ExperimentsResource(config_file=str(REPO_ROOT / "experiments.yaml"))
-        from diana_pipeline.definitions import events
-
-        env = {
-            "DIANA_KAFKA_TOPIC": config.infrastructure.kafka.topic,
-            "DIANA_DUCKDB_PATH": str(store),
-        }
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in {**_kafka_env(config), **env}.items():
-                patch.setenv(key, value)
-            result = materialize(
-                [events], partition_key=partition_key(window), resources={"experiments": resource}
-            )
-        assert result.success
-        with duckdb.connect(str(store), read_only=True) as con:
-            return con.execute(query, [window]).fetchall()
-
-    # Over the live store: nothing changes. Into an empty store: the same rows come back.
-    assert backfill(path) == live_rows
-    assert backfill(tmp_path / "rebuilt.duckdb") == live_rows
-
-
-def _kafka_env(config: ExperimentsConfig) -> dict[str, str]:
-    return {"DIANA_KAFKA_BOOTSTRAP_SERVERS": config.infrastructure.kafka.bootstrap_servers}
-
-
-# ---- planning (pure) ---------------------------------------------------------------------------
-
-
-def test_plan_runs_caps_batches_and_advances_the_cursor() -> None:
-    marks = {0: (0, 250), 1: (100, 130), 2: (0, 0)}
-    runs, cursor = plan_runs(marks, {0: 50}, max_batch=100, max_runs=10)
-    assert runs == [
-        [OffsetRange(0, 50, 150)],
-        [OffsetRange(0, 150, 250)],
-        [OffsetRange(1, 100, 130)],
-    ]
-    assert cursor == {0: 250, 1: 130, 2: 0}
-    assert plan_runs(marks, cursor, 100, 10) == ([], cursor)
-
-
-def test_plan_runs_respects_the_run_limit() -> None:
-    runs, cursor = plan_runs({0: (0, 1000)}, {}, max_batch=100, max_runs=3)
-    assert [r[0].start for r in runs] == [0, 100, 200]
-    assert cursor == {0: 300}
-    runs, _ = plan_runs({0: (0, 10), 1: (0, 10)}, {}, max_batch=100, max_runs=5)
-    assert runs == [[OffsetRange(0, 0, 10), OffsetRange(1, 0, 10)]]
-
-
-def test_partition_keys_match_the_window() -> None:
-    assert partition_key(datetime(2026, 11, 21, 10, 0)) == "2026-11-21-10:00"

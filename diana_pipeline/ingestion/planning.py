@@ -1,0 +1,36 @@
+"""What the Kafka sensor asks for: the new offsets of each partition, cut into runs of at most
+a micro-batch each, and the run key that makes each request unique."""
+
+from __future__ import annotations
+
+from diana_pipeline.store import OffsetRange
+
+
+def plan_runs(
+    marks: dict[int, tuple[int, int]], cursor: dict[int, int], max_batch: int, max_runs: int
+) -> tuple[list[list[OffsetRange]], dict[int, int]]:
+    """Split the offsets between the cursor and the end of each partition into runs of at
+    most `max_batch` messages. Returns the runs and the cursor after them. A partition the
+    cursor has never seen starts at its low watermark (everything Kafka still holds)."""
+    position = {p: cursor.get(p, low) for p, (low, _) in marks.items()}
+    runs: list[list[OffsetRange]] = []
+    current: list[OffsetRange] = []
+    room = max_batch
+    for partition, (_, high) in sorted(marks.items()):
+        while position[partition] < high:
+            if len(runs) == max_runs:
+                return runs, {**cursor, **position}
+            take = min(high - position[partition], room)
+            current.append(OffsetRange(partition, position[partition], position[partition] + take))
+            position[partition] += take
+            room -= take
+            if room == 0:
+                runs.append(current)
+                current, room = [], max_batch
+    if current and len(runs) < max_runs:
+        runs.append(current)
+    return runs, {**cursor, **position}
+
+
+def run_key(topic: str, ranges: list[OffsetRange]) -> str:
+    return f"{topic}/" + ",".join(str(r) for r in ranges)

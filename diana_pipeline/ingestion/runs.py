@@ -1,0 +1,177 @@
+"""Kafka → DuckDB, exactly once: the ingestion run that the Kafka sensor requests, which the
+`events` asset performs.
+
+An ingestion run owns a set of offset ranges. It reads exactly those offsets (assign(),
+never a subscription) that the ledger does not cover yet, validates every message and stores
+them a chunk at a time: each chunk's events, rejections and its ledger row (the chunk's
+offsets) go in one DuckDB transaction. A run killed mid-range leaves whole chunks behind,
+and its retry reads only the offsets that no chunk covers. Chunks keep a run's memory flat
+however large its range. Only after storing does it commit the consumer group's offsets,
+which exist for lag tools only: the sensor's cursor and the ledger are what make ingestion
+exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+from confluent_kafka import Consumer
+
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.events import EventColumns, EventValidator
+from diana_pipeline.ingestion.kafka_client import (
+    KafkaEndpoint,
+    commit_offsets,
+    make_consumer,
+    read_range,
+    watermarks,
+)
+from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
+
+log = logging.getLogger(__name__)
+
+CHUNK = 50_000  # messages stored per transaction (with their ledger row)
+# DuckDB otherwise caches up to 80% of RAM; a run's writes need a chunk and one window's keys
+# (more spills to disk), and a run's memory stays flat however long the table grows.
+INGEST_MEMORY_LIMIT = "128MB"
+
+
+class OpenStore(Protocol):
+    """Opens the event store for writing, at `memory_limit` or the opener's own default:
+    EventStoreResource.open in Dagster, settings_store(config) outside it."""
+
+    def __call__(self, memory_limit: str | None = None) -> AbstractContextManager[EventStore]: ...
+
+
+def settings_store(config: ExperimentsConfig) -> OpenStore:
+    """The store of experiments.yaml's `infrastructure.duckdb.path`, for callers outside
+    Dagster (benchmarks, scenarios, tests)."""
+    return partial(EventStore.open, config.infrastructure.duckdb.path)
+
+
+@dataclass
+class IngestResult:
+    """What a run stored, for the materialisation metadata."""
+
+    counts: WriteCounts = field(default_factory=WriteCounts)
+    ranges: list[OffsetRange] = field(default_factory=list)  # newly ingested
+    skipped: list[OffsetRange] = field(default_factory=list)  # already in the ledger
+    lost: int = 0
+    lag: dict[int, int] = field(default_factory=dict)  # per partition, after the run
+    seconds: float = 0.0
+
+
+def ingest(
+    config: ExperimentsConfig,
+    ranges: list[OffsetRange],
+    run_id: str | None = None,
+    *,
+    kafka: KafkaEndpoint | None = None,
+    open_store: OpenStore | None = None,
+) -> IngestResult:
+    """Store every range not yet in the ledger, each in one transaction with its ledger row.
+    Reads from `kafka` into `open_store`'s store (the run's resources); without them, from
+    and into what experiments.yaml's `infrastructure` says."""
+    started = time.monotonic()
+    kafka = kafka if kafka is not None else config.infrastructure.kafka
+    open_store = open_store if open_store is not None else settings_store(config)
+    topic = kafka.topic
+    validator = EventValidator(config)
+    result = IngestResult()
+    consumer = make_consumer(kafka)
+    try:
+        marks = watermarks(consumer, topic)
+        with open_store(memory_limit=INGEST_MEMORY_LIMIT) as store:
+            for offset_range in ranges:
+                missing = store.uncovered(topic, offset_range)
+                if not missing:
+                    result.skipped.append(offset_range)
+                    continue
+                low = marks.get(offset_range.partition, (0, 0))[0]
+                for gap in missing:
+                    _store_range(store, consumer, topic, gap, low, validator, run_id, result)
+                result.ranges.append(offset_range)
+            stored_up_to = store.ingested_end(topic)
+        commit_offsets(consumer, topic, ranges)
+        for partition, (low, high) in watermarks(consumer, topic).items():
+            result.lag[partition] = max(0, high - max(low, stored_up_to.get(partition, 0)))
+    finally:
+        consumer.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _store_range(
+    store: EventStore,
+    consumer: Consumer,
+    topic: str,
+    offset_range: OffsetRange,
+    low_watermark: int,
+    validator: EventValidator,
+    run_id: str | None,
+    result: IngestResult,
+) -> None:
+    """Read, validate and store the range, one transaction per chunk of about CHUNK
+    messages; each chunk's ledger row covers its offsets, the last one up to the range's
+    end (offsets that Kafka no longer holds are counted as lost).
+
+    A writer thread stores one chunk while this thread reads and validates the next (DuckDB
+    works without the GIL); at most one chunk waits, so memory stays at two chunks."""
+    partition = offset_range.partition
+    validate_into = validator.validate_into
+    chunk_start = offset_range.start
+    columns = EventColumns()
+    rejected: list[tuple[int, int, bytes | None, str]] = []
+
+    def store_chunk(
+        chunk: OffsetRange,
+        columns: EventColumns,
+        rejected: list[tuple[int, int, bytes | None, str]],
+    ) -> None:
+        counts = WriteCounts()
+        lost = chunk.size - len(columns) - len(rejected)
+        with store.transaction():
+            store.add_events(topic, columns, counts)
+            store.add_rejected(topic, rejected, counts)
+            store.record_range(topic, chunk, run_id, counts, lost)
+        _merge(result.counts, counts)
+        result.lost += lost
+        if lost:
+            log.warning("%s[%s]: %d offsets no longer in Kafka", topic, chunk, lost)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer") as writer:
+        writing: Future[None] | None = None
+
+        def hand_over(chunk_end: int) -> None:
+            nonlocal writing
+            if writing is not None:
+                writing.result()  # the previous chunk is stored (or its error raised here)
+            chunk = OffsetRange(partition, chunk_start, chunk_end)
+            writing = writer.submit(store_chunk, chunk, columns, rejected)
+
+        for messages in read_range(consumer, topic, offset_range, low_watermark):
+            for message in messages:
+                value, offset = message.value(), message.offset()
+                reason = validate_into(value, partition, offset, columns)
+                if reason is not None:
+                    rejected.append((partition, offset, value, reason))
+            if len(columns) + len(rejected) >= CHUNK:
+                chunk_end = messages[-1].offset() + 1
+                hand_over(chunk_end)
+                chunk_start, columns, rejected = chunk_end, EventColumns(), []
+        if chunk_start < offset_range.end:
+            hand_over(offset_range.end)
+        if writing is not None:
+            writing.result()
+
+
+def _merge(total: WriteCounts, part: WriteCounts) -> None:
+    total.events_by_window.update(part.events_by_window)
+    total.duplicates += part.duplicates
+    total.rejected += part.rejected
