@@ -31,10 +31,10 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import load_config
 from diana_pipeline.counting import cumulative_counts, window_counts
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
-from diana_pipeline_tests.conftest import REPO_ROOT
 
 TARGET = 3.0
 

@@ -25,10 +25,11 @@ from dagster import DagsterInstance
 
 from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.io_managers.csv import PosteriorCsvFiles
 from diana_pipeline.io_managers.records import RecordError
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 
 P95_TARGET_S = 15.0
 POLL_S = 0.5

@@ -27,9 +27,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 
 SHARE_OF_RAW_TARGET = 0.5
 OVER_PER_EVENT_TARGET = 10.0

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from benchmarks.stats_benchmark import machine, replace_section
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.producer import Deliveries, flush, make_producer, produce
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import KafkaForTests, private_stack
 
 TARGET = 50_000
 

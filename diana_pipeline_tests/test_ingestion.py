@@ -15,13 +15,14 @@ from dagster import materialize
 
 from diana_pipeline import ingestion
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.producer import make_producer
 from diana_pipeline.resources import ExperimentsResource
 from diana_pipeline.store import EventStore, OffsetRange
 from diana_pipeline.traffic import NoiseRates, TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
 pytestmark = pytest.mark.servers
 

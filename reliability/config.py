@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline_tests.test_config import BAD_CASES, shipped_raw
 from reliability.report import write_section
 

@@ -34,6 +34,9 @@ import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.io_managers.dynamodb import PosteriorTable
 from diana_pipeline.io_managers.records import Record, decode, record_key, to_json
 from diana_pipeline.jobs import INGEST_JOB
@@ -43,7 +46,6 @@ from diana_pipeline.run_health import PIDS_TAG
 from diana_pipeline.store import EventStore
 from diana_pipeline.totals import expected_totals, latest_totals
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 from reliability.report import write_section
 
 OUTPUT_TOPIC = "posteriors-faults"

@@ -25,11 +25,13 @@ from pathlib import Path
 
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.counting import cumulative_counts
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
 from diana_pipeline.producer import make_producer
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 from reliability.report import write_section
 
 

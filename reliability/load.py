@@ -24,12 +24,13 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack
 from diana_pipeline.run_health import PIDS_TAG, RUN_TAG
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 from reliability.faults import idle, wait_for
 from reliability.report import write_section
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from benchmarks.stats_benchmark import machine, replace_section
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT
+from diana_pipeline.harness.paths import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs" / "reliability.md"
 
