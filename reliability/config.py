@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from diana_pipeline.harness.bad_configs import BAD_CASES, shipped_raw
 from diana_pipeline.harness.paths import REPO_ROOT
-from diana_pipeline_tests.test_config import BAD_CASES, shipped_raw
 from reliability.report import write_section
 
 BIN = Path(sys.executable).parent
