@@ -394,7 +394,7 @@ def verify(
 
 def render(result: FaultsResult) -> str:
     happened = table(
-        ["at", "what happened"], [(f"{at:.1f} s", what) for at, what in result.faults], "rl"
+        ["at", "what happened"], [(f"{at:.1f} s", what) for at, what in result.faults], align="rl"
     )
     checks = table(
         ["check", "expected", "found", ""],

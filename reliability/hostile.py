@@ -253,8 +253,8 @@ def render(result: HostileResult) -> str:
         )
     return "\n\n".join(
         [
-            table(["kind", "sent", "rejected with its reason", "a reason"], kinds, "lrrl"),
-            table(["", "expected", "found"], totals, "lrr"),
+            table(["kind", "sent", "rejected with its reason", "a reason"], kinds, align="lrrl"),
+            table(["", "expected", "found"], totals, align="lrr"),
         ]
     )
 
