@@ -26,15 +26,16 @@ from unittest.mock import patch
 import duckdb
 from dagster import DagsterEventType, DagsterInstance, materialize
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import load_config
 from diana_pipeline.counting import cumulative_counts, window_counts
+from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.markdown import table
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
-from diana_pipeline_tests.conftest import REPO_ROOT
 
 TARGET = 3.0
 
@@ -101,29 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         with patch.dict(os.environ, env):
             figures = measure(Path(home), args.events, args.days)
-    table, rebuild, group_by = render(figures)
-    print(table)
+    times, rebuild, group_by = render(figures)
+    print(times)
     if not args.no_write:
-        replace_section(
+        write_section(
+            BENCHMARKS_PAGE,
             "backfill-benchmark",
-            "\n".join(
-                [
-                    "## Backfill: rebuilding history in one run",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    f"Command: `python -m benchmarks.backfill_benchmark --events {args.events} "
-                    f"--days {args.days}`",
-                    "",
-                    f"{figures['events']:,} events ({args.events // 2:,} users, an exposure each "
-                    f"and a click or a second exposure) over {args.days} days of hourly windows "
-                    f"({figures['windows']} partitions), written straight into a DuckDB store. "
-                    "Diana's time is one in-process run of the statistics job over every window "
-                    f"({figures['materialized']:,} asset materialisations, {figures['rows']:,} CSV "
-                    f"records). Target: ≤ {TARGET:.0f}× the GROUP BY.",
-                    "",
-                    table,
-                ]
-            ),
+            "Backfill: rebuilding history in one run",
+            f"python -m benchmarks.backfill_benchmark --events {args.events} --days {args.days}",
+            f"{figures['events']:,} events ({args.events // 2:,} users, an exposure each "
+            f"and a click or a second exposure) over {args.days} days of hourly windows "
+            f"({figures['windows']} partitions), written straight into a DuckDB store. "
+            "Diana's time is one in-process run of the statistics job over every window "
+            f"({figures['materialized']:,} asset materialisations, {figures['rows']:,} CSV "
+            f"records). Target: ≤ {TARGET:.0f}× the GROUP BY.",
+            times,
         )
     return 0 if rebuild <= TARGET * group_by else 1
 
@@ -237,23 +230,40 @@ def step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
 
 def render(f: dict[str, float]) -> tuple[str, float, float]:
     group_by = f["group_by"]
-    lines = [
-        "| what | time (s) | × the GROUP BY |",
-        "|---|---:|---:|",
-        f"| plain DuckDB GROUP BY (window, test, variant, type: events and users) | "
-        f"{group_by:.2f} | 1.0 |",
-        f"| Diana: the statistics job, one run over every window, CSV sink | "
-        f"{f['rebuild']:.2f} | {f['rebuild'] / group_by:.1f} |",
-        f"| of which Diana's steps (counting, statistics, DuckDB writes, CSV sink) | "
-        f"{f['steps']:.2f} | {f['steps'] / group_by:.1f} |",
-        f"| of which Dagster's run bookkeeping (run creation, an event per asset and window) | "
-        f"{f['rebuild'] - f['steps']:.2f} | {(f['rebuild'] - f['steps']) / group_by:.1f} |",
-        f"| counting step alone: one pass over the range | {f['one_pass']:.2f} | "
-        f"{f['one_pass'] / group_by:.1f} |",
-        f"| counting step the old way: two cutoff queries per window (scaled from 24) | "
-        f"{f['per_window']:.1f} | {f['per_window'] / group_by:.0f} |",
+    rebuild, steps = f["rebuild"], f["steps"]
+    rows = [
+        (
+            "plain DuckDB GROUP BY (window, test, variant, type: events and users)",
+            f"{group_by:.2f}",
+            "1.0",
+        ),
+        (
+            "Diana: the statistics job, one run over every window, CSV sink",
+            f"{rebuild:.2f}",
+            f"{rebuild / group_by:.1f}",
+        ),
+        (
+            "of which Diana's steps (counting, statistics, DuckDB writes, CSV sink)",
+            f"{steps:.2f}",
+            f"{steps / group_by:.1f}",
+        ),
+        (
+            "of which Dagster's run bookkeeping (run creation, an event per asset and window)",
+            f"{rebuild - steps:.2f}",
+            f"{(rebuild - steps) / group_by:.1f}",
+        ),
+        (
+            "counting step alone: one pass over the range",
+            f"{f['one_pass']:.2f}",
+            f"{f['one_pass'] / group_by:.1f}",
+        ),
+        (
+            "counting step the old way: two cutoff queries per window (scaled from 24)",
+            f"{f['per_window']:.1f}",
+            f"{f['per_window'] / group_by:.0f}",
+        ),
     ]
-    return "\n".join(lines), f["rebuild"], group_by
+    return table(["what", "time (s)", "× the GROUP BY"], rows, align="lrr"), rebuild, group_by
 
 
 if __name__ == "__main__":

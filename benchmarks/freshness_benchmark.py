@@ -23,12 +23,14 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
+from diana_pipeline.markdown import table
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.records import RecordError
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 
 P95_TARGET_S = 15.0
 POLL_S = 0.5
@@ -57,16 +59,19 @@ def run_figures(dagster_home: Path) -> str:
             by_job.setdefault(record.dagster_run.job_name, []).append(
                 (record.start_time - created, record.end_time - record.start_time)
             )
-    lines = [
-        "| job | runs | created → started (median) | started → finished (median) |",
-        "|---|---:|---:|---:|",
-    ]
-    for job, spans in sorted(by_job.items()):
-        lines.append(
-            f"| {job} | {len(spans)} | {statistics.median(w for w, _ in spans):.1f} s "
-            f"| {statistics.median(d for _, d in spans):.1f} s |"
-        )
-    return "\n".join(lines)
+    return table(
+        ["job", "runs", "created → started (median)", "started → finished (median)"],
+        [
+            (
+                job,
+                len(spans),
+                f"{statistics.median(w for w, _ in spans):.1f} s",
+                f"{statistics.median(d for _, d in spans):.1f} s",
+            )
+            for job, spans in sorted(by_job.items())
+        ],
+        align="lrrr",
+    )
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -131,43 +136,41 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         lags.append(reached - moment)
     p50, p95, worst = percentile(lags, 0.5), percentile(lags, 0.95), max(lags)
-    table = "\n".join(
+    lag_table = table(
+        ["rate", "duration", "events", "p50", "p95", "max", "mean"],
         [
-            "| rate | duration | events | p50 | p95 | max | mean |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {args.eps:g}/s | {args.duration:g} s | {summary.sent:,} | {p50:.1f} s "
-            f"| {p95:.1f} s | {worst:.1f} s | {statistics.fmean(lags):.1f} s |",
-        ]
+            (
+                f"{args.eps:g}/s",
+                f"{args.duration:g} s",
+                f"{summary.sent:,}",
+                f"{p50:.1f} s",
+                f"{p95:.1f} s",
+                f"{worst:.1f} s",
+                f"{statistics.fmean(lags):.1f} s",
+            )
+        ],
+        align="rrrrrrr",
     )
-    print(table)
+    print(lag_table)
     print(runs)
     if not args.no_write:
-        replace_section(
+        write_section(
+            BENCHMARKS_PAGE,
             "freshness-benchmark",
-            "\n".join(
-                [
-                    "## Freshness: event to posterior in the sink",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    "Command: `python -m benchmarks.freshness_benchmark "
-                    f"--eps {args.eps:g} --duration {args.duration:g}`",
-                    "",
-                    "The daemon runs the Kafka sensor, the ingestion runs, the statistics "
-                    "automation and the CSV sink on its own; the lag of each half-second of "
-                    "traffic is when the sink first counts its users. "
-                    f"Target p95 ≤ {P95_TARGET_S:g} s.",
-                    "",
-                    table,
-                    "",
-                    "Where the time goes, from the runs' own records (median per run): a run "
-                    "waits in the queue and for its process to start and load the code, then "
-                    "works. An event waits for the sensor's tick and one ingestion run, which "
-                    "stores it and then refreshes its window's statistics and sink; other runs "
-                    "are the automation's (late windows) and the schedule's.",
-                    "",
-                    runs,
-                ]
-            ),
+            "Freshness: event to posterior in the sink",
+            f"python -m benchmarks.freshness_benchmark --eps {args.eps:g} "
+            f"--duration {args.duration:g}",
+            "The daemon runs the Kafka sensor, the ingestion runs, the statistics "
+            "automation and the CSV sink on its own; the lag of each half-second of "
+            "traffic is when the sink first counts its users. "
+            f"Target p95 ≤ {P95_TARGET_S:g} s.",
+            lag_table,
+            "Where the time goes, from the runs' own records (median per run): a run "
+            "waits in the queue and for its process to start and load the code, then "
+            "works. An event waits for the sensor's tick and one ingestion run, which "
+            "stores it and then refreshes its window's statistics and sink; other runs "
+            "are the automation's (late windows) and the schedule's.",
+            runs,
         )
     return 0 if p95 <= P95_TARGET_S else 1
 

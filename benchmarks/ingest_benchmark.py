@@ -25,11 +25,14 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from benchmarks.stats_benchmark import machine, replace_section
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
+from diana_pipeline.markdown import table
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
 
 SHARE_OF_RAW_TARGET = 0.5
 OVER_PER_EVENT_TARGET = 10.0
@@ -189,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     "peak_mb": diana["peak_mb"],
                 }
             )
-    table = render(rows)
-    print(table)
+    figures = render(rows)
+    print(figures)
     first = rows[0]
     met = (
         first["diana"] >= SHARE_OF_RAW_TARGET * first["raw"]
@@ -198,45 +201,50 @@ def main(argv: list[str] | None = None) -> int:
         and all(r["peak_mb"] < RSS_TARGET_MB for r in rows)
     )
     if not args.no_write:
-        write_docs(table, args.sizes)
+        write_docs(figures, args.sizes)
     return 0 if met else 1
 
 
-def write_docs(table: str, sizes: str) -> None:
-    replace_section(
+def write_docs(figures: str, sizes: str) -> None:
+    write_section(
+        BENCHMARKS_PAGE,
         "ingest-benchmark",
-        "\n".join(
-            [
-                "## Ingest: Kafka to DuckDB",
-                "",
-                f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                f"Command: `python -m benchmarks.ingest_benchmark --sizes {sizes}`",
-                "",
-                "A backlog of traffic_job events on a 3-partition topic of a local broker. "
-                "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
-                "(validation, DuckDB insert, ledger, per-window counts) in a child process; "
-                "its peak RSS is that process's (VmHWM). Targets: ≥ 50% of the bare consumer, "
-                "≥ 10× the per-event consumer, peak RSS < 500 MB and flat.",
-                "",
-                table,
-            ]
-        ),
+        "Ingest: Kafka to DuckDB",
+        f"python -m benchmarks.ingest_benchmark --sizes {sizes}",
+        "A backlog of traffic_job events on a 3-partition topic of a local broker. "
+        "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
+        "(validation, DuckDB insert, ledger, per-window counts) in a child process; "
+        "its peak RSS is that process's (VmHWM). Targets: ≥ 50% of the bare consumer, "
+        "≥ 10× the per-event consumer, peak RSS < 500 MB and flat.",
+        figures,
     )
 
 
 def render(rows: list[dict[str, float]]) -> str:
-    lines = [
-        "| backlog | bare consumer (limit) | per-event consumer | Diana ingest | Diana / bare "
-        "| Diana / per-event | Diana peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['size']:,} | {r['raw']:,.0f}/s | {r['per_event']:,.0f}/s | "
-            f"{r['diana']:,.0f}/s | {r['diana'] / r['raw']:.0%} | "
-            f"{r['diana'] / r['per_event']:.1f}× | {r['peak_mb']:,.0f} MB |"
-        )
-    return "\n".join(lines)
+    return table(
+        [
+            "backlog",
+            "bare consumer (limit)",
+            "per-event consumer",
+            "Diana ingest",
+            "Diana / bare",
+            "Diana / per-event",
+            "Diana peak RSS",
+        ],
+        [
+            (
+                f"{r['size']:,}",
+                f"{r['raw']:,.0f}/s",
+                f"{r['per_event']:,.0f}/s",
+                f"{r['diana']:,.0f}/s",
+                f"{r['diana'] / r['raw']:.0%}",
+                f"{r['diana'] / r['per_event']:.1f}×",
+                f"{r['peak_mb']:,.0f} MB",
+            )
+            for r in rows
+        ],
+        align="rrrrrrr",
+    )
 
 
 if __name__ == "__main__":

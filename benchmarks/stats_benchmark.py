@@ -14,26 +14,21 @@ and reports wall time and the maximum absolute error against high-precision refe
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
-import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import scipy
 
 from diana_pipeline import stats
+from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
 from diana_pipeline.harness.stats_references import quad_expected_loss, quad_prob_best
+from diana_pipeline.markdown import table
 
 ARMS = 4
 DRAWS = 20_000
 PRIOR = 0.5  # bayesian-testing's default prior, Beta(0.5, 0.5), used by all three methods
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 @dataclass
@@ -154,35 +149,27 @@ def benchmark(count: int, reference_sample: int, seed: int) -> list[Result]:
     return results
 
 
-def table(results: list[Result]) -> str:
-    lines = [
-        "| tests × arms | method | time (s) | × vs numpy MC "
-        "| max abs error P(best) | max abs error expected loss |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for result in results:
+def render(results: list[Result]) -> str:
+    def row(result: Result) -> tuple[str, ...]:
         baseline = next(r for r in results if r.tests == result.tests and "numpy" in r.method)
-        lines.append(
-            f"| {result.tests:,} × {ARMS} | {result.method} | {result.seconds:.2f} | "
-            f"{baseline.seconds / result.seconds:.1f} | {result.best_error:.1e} "
-            f"| {result.loss_error:.1e} |"
+        return (
+            f"{result.tests:,} × {ARMS}",
+            result.method,
+            f"{result.seconds:.2f}",
+            f"{baseline.seconds / result.seconds:.1f}",
+            f"{result.best_error:.1e}",
+            f"{result.loss_error:.1e}",
         )
-    return "\n".join(lines)
 
-
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{model}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"numpy {np.__version__}, scipy {scipy.__version__}"
-    )
+    header = [
+        "tests × arms",
+        "method",
+        "time (s)",
+        "× vs numpy MC",
+        "max abs error P(best)",
+        "max abs error expected loss",
+    ]
+    return table(header, [row(result) for result in results], align="llrrrr")
 
 
 DESCRIPTION = (
@@ -195,43 +182,16 @@ DESCRIPTION = (
 )
 
 
-def replace_section(name: str, body: str, path: Path | None = None) -> None:
-    """Write one benchmark's section of docs/benchmarks.md (or of `path`), keeping the
-    others."""
-    docs = path or DOCS
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    section = f"{start}\n{body}\n{end}"
-    docs.parent.mkdir(exist_ok=True)
-    text = (
-        docs.read_text()
-        if docs.exists()
-        else "# Benchmarks\n\nEvery figure comes with its baseline, measured in the same run.\n"
-    )
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    docs.write_text(text)
-
-
 def write_docs(results: list[Result], command: str, reference_sample: int) -> None:
-    replace_section(
+    write_section(
+        BENCHMARKS_PAGE,
         "stats-benchmark",
-        "\n".join(
-            [
-                "## Statistics: P(best) + expected loss",
-                "",
-                f"Measured {dt.date.today().isoformat()} on {machine()}.",
-                f"Command: `{command}`",
-                "",
-                DESCRIPTION.format(
-                    arms=ARMS, sample=reference_sample, repeat_s=REPEAT_BELOW_S, repeats=REPEATS
-                ),
-                "",
-                table(results),
-            ]
+        "Statistics: P(best) + expected loss",
+        command,
+        DESCRIPTION.format(
+            arms=ARMS, sample=reference_sample, repeat_s=REPEAT_BELOW_S, repeats=REPEATS
         ),
+        render(results),
     )
 
 
@@ -246,18 +206,20 @@ def main(argv: list[str] | None = None) -> int:
         "--reference-sample", type=int, default=100, help="tests checked against references"
     )
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--no-write", action="store_true", help=f"do not update {DOCS.name}")
+    parser.add_argument(
+        "--no-write", action="store_true", help=f"do not update {BENCHMARKS_PAGE.path.name}"
+    )
     args = parser.parse_args(argv)
     results: list[Result] = []
     for count in args.sizes:
         results += benchmark(count, args.reference_sample, args.seed)
-    print(table(results))
+    print(render(results))
     if not args.no_write:
         command = "python -m benchmarks.stats_benchmark " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
         write_docs(results, command.strip(), args.reference_sample)
-        print(f"written to {DOCS}")
+        print(f"written to {BENCHMARKS_PAGE.path}")
     return 0
 
 

@@ -11,24 +11,19 @@ this command starts and stops.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.stats_benchmark import machine, replace_section
+from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.stack import private_stack
+from diana_pipeline.markdown import table
 from diana_pipeline.producer import Deliveries, flush, make_producer, produce
 from diana_pipeline.traffic import TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import KafkaForTests, private_stack
 
 TARGET = 50_000
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def bare_producer(bootstrap: str, topic: str, payloads: list[bytes]) -> float:
@@ -78,38 +73,36 @@ def main(argv: list[str] | None = None) -> int:
             )
     diana, bare = max(diana_rates), max(bare_rates)
     size = sum(len(p) for p in payloads) / len(payloads)
-    table = "\n".join(
+    rates = table(
+        ["producer", "events/s (best of runs)", "share of the bare producer"],
         [
-            "| producer | events/s (best of runs) | share of the bare producer |",
-            "|---|---:|---:|",
-            f"| bare confluent-kafka producer, ready-made messages (the limit) "
-            f"| {bare:,.0f} | 100% |",
-            f"| Diana traffic engine, unthrottled (target ≥ {TARGET:,}) "
-            f"| {diana:,.0f} | {diana / bare:.0%} |",
-        ]
-    )
-    print(table)
-    if not args.no_write:
-        replace_section(
-            "traffic-benchmark",
-            "\n".join(
-                [
-                    "## Traffic: unthrottled producer rate",
-                    "",
-                    f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
-                    "Command: `python -m benchmarks.traffic_benchmark "
-                    f"--events {args.events} --runs {args.runs}`",
-                    "",
-                    f"{args.events:,} messages of {size:.0f} bytes on average to a 3-partition "
-                    "topic of a local single-node broker; same producer settings (idempotent, "
-                    "lz4, batched), "
-                    "every message delivered before the clock stops. Best of "
-                    f"{args.runs} runs each: Diana {', '.join(f'{r:,.0f}' for r in diana_rates)}; "
-                    f"bare {', '.join(f'{r:,.0f}' for r in bare_rates)}.",
-                    "",
-                    table,
-                ]
+            (
+                "bare confluent-kafka producer, ready-made messages (the limit)",
+                f"{bare:,.0f}",
+                "100%",
             ),
+            (
+                f"Diana traffic engine, unthrottled (target ≥ {TARGET:,})",
+                f"{diana:,.0f}",
+                f"{diana / bare:.0%}",
+            ),
+        ],
+        align="lrr",
+    )
+    print(rates)
+    if not args.no_write:
+        write_section(
+            BENCHMARKS_PAGE,
+            "traffic-benchmark",
+            "Traffic: unthrottled producer rate",
+            f"python -m benchmarks.traffic_benchmark --events {args.events} --runs {args.runs}",
+            f"{args.events:,} messages of {size:.0f} bytes on average to a 3-partition "
+            "topic of a local single-node broker; same producer settings (idempotent, "
+            "lz4, batched), "
+            "every message delivered before the clock stops. Best of "
+            f"{args.runs} runs each: Diana {', '.join(f'{r:,.0f}' for r in diana_rates)}; "
+            f"bare {', '.join(f'{r:,.0f}' for r in bare_rates)}.",
+            rates,
         )
     return 0 if diana >= TARGET else 1
 

@@ -1,5 +1,6 @@
-"""Shared test helpers: the repository root, free loopback ports, the pipeline's definitions
-for a configuration, and a real Kafka broker and DynamoDB Local for the whole session."""
+"""Shared test helpers: running a console script, the pipeline's definitions for a
+configuration, and a real Kafka broker and DynamoDB Local for the whole session (what the
+benchmarks and the reliability suite share with the tests is in diana_pipeline.harness)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,11 @@ from dagster import Definitions
 from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT, SHIPPED_CONFIG
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.jobs import ingest_job
 from diana_pipeline.resources import pipeline_resources
-from diana_pipeline_tests.kafka_helpers import (  # noqa: F401 (free_port: for the tests)
-    KafkaForTests,
-    free_port,
-    private_stack,
-)
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_command(
@@ -48,7 +45,7 @@ def pipeline_definitions(config: ExperimentsConfig, config_file: Path | None = N
     return Definitions(
         assets=[build_events(config), *assets],
         jobs=[ingest_job],
-        resources=pipeline_resources(config, config_file or REPO_ROOT / "experiments.yaml"),
+        resources=pipeline_resources(config, config_file or SHIPPED_CONFIG),
     )
 
 

@@ -19,8 +19,8 @@ from diana_pipeline.counting import (
     window_counts,
 )
 from diana_pipeline.events import EventColumns, ValidEvent
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.store import EventStore, WriteCounts
-from diana_pipeline_tests.conftest import REPO_ROOT
 
 TEST = "button-color-test"
 SHOW, CLICK = "ButtonDisplayed", "ButtonClicked"

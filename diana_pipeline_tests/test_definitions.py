@@ -10,7 +10,8 @@ from pathlib import Path
 from dagster import DagsterInstance, Definitions
 
 from diana_pipeline.config import load_config
-from diana_pipeline_tests.conftest import REPO_ROOT, run_command
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline_tests.conftest import run_command
 
 
 def test_definitions_load_with_the_experiments_resource() -> None:

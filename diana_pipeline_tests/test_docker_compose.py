@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.local_stack.jars import DYNAMODB_LOCAL, KAFKA
-from diana_pipeline_tests.conftest import REPO_ROOT
 
 DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
 

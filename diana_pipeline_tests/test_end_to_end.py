@@ -17,14 +17,15 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from diana_pipeline.assets.statistics import CHECKS
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port, private_stack_environment
 from diana_pipeline.sinks.console_log import PREFIX
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.dynamodb_table import PosteriorTable
 from diana_pipeline.sinks.records import Record, decode
 from diana_pipeline.store import EventStore
 from diana_pipeline.totals import latest_totals
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
-from diana_pipeline_tests.kafka_helpers import private_stack_environment
+from diana_pipeline_tests.conftest import run_command
 
 pytestmark = pytest.mark.servers
 

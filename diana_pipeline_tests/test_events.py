@@ -60,7 +60,7 @@ import pytest  # noqa: E402
 
 from diana_pipeline.config import load_config  # noqa: E402
 from diana_pipeline.events import EventColumns, EventValidator, ValidEvent  # noqa: E402
-from diana_pipeline_tests.conftest import REPO_ROOT  # noqa: E402
+from diana_pipeline.harness.paths import REPO_ROOT  # noqa: E402
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 GOOD = {

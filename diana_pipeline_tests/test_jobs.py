@@ -19,6 +19,8 @@ from dagster import (
 from diana_pipeline.assets.ingestion import EVENTS
 from diana_pipeline.assets.statistics import INCREMENTS
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.producer import make_producer
@@ -26,7 +28,6 @@ from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.traffic import TrafficRun, build_spec
 from diana_pipeline_tests.conftest import pipeline_definitions, run_command
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
 pytestmark = pytest.mark.servers
 

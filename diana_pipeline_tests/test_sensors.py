@@ -29,6 +29,9 @@ from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from diana_pipeline import run_health
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port, private_stack
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.run_health import (
@@ -42,8 +45,7 @@ from diana_pipeline.run_health import (
 from diana_pipeline.sensors import build_kafka_sensor
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.conftest import free_port, pipeline_definitions
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
+from diana_pipeline_tests.conftest import pipeline_definitions
 
 pytestmark = pytest.mark.servers
 AUTOMATION_JOB = "__ASSET_JOB"  # what the statistics automation launches

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.producer import ProducerError
 from diana_pipeline.traffic import (
     NoiseRates,
@@ -21,7 +22,6 @@ from diana_pipeline.traffic import (
     build_spec,
     parse_probabilities,
 )
-from diana_pipeline_tests.kafka_helpers import KafkaForTests
 
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -182,11 +182,11 @@ def test_noise_is_sent_counted_and_the_expected_counts_hold(kafka: KafkaForTests
 
 
 def test_unreachable_broker_is_a_clear_error(kafka: KafkaForTests) -> None:
-    from diana_pipeline_tests.conftest import free_port
+    from diana_pipeline.harness.stack import free_port
 
     env = {**kafka.env, "DIANA_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
     from diana_pipeline.config import load_config
-    from diana_pipeline_tests.kafka_helpers import REPO_ROOT
+    from diana_pipeline.harness.paths import REPO_ROOT
 
     config = load_config(REPO_ROOT / "experiments.yaml", env=env)
     with pytest.raises(ProducerError, match=r"cannot reach Kafka at 127\.0\.0\.1:\d+"):

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
-from diana_pipeline_tests.kafka_helpers import private_stack_environment
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port, private_stack_environment
+from diana_pipeline_tests.conftest import run_command
 
 pytestmark = pytest.mark.servers
 

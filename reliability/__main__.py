@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from diana_pipeline.harness.suites import Outcome, run_suite
 from reliability import config, faults, hostile, load
 
 SCENARIOS = {
@@ -19,22 +20,17 @@ SCENARIOS = {
 }
 
 
-def main(argv: list[str]) -> int:
-    names = argv or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown:
-        print(f"unknown scenario(s): {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-        return 2
-    failed = []
-    for name in names:
-        print(f"\n== {name} ==", flush=True)
-        if SCENARIOS[name]([]) != 0:
-            failed.append(name)
+def summarise(outcomes: dict[str, Outcome]) -> int:
+    failed = [name for name, o in outcomes.items() if o.exit_code != 0]
     print(
-        f"\n{len(names) - len(failed)} of {len(names)} scenario(s) held"
+        f"\n{len(outcomes) - len(failed)} of {len(outcomes)} scenario(s) held"
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    return run_suite(SCENARIOS, argv, "scenario", summarise)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT
-from diana_pipeline_tests.test_config import BAD_CASES, shipped_raw
-from reliability.report import write_section
+from diana_pipeline.harness.bad_configs import BAD_CASES, shipped_raw
+from diana_pipeline.harness.docs import RELIABILITY_PAGE, write_section
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.markdown import table
 
 BIN = Path(sys.executable).parent
 
@@ -94,16 +95,13 @@ def run_config(folder: Path, cases: list[str] | None = None) -> list[ConfigOutco
 
 
 def render(outcomes: list[ConfigOutcome]) -> str:
-    lines = [
-        "| case | Dagster code location | diana-stack | the error |",
-        "|---|---|---|---|",
-    ]
+    rows = []
     for o in outcomes:
         location = "loaded (wrong)" if o.code_location_loaded else "refused to load"
         error = (o.code_location_error or "(no error naming the field)").split(": ", 1)[-1]
         error = error.replace("|", "\\|")
-        lines.append(f"| {o.case} | {location} | exit {o.stack_exit} | `{error}` |")
-    return "\n".join(lines)
+        rows.append((o.case, location, f"exit {o.stack_exit}", f"`{error}`"))
+    return table(["case", "Dagster code location", "diana-stack", "the error"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="diana-config-") as folder:
         print(f"  .. {len(cases)} bad experiments.yaml files", file=sys.stderr)
         outcomes = run_config(Path(folder), cases)
-    table = render(outcomes)
+    cases_table = render(outcomes)
     held = sum(o.held for o in outcomes)
     verdict = f"{held} of {len(outcomes)} cases refused with one error naming the field"
-    print(table)
+    print(cases_table)
     print(verdict)
     if not args.no_write:
         write_section(
+            RELIABILITY_PAGE,
             "bad-config",
             "Bad configuration",
             "python -m reliability.config",
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             f"with `DIANA_CONFIG` pointing at it. {verdict}: the code location never "
             "loads, so no sensor, schedule or run starts half-configured, and the "
             "command line stops with that one line.",
-            table,
+            cases_table,
         )
     return 0 if held == len(outcomes) else 1
 

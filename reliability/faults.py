@@ -34,8 +34,13 @@ import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.docs import RELIABILITY_PAGE, write_section
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack, StackSettings
+from diana_pipeline.markdown import table
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.run_health import PIDS_TAG
 from diana_pipeline.sinks.dynamodb_table import PosteriorTable
@@ -43,8 +48,6 @@ from diana_pipeline.sinks.records import Record, decode, record_key, to_json
 from diana_pipeline.store import EventStore
 from diana_pipeline.totals import expected_totals, latest_totals
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
-from reliability.report import write_section
 
 OUTPUT_TOPIC = "posteriors-faults"
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
@@ -390,13 +393,18 @@ def verify(
 
 
 def render(result: FaultsResult) -> str:
-    lines = ["| at | what happened |", "|---:|---|"]
-    lines += [f"| {at:.1f} s | {what} |" for at, what in result.faults]
-    lines += ["", "| check | expected | found | |", "|---|---:|---:|---|"]
-    for check in result.checks:
-        mark = "ok" if check.held else "**differs**"
-        lines.append(f"| {check.what} | {check.expected:,} | {check.found:,} | {mark} |")
-    return "\n".join(lines)
+    happened = table(
+        ["at", "what happened"], [(f"{at:.1f} s", what) for at, what in result.faults], align="rl"
+    )
+    checks = table(
+        ["check", "expected", "found", ""],
+        [
+            (c.what, f"{c.expected:,}", f"{c.found:,}", "ok" if c.held else "**differs**")
+            for c in result.checks
+        ],
+        align="lrrl",
+    )
+    return f"{happened}\n\n{checks}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,15 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="diana-faults-") as scratch:
         home = args.keep or Path(scratch)
         result = run_faults(home, args.eps, args.duration, args.kills, args.seed)
-    table = render(result)
+    findings = render(result)
     verdict = "exact: nothing lost, nothing twice" if result.exact else "NOT EXACT"
     failed = ", ".join(f"{n} {job}" for job, n in sorted(result.failed_runs.items())) or "none"
-    print(table)
+    print(findings)
     print(f"runs failed by the faults (then retried or superseded): {failed}")
     print(f"sink writes that failed while DynamoDB was down: {result.refused_sink_writes}")
     print(verdict)
     if not args.no_write:
         write_section(
+            RELIABILITY_PAGE,
             "faults",
             "Faults while traffic flows",
             f"python -m reliability.faults --eps {args.eps:g} --duration {args.duration:g} "
@@ -437,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             f"ended; runs the faults failed: {failed}, of which "
             f"{result.refused_sink_writes} failed writing to DynamoDB while it was "
             f"down. The whole scenario took {result.seconds:.0f} s. {verdict}.",
-            table,
+            findings,
         )
     return 0 if result.exact else 1
 

@@ -25,12 +25,15 @@ from pathlib import Path
 
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.counting import cumulative_counts
+from diana_pipeline.harness.docs import RELIABILITY_PAGE, write_section
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.ingestion import ingest, make_consumer, plan_runs, watermarks
+from diana_pipeline.markdown import table
 from diana_pipeline.producer import make_producer
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests, private_stack
-from reliability.report import write_section
 
 
 @dataclass(frozen=True)
@@ -230,28 +233,30 @@ def run_hostile(kafka: KafkaForTests, store: Path, bad: int, good: int, seed: in
 
 
 def render(result: HostileResult) -> str:
-    lines = [
-        "| kind | sent | rejected with its reason | a reason |",
-        "|---|---:|---:|---|",
-    ]
+    kinds = []
     for row in result.by_kind():
         example = str(row.get("example", "")).replace("|", "\\|")
-        lines.append(f"| {row['kind']} | {row['sent']:,} | {row['rejected']:,} | `{example}` |")
+        kinds.append((row["kind"], f"{row['sent']:,}", f"{row['rejected']:,}", f"`{example}`"))
     good = sum(result.good.events.values())
-    lines += [
-        "",
-        "| | expected | found |",
-        "|---|---:|---:|",
-        f"| good events stored | {good:,} | {result.events_stored:,} |",
-        f"| rows in rejected_events | {len(result.bad):,} | {len(result.rejected):,} |",
+    totals = [
+        ("good events stored", f"{good:,}", f"{result.events_stored:,}"),
+        ("rows in rejected_events", f"{len(result.bad):,}", f"{len(result.rejected):,}"),
     ]
     for (test_id, variant), (exposures, successes) in sorted(result.counts.items()):
         key = (test_id, variant)
-        lines.append(
-            f"| {variant}: exposed / converted users | {result.good.exposed_users[key]:,} / "
-            f"{result.good.converted_users[key]:,} | {exposures:,} / {successes:,} |"
+        totals.append(
+            (
+                f"{variant}: exposed / converted users",
+                f"{result.good.exposed_users[key]:,} / {result.good.converted_users[key]:,}",
+                f"{exposures:,} / {successes:,}",
+            )
         )
-    return "\n".join(lines)
+    return "\n\n".join(
+        [
+            table(["kind", "sent", "rejected with its reason", "a reason"], kinds, align="lrrl"),
+            table(["", "expected", "found"], totals, align="lrr"),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,12 +276,13 @@ def main(argv: list[str] | None = None) -> int:
             result = run_hostile(
                 kafka, Path(home) / "events.duckdb", args.bad, args.good, args.seed
             )
-    table = render(result)
+    findings = render(result)
     verdict = "exact: nothing lost, nothing let in" if result.exact else "NOT EXACT"
-    print(table)
+    print(findings)
     print(verdict)
     if not args.no_write:
         write_section(
+            RELIABILITY_PAGE,
             "hostile-input",
             "Hostile input",
             f"python -m reliability.hostile --bad {args.bad} --good {args.good} --seed {args.seed}",
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             f"and sent a few at a time between {sum(result.good.events.values()):,} "
             "good traffic events on a 3-partition topic, then ingested by the real "
             f"code ({result.seconds:.1f} s). {verdict}.",
-            table,
+            findings,
         )
     return 0 if result.exact else 1
 

@@ -24,14 +24,16 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.docs import RELIABILITY_PAGE, write_section
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.local_stack import LocalStack
+from diana_pipeline.markdown import table
 from diana_pipeline.run_health import PIDS_TAG, RUN_TAG
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, private_stack
 from reliability.faults import idle, wait_for
-from reliability.report import write_section
 
 log = logging.getLogger(__name__)
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
@@ -243,29 +245,51 @@ def render(result: LoadResult, rows: int = 12) -> str:
     samples = result.samples
     step = max(1, len(samples) // rows)
     picked = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
-    lines = [
-        "| at | on the topic | stored (committed) | lag | ingestion runs | largest run's peak "
-        "| daemon RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {s.at_s:.0f} s | {s.produced:,} | {s.committed:,} | {s.produced - s.committed:,} "
-        f"| {s.run_workers} | {s.largest_worker_mb:.0f} MB | {s.daemon_mb:.0f} MB |"
-        for s in picked
-    ]
+    over_time = table(
+        [
+            "at",
+            "on the topic",
+            "stored (committed)",
+            "lag",
+            "ingestion runs",
+            "largest run's peak",
+            "daemon RSS",
+        ],
+        [
+            (
+                f"{s.at_s:.0f} s",
+                f"{s.produced:,}",
+                f"{s.committed:,}",
+                f"{s.produced - s.committed:,}",
+                s.run_workers,
+                f"{s.largest_worker_mb:.0f} MB",
+                f"{s.daemon_mb:.0f} MB",
+            )
+            for s in picked
+        ],
+        align="rrrrrrr",
+    )
     peaks = ", ".join(f"{p:.0f}" for p in result.worker_peaks_mb)
-    lines += [
-        "",
-        "| | expected | found |",
-        "|---|---:|---:|",
-        f"| events stored | {result.expected_events:,} | {result.events_stored:,} |",
-        f"| Kafka offsets ingested | {result.sent.sent:,} | {result.offsets_ingested:,} |",
-        f"| consumer lag at the end | 0 | {result.lag_at_end:,} |",
-        f"| ingestion runs' peaks, in order | each ≤ {RUN_PEAK_BUDGET_MB:.0f} MB | {peaks} MB |",
-        f"| the daemon's growth | ≤ {DAEMON_GROWTH_MB:.0f} MB "
-        f"| {result.daemon_growth_mb:+.0f} MB |",
-    ]
-    return "\n".join(lines)
+    held = table(
+        ["", "expected", "found"],
+        [
+            ("events stored", f"{result.expected_events:,}", f"{result.events_stored:,}"),
+            ("Kafka offsets ingested", f"{result.sent.sent:,}", f"{result.offsets_ingested:,}"),
+            ("consumer lag at the end", "0", f"{result.lag_at_end:,}"),
+            (
+                "ingestion runs' peaks, in order",
+                f"each ≤ {RUN_PEAK_BUDGET_MB:.0f} MB",
+                f"{peaks} MB",
+            ),
+            (
+                "the daemon's growth",
+                f"≤ {DAEMON_GROWTH_MB:.0f} MB",
+                f"{result.daemon_growth_mb:+.0f} MB",
+            ),
+        ],
+        align="lrr",
+    )
+    return f"{over_time}\n\n{held}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diana-load-") as home:
         result = run_load(Path(home), args.events, args.batch, args.seed)
-    table = render(result)
+    findings = render(result)
     verdict = (
         "held: every event once, lag back to 0, memory flat" if result.held else "DID NOT HOLD"
     )
@@ -293,10 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(result.worker_peaks_mb)} ingestion runs); the daemon's RSS changed by "
         f"{result.daemon_growth_mb:+.0f} MB. {verdict}."
     )
-    print(table)
+    print(findings)
     print(summary)
     if not args.no_write:
         write_section(
+            RELIABILITY_PAGE,
             "load",
             "Load: a million events, unthrottled",
             f"python -m reliability.load --events {args.events} --batch {args.batch} "
@@ -308,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             "group's committed offsets, the peak memory (VmHWM) of every ingestion "
             "run's worker process, and the daemon's resident memory.",
             summary,
-            table,
+            findings,
         )
     return 0 if result.held else 1
 

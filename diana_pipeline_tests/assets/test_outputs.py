@@ -17,14 +17,15 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.sinks.console_log import PREFIX
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.dynamodb_table import PosteriorTable
 from diana_pipeline.sinks.records import decode
 from diana_pipeline.store import EventStore
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port
-from diana_pipeline_tests.kafka_helpers import KafkaForTests
 from diana_pipeline_tests.test_counting import FIXTURE, store_events
 
 KEYS = ["2026-11-21-10:00", "2026-11-21-11:00", "2026-11-21-12:00"]

@@ -23,9 +23,9 @@ from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
-from diana_pipeline_tests.conftest import REPO_ROOT
 from diana_pipeline_tests.test_counting import EXPECTED, FIXTURE, WINDOWS, store_events
 
 KEYS = ["2026-11-21-10:00", "2026-11-21-11:00", "2026-11-21-12:00"]

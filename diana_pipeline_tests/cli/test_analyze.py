@@ -15,12 +15,14 @@ import pytest
 
 from diana_pipeline import stats
 from diana_pipeline.cli.analyze import main
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.dynamodb_table import PosteriorTable
 from diana_pipeline.sinks.records import POSTERIOR_FIELDS, to_cells
 from diana_pipeline.store import EventStore
 from diana_pipeline.windows import WindowSpan
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
+from diana_pipeline_tests.conftest import run_command
 
 DAY = datetime(2026, 11, 21)
 HOUR = timedelta(hours=1)

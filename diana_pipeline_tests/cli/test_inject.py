@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline_tests.conftest import run_command
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
 EXAMPLE = REPO_ROOT / "examples" / "events.jsonl"
 

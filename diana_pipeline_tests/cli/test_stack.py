@@ -21,9 +21,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port, private_stack_environment
 from diana_pipeline.local_stack import dagster_workspace_state, dynamodb_local_client
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port, run_command
-from diana_pipeline_tests.kafka_helpers import private_stack_environment
+from diana_pipeline_tests.conftest import run_command
 
 pytestmark = pytest.mark.servers
 

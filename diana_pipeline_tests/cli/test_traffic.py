@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from diana_pipeline_tests.conftest import free_port, run_command
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port
+from diana_pipeline_tests.conftest import run_command
 
 DIANA_TRAFFIC = str(Path(sys.executable).with_name("diana-traffic"))
 

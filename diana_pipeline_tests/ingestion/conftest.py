@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.ingestion import make_consumer, plan_runs, watermarks
 from diana_pipeline.store import OffsetRange
 from diana_pipeline.traffic import NoiseRates, TrafficRun, build_spec
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT, KafkaForTests
 
 
 def produce(config: ExperimentsConfig, count: int, seed: int, noise: NoiseRates | None = None):

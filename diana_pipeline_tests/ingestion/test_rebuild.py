@@ -10,11 +10,11 @@ import pytest
 from dagster import materialize
 
 from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.ingestion import ingest
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
-from diana_pipeline_tests.kafka_helpers import REPO_ROOT
 
 pytestmark = pytest.mark.servers
 

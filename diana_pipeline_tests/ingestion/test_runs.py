@@ -14,7 +14,11 @@ import duckdb
 import pytest
 
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.ingestion import ingest, kafka_client, runs
+from diana_pipeline.ingestion import (
+    ingest,
+    kafka_client,
+    runs,
+)
 from diana_pipeline.producer import make_producer
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port, private_stack_environment
 from diana_pipeline.local_stack import StackError, StackSettings
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port
-from diana_pipeline_tests.kafka_helpers import private_stack_environment
 
 
 def settings_for(env: dict[str, str]) -> StackSettings:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.stack import free_port, private_stack_environment
 from diana_pipeline.local_stack import LocalStack, StackSettings
-from diana_pipeline_tests.conftest import REPO_ROOT, free_port
-from diana_pipeline_tests.kafka_helpers import private_stack_environment
 
 
 def stack_in(home: Path) -> LocalStack:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import boto3
 import pytest
 
+from diana_pipeline.harness.stack import free_port
 from diana_pipeline.sinks.dynamodb_table import (
     PARTITION_KEY,
     SORT_KEY,
@@ -19,7 +20,6 @@ from diana_pipeline.sinks.dynamodb_table import (
     dynamodb_client,
 )
 from diana_pipeline.windows import WindowSpan
-from diana_pipeline_tests.conftest import free_port
 from diana_pipeline_tests.sinks.records_for_tests import make_records
 
 pytestmark = pytest.mark.servers

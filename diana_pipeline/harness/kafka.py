@@ -1,30 +1,23 @@
-"""A real Kafka broker for the tests (started by the project's own local stack, Kafka only,
-in a private folder on free ports), with helpers to make topics and read them back."""
+"""A real Kafka broker (a private stack's, see stack.py) with what tests, benchmarks and the
+reliability suite do with it: make topics, point a configuration at one, read it back."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from diana_pipeline.config import ExperimentsConfig, load_config
-from diana_pipeline.local_stack import LocalStack, StackSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from diana_pipeline.harness.paths import SHIPPED_CONFIG
 
 
 @dataclass
 class KafkaForTests:
+    """A broker to make topics on and read them back (its name: the tests had it first)."""
+
     bootstrap_servers: str
     env: dict[str, str] = field(repr=False)  # DIANA_* settings pointing at this broker
 
@@ -53,7 +46,7 @@ class KafkaForTests:
         return {**self.env, "DIANA_KAFKA_TOPIC": topic}
 
     def config_for(self, topic: str) -> ExperimentsConfig:
-        return load_config(REPO_ROOT / "experiments.yaml", env=self.env_for(topic))
+        return load_config(SHIPPED_CONFIG, env=self.env_for(topic))
 
     def read_all(self, topic: str) -> list[tuple[bytes | None, bytes]]:
         """Every message on the topic as (key, value), partition by partition."""
@@ -97,57 +90,3 @@ class KafkaForTests:
             )
         finally:
             consumer.close()
-
-
-def private_stack_environment(home: Path, free_port: object) -> dict[str, str]:
-    """DIANA_* variables for a stack of its own: folder, ports and data paths."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIANA_", "DAGSTER_"))}
-    env.update(
-        DIANA_HOME=str(home),
-        DIANA_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # type: ignore[operator]
-        DIANA_KAFKA_CONTROLLER_PORT=str(free_port()),  # type: ignore[operator]
-        DIANA_DYNAMODB_ENDPOINT=f"http://127.0.0.1:{free_port()}",  # type: ignore[operator]
-        DIANA_DAGSTER_PORT=str(free_port()),  # type: ignore[operator]
-        DIANA_DUCKDB_PATH=str(home / "events.duckdb"),
-        DIANA_CSV_DIR=str(home / "output"),
-    )
-    return env
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class PrivateStack(NamedTuple):
-    env: dict[str, str]  # DIANA_* settings pointing at it
-    settings: StackSettings
-    stack: LocalStack
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def private_stack(
-    home: Path, extra_env: Mapping[str, str] | None = None, **services: bool
-) -> Iterator[PrivateStack]:
-    """A stack of its own under `home` on free ports: its environment, settings and servers,
-    started with `services` (LocalStack.up's with_* flags) and brought down on leaving, also
-    when starting fails half-way and on SIGTERM (which would otherwise end the process
-    without running `finally`, and leave the servers up)."""
-    env = {**private_stack_environment(home, free_port), **(extra_env or {})}
-    settings = StackSettings.from_environment(REPO_ROOT, REPO_ROOT / "experiments.yaml", env)
-    stack = LocalStack(settings)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        stack.up(**services)
-        yield PrivateStack(env, settings, stack)
-    finally:
-        try:
-            stack.down()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
