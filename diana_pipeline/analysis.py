@@ -1,4 +1,4 @@
-"""From a window's counts to the answers people act on: posterior records (design.md §5),
+"""From a window's counts to the answers people act on: posterior records (docs/design.md §5),
 superiority and decisions, the bandit's allocation, and the data-quality figures.
 
 Pure functions over counts and the stats module; no Dagster, no DuckDB.
@@ -33,7 +33,7 @@ def posterior_records(
     windows: list[tuple[datetime, datetime]],
     timestamp: datetime,
 ) -> list[dict[str, object]]:
-    """One record per window, test and variant, cumulative to the window's end (design.md §5).
+    """One record per window, test and variant, cumulative to the window's end (docs/design.md §5).
     The statistics of every window are computed together, one vectorised pass per test."""
     if not windows:
         return []

@@ -1,4 +1,4 @@
-"""The counting rules of design.md §3, as SQL over the DuckDB event store.
+"""The counting rules of docs/design.md §3, as SQL over the DuckDB event store.
 
 A Bernoulli trial is a user. As of a cutoff T (only events before T count):
 - a user is exposed to a test at their first exposure event and belongs to its variant;

@@ -1,4 +1,4 @@
-"""The counting rules (design.md §3) on hand-computed fixtures: every edge case, per window,
+"""The counting rules (docs/design.md §3) on hand-computed fixtures: every edge case, per window,
 and a backfill of 3 windows equal to the live results."""
 
 from __future__ import annotations

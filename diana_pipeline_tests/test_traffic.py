@@ -100,7 +100,7 @@ def test_a_throttled_run_holds_its_rate(kafka: KafkaForTests) -> None:
 def expected_counts_by_the_counting_rules(
     events_raw: list[bytes], config: ExperimentsConfig
 ) -> tuple[Counter, Counter, int]:
-    """design.md §3, recomputed from what is on the topic: user level, first exposure fixes
+    """docs/design.md §3, recomputed from what is on the topic: user level, first exposure fixes
     the variant, a success counts once after exposure and inside the conversion window,
     users in several variants excluded; successes of never-exposed users are orphans."""
     test = config.tests[0]

@@ -24,6 +24,7 @@ from diana_pipeline.ingestion import (
     ingest,
     rebuild_window,
 )
+from diana_pipeline.markdown import table
 from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource, KafkaResource
 from diana_pipeline.store import OffsetRange
@@ -48,9 +49,8 @@ class EventsConfig(Config):
 
 
 def _ranges_table(ranges: list[OffsetRange]) -> str:
-    lines = ["| partition | offsets | messages |", "|---:|---|---:|"]
-    lines += [f"| {r.partition} | {r.start}-{r.end - 1} | {r.size:,} |" for r in ranges]
-    return "\n".join(lines)
+    rows = [(r.partition, f"{r.start}-{r.end - 1}", f"{r.size:,}") for r in ranges]
+    return table(("partition", "offsets", "messages"), rows, align="rlr")
 
 
 def build_events(config: ExperimentsConfig) -> AssetsDefinition:

@@ -27,7 +27,7 @@ def build_published_posteriors(
         group_name="outputs",
         kinds=kinds,
         io_manager_key=POSTERIOR_SINK,
-        description=f"Per window, the posterior records (design.md §5) written to the "
+        description=f"Per window, the posterior records (docs/design.md §5) written to the "
         f"{config.output_sink} sink"
         + (f" and published to Kafka topic {config.output_topic}" if config.output_topic else "")
         + "; re-materialising a window replaces its records.",

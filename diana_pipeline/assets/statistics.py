@@ -6,7 +6,7 @@ backfill gives exactly what the live path gave."""
 import base64
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from dagster import (
     AssetCheckResult,
@@ -38,9 +38,11 @@ from diana_pipeline.assets.ingestion import DUCKDB_POOL, EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import WindowCounts, quality, window_counts
+from diana_pipeline.markdown import table
 from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
+from diana_pipeline.windows import utc_now
 
 INCREMENTS = AssetKey("variant_increments")
 POSTERIORS = AssetKey("posteriors")
@@ -70,15 +72,7 @@ CHECKS = {
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return table(columns, [[row[c] for c in columns] for row in rows])
 
 
 def _from_posteriors(
@@ -197,7 +191,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 counts[row["window_start"]].append(
                     WindowCounts(**{k: row[k] for k in WindowCounts.__dataclass_fields__})
                 )
-            records = posterior_records(settings, counts, windows, _now())
+            records = posterior_records(settings, counts, windows, utc_now())
             store.replace_windows("posteriors", list(counts), records)
             history = store.connection.execute(
                 "SELECT window_start, test_id, variant, prob_best FROM posteriors "
@@ -292,7 +286,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         description="Refresh the current window's statistics even when no event comes.",
     )
     def statistics_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        current = config.partitions.window_start(context.scheduled_execution_time.astimezone(UTC))
+        current = config.partitions.window_start(context.scheduled_execution_time)
         return RunRequest(partition_key=partition_key(current))
 
     automation = AutomationConditionSensorDefinition(

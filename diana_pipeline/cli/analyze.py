@@ -36,7 +36,7 @@ from diana_pipeline.sinks.records import Record, RecordError, format_time, parse
 from diana_pipeline.store import EventStore
 from diana_pipeline.totals import latest_records
 
-# What a record needs for the analysis; the other columns of design.md §5 are optional.
+# What a record needs for the analysis; the other columns of docs/design.md §5 are optional.
 NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")
 
 

@@ -1,4 +1,4 @@
-"""Where posterior records (design.md §5) go, each sink a plain client with no Dagster in it:
+"""Where posterior records (docs/design.md §5) go, each sink a plain client with no Dagster in it:
 
 - records.py: the record schema, one JSON line, CSV cells, and the way back; every sink uses it.
 - console_log.py: `PosteriorLog`, one `Posterior ► {...}` line per record in a logger.

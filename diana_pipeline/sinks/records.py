@@ -1,4 +1,4 @@
-"""The posterior record of design.md §5 as text: the field list, one JSON line, CSV cells, and
+"""The posterior record of docs/design.md §5 as text: the field list, one JSON line, CSV cells, and
 the way back with errors that name the field. Shared by every sink (the Kafka topic too) and
 diana-analyze, so each writes and reads the same thing.
 
@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
+
+from diana_pipeline.windows import naive_utc
 
 POSTERIOR_FIELDS: tuple[str, ...] = (
     "test_id",
@@ -55,15 +57,12 @@ class RecordError(ValueError):
 
 def format_time(moment: datetime) -> str:
     """ISO-8601 in UTC with a Z; microseconds only when there are some."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat() + "Z"
+    return naive_utc(moment).isoformat() + "Z"
 
 
 def parse_time(text: str) -> datetime:
     """A naive UTC datetime from ISO-8601 (with Z, an offset, or none: then UTC)."""
-    moment = datetime.fromisoformat(text.strip())
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return naive_utc(datetime.fromisoformat(text.strip()))
 
 
 def encode(field: str, value: object) -> str | int | float:
@@ -81,7 +80,7 @@ def encode(field: str, value: object) -> str | int | float:
 
 
 def to_json(record: Mapping[str, object]) -> str:
-    """One record as compact JSON, its fields in design.md's order."""
+    """One record as compact JSON, its fields in docs/design.md's order."""
     return json.dumps({f: encode(f, record[f]) for f in POSTERIOR_FIELDS}, ensure_ascii=False)
 
 
