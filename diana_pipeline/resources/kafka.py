@@ -1,5 +1,5 @@
 """Kafka's settings as a Dagster resource: the brokers and the events topic that the sensor,
-the ingestion runs, traffic_job and the posteriors topic all use."""
+the ingestion runs and traffic_job use."""
 
 from __future__ import annotations
 
