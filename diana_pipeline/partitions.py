@@ -10,9 +10,7 @@ from dagster import (
 )
 
 from diana_pipeline.config import Partitions
-from diana_pipeline.windows import EVERY_WINDOW, WindowSpan, aware_utc
-
-PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+from diana_pipeline.windows import EVERY_WINDOW, PARTITION_KEY_FORMAT, WindowSpan, aware_utc
 
 
 def window_partitions(partitions: Partitions) -> TimeWindowPartitionsDefinition:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+# How a window start is written as a Dagster partition key (and accepted by diana-analyze --at).
+PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
 
 def naive_utc(moment: datetime) -> datetime:
     """`moment` in UTC without its zone; a naive datetime is taken to be UTC already."""

@@ -28,13 +28,13 @@ from diana_pipeline.config import (
     config_path,
     load_config,
 )
-from diana_pipeline.partitions import PARTITION_KEY_FORMAT
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.sinks.csv_files import FILE_PATTERN, read_csv_file
 from diana_pipeline.sinks.dynamodb_table import DynamoDBError, PosteriorTable
 from diana_pipeline.sinks.records import Record, RecordError, format_time, parse_time
 from diana_pipeline.store import EventStore
 from diana_pipeline.totals import latest_records
+from diana_pipeline.windows import PARTITION_KEY_FORMAT
 
 # What a record needs for the analysis; the other columns of docs/design.md §5 are optional.
 NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")

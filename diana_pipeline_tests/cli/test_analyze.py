@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -257,3 +259,13 @@ def test_duckdb_source_reports_the_same_as_the_csv(
         store.replace_windows("posteriors", list(WINDOWS), crafted())
     from_duckdb = analyze_json(capsys, "--source", "duckdb", *config)
     assert from_duckdb == analyze_json(capsys, str(csv_file))
+
+
+def test_analyze_does_not_load_dagster() -> None:
+    """diana-analyze reads sinks and does statistics: it starts without Dagster's import time
+    and runs where only the sinks' clients are installed."""
+    probe = "import sys, diana_pipeline.cli.analyze; print('dagster' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == "False"
