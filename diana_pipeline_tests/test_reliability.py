@@ -103,3 +103,15 @@ def test_an_unthrottled_load_is_ingested_exactly_with_the_lag_back_to_zero_and_m
     assert max(s.produced - s.committed for s in result.samples) > 0  # there was a lag
     assert len(result.worker_peaks_mb) >= 4, result.worker_peaks_mb
     assert result.flat, result.worker_peaks_mb
+
+
+def test_only_sink_writes_and_reads_of_a_stopped_broker_count_as_expected_step_failures() -> None:
+    """Pure unit test of the faults scenario's classification (no servers)."""
+    outage = [(1000.0, 1020.0)]
+    unreachable = "Kafka is unreachable: Local: Broker transport failure"
+    assert faults.StepFailure("r", "published_posteriors", "DynamoDB down", 5.0).expected(outage)
+    assert faults.StepFailure("r", "events", unreachable, 1010.0).expected(outage)
+    assert faults.StepFailure("r", "events", unreachable, 1060.0).expected(outage)
+    assert not faults.StepFailure("r", "events", unreachable, 1500.0).expected(outage)
+    assert not faults.StepFailure("r", "events", "duckdb lock", 1010.0).expected(outage)
+    assert not faults.StepFailure("r", "posteriors", unreachable, 1010.0).expected(outage)
