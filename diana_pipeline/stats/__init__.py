@@ -6,6 +6,8 @@
   prob_superiority, credible_interval, uplift_interval;
 - srm: srm_pvalue, the sample ratio mismatch test;
 - thompson: thompson_allocation, the bandit's traffic weights;
+- sequential: always_valid_pvalues and lift_confidence_sequence, anytime-valid inference
+  that stays valid under continuous monitoring;
 - decision: decide, Decision, Verdict, PROB_BEST_TO_WIN, the decision rule (policy, not maths).
 
 Everything public is re-exported here, so callers write `stats.prob_best(...)`.
@@ -21,18 +23,26 @@ from diana_pipeline.stats.beta import (
     uplift_interval,
 )
 from diana_pipeline.stats.decision import PROB_BEST_TO_WIN, Decision, Verdict, decide
+from diana_pipeline.stats.sequential import (
+    DEFAULT_EXPECTED_LIFT,
+    always_valid_pvalues,
+    lift_confidence_sequence,
+)
 from diana_pipeline.stats.srm import srm_pvalue
 from diana_pipeline.stats.thompson import thompson_allocation
 
 __all__ = [
+    "DEFAULT_EXPECTED_LIFT",
     "PROB_BEST_TO_WIN",
     "ArrayLike",
     "Decision",
     "FloatArray",
     "Verdict",
+    "always_valid_pvalues",
     "credible_interval",
     "decide",
     "expected_loss",
+    "lift_confidence_sequence",
     "prob_best",
     "prob_best_and_expected_loss",
     "prob_superiority",
