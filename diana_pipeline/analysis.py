@@ -7,7 +7,7 @@ Pure functions over counts and the stats module; no Dagster, no DuckDB.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -47,7 +47,15 @@ def posterior_records(
         betas = test.prior.beta + np.array(
             [[r.exposures_total - r.successes_total for r in w] for w in rows], float
         )
-        by_test[test.test_id] = (rows, alphas, betas, _posterior_figures(alphas, betas))
+        exposures = np.array([[r.exposures_total for r in w] for w in rows], float)
+        successes = np.array([[r.successes_total for r in w] for w in rows], float)
+        figures = {
+            **_posterior_figures(alphas, betas),
+            **_anytime_figures(
+                test, exposures.reshape(alphas.shape), successes.reshape(alphas.shape)
+            ),
+        }
+        by_test[test.test_id] = (rows, alphas, betas, figures)
     records: list[dict[str, object]] = []
     for t, (window_start, window_end) in enumerate(windows):
         for test in config.tests:
@@ -71,10 +79,41 @@ def posterior_records(
                             if row.exposures_total
                             else 0.0
                         ),
-                        **{name: float(values[t, k]) for name, values in figures.items()},
+                        **{name: _finite(values[t, k]) for name, values in figures.items()},
                     }
                 )
     return records
+
+
+def _finite(value: float) -> float | None:
+    """A figure as a record holds it: None where it has no finite value (the control's own
+    p-value, an unbounded end of a confidence sequence)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _anytime_figures(
+    test: ExperimentTest, exposures: FloatArray, successes: FloatArray
+) -> dict[str, FloatArray]:
+    """Per look (window) and variant against the control: the anytime-valid p-value and the
+    lift's confidence sequence at the decision's level 1 − α / (K − 1). Not running: each look
+    from its own cumulative counts (docs/statistics.md)."""
+    if exposures.size == 0:
+        empty = np.zeros(exposures.shape)
+        return {"p_value_always_valid": empty, "lift_cs_low": empty, "lift_cs_high": empty}
+    tuning = {"allocation": test.allocation, "expected_lift": test.expected_lift}
+    low, high = stats.lift_confidence_sequence(
+        exposures, successes, level=1 - _level(test), **tuning
+    )
+    return {
+        "p_value_always_valid": stats.always_valid_pvalues(exposures, successes, **tuning),
+        "lift_cs_low": low,
+        "lift_cs_high": high,
+    }
+
+
+def _level(test: ExperimentTest) -> float:
+    """The level each comparison is held to: α, Bonferroni over the K − 1 a winner makes."""
+    return test.alpha / (len(test.variants) - 1)
 
 
 def _posterior_figures(alphas: FloatArray, betas: FloatArray) -> dict[str, FloatArray]:
@@ -157,18 +196,27 @@ def _window_major(config: ExperimentsConfig, rows_by_test: dict[str, list[dict]]
 
 
 def superiority_rows(
-    config: ExperimentsConfig, records: list[dict[str, object]]
+    config: ExperimentsConfig,
+    records: list[dict[str, object]],
+    windows: Collection[datetime] | None = None,
 ) -> list[dict[str, object]]:
     """Per window, test and variant: P(best), expected loss, P(beats each other variant), the
-    lift over control (the first variant) with its 95% interval, and the test's decision.
+    lift over control (the first variant) with its 95% credible interval, the anytime-valid
+    p-value and lift confidence sequence so far (running minimum and intersection over the
+    windows), and the test's decision. `records` hold every window up to the last one wanted,
+    since the anytime-valid test reads them all; rows come out for `windows` (all when None).
     Every window of a test is computed together."""
     rows_by_test: dict[str, list[dict]] = {}
     for test in config.tests:
         starts, table, alphas, betas = _by_window(test, records)
-        if not starts:
+        keep = [t for t, start in enumerate(starts) if windows is None or start in windows]
+        if not keep:
             continue
-        compared = _compare(table, alphas, betas, test.threshold_of_caring, test.minimum_sample)
-        zeros = np.zeros(len(starts))
+        evidence = _running_evidence(test, table)
+        table, evidence = [table[t] for t in keep], [evidence[t] for t in keep]
+        alphas, betas = alphas[keep], betas[keep]
+        compared = _compare(test, table, alphas, betas, evidence)
+        zeros = np.zeros(len(keep))
         lifts = [(zeros, zeros)] + [
             stats.uplift_interval(alphas[:, 0], betas[:, 0], alphas[:, k], betas[:, k])
             for k in range(1, len(test.variant_names))
@@ -186,6 +234,7 @@ def superiority_rows(
                         "prob_beats": beats[str(record["variant"])],
                         "lift_vs_control_low": float(lifts[k][0][t]),
                         "lift_vs_control_high": float(lifts[k][1][t]),
+                        **_evidence_of(evidence[t], k),
                         "decision": decision.verdict,
                         "winner": decision.winner,
                         "reason": decision.reason,
@@ -194,17 +243,54 @@ def superiority_rows(
     return _window_major(config, rows_by_test)
 
 
+def _running_evidence(
+    test: ExperimentTest, table: list[list[dict[str, object]]]
+) -> list[stats.AnytimeEvidence]:
+    """Per window of one test (`table`: its records by window, in variant order): every
+    pair's anytime-valid p-value, running minimum over the windows so far, and each lift's
+    confidence sequence, running intersection (both stay valid: docs/statistics.md)."""
+    exposures = np.array([[r["exposures_total"] for r in row] for row in table], float)
+    successes = np.array([[r["successes_total"] for r in row] for row in table], float)
+    tuning = {"allocation": test.allocation, "expected_lift": test.expected_lift}
+    arms = len(test.variants)
+    pairs = np.stack(
+        [
+            stats.always_valid_pvalues(exposures, successes, control=j, **tuning)
+            for j in range(arms)
+        ],
+        axis=-1,
+    )  # (windows, arm, against)
+    pairs = np.fmin.accumulate(pairs, axis=0)
+    low, high = stats.lift_confidence_sequence(
+        exposures, successes, level=1 - _level(test), **tuning
+    )
+    low, high = np.maximum.accumulate(low, axis=0), np.minimum.accumulate(high, axis=0)
+    return [
+        stats.AnytimeEvidence(pairs[t], low[t], high[t], test.alpha, test.rope)
+        for t in range(len(table))
+    ]
+
+
+def _evidence_of(evidence: stats.AnytimeEvidence, arm: int) -> dict[str, float | None]:
+    """An arm's anytime-valid figures against the control, as rows and reports show them."""
+    return {
+        "p_value_always_valid": _finite(np.asarray(evidence.p_values)[arm, 0]),
+        "lift_cs_low": _finite(np.asarray(evidence.lift_low)[arm]),
+        "lift_cs_high": _finite(np.asarray(evidence.lift_high)[arm]),
+    }
+
+
 def _compare(
+    test: ExperimentTest,
     table: list[list[dict[str, object]]],
     alphas: FloatArray,
     betas: FloatArray,
-    threshold_of_caring: float,
-    minimum_sample: int,
+    evidence: list[stats.AnytimeEvidence],
 ) -> list[tuple[dict[str, dict[str, float]], stats.Decision]]:
     """Per window of one test: the probability that each variant beats each other (variant ->
     other -> P) and the test's decision. `table` holds the test's posterior records by window,
     each window's in variant order; `alphas` and `betas` are theirs as (windows, variants)
-    arrays. Every window is computed together."""
+    arrays; `evidence` the anytime-valid test's per window. Every window is computed together."""
     arms = range(alphas.shape[1])
     beats = {
         (k, j): np.atleast_1d(
@@ -221,8 +307,9 @@ def _compare(
             [r["prob_best"] for r in mine],
             [r["expected_loss"] for r in mine],
             [r["exposures_total"] for r in mine],
-            threshold_of_caring,
-            minimum_sample,
+            test.threshold_of_caring,
+            test.minimum_sample,
+            evidence[t],
             names=names,
         )
         window_beats = {
@@ -233,13 +320,17 @@ def _compare(
 
 
 def allocation_rows(
-    config: ExperimentsConfig, records: list[dict[str, object]]
+    config: ExperimentsConfig,
+    records: list[dict[str, object]],
+    windows: Collection[datetime] | None = None,
 ) -> list[dict[str, object]]:
     """The bandit's recommendation for the window after each one: Thompson weights with a
-    floor. Every window of a test is computed together."""
+    floor, for `windows` (all when None). Every window of a test is computed together."""
     rows_by_test: dict[str, list[dict]] = {}
     for test in config.tests:
-        starts, _, alphas, betas = _by_window(test, records)
+        starts, _, alphas, betas = _by_window(
+            test, [r for r in records if windows is None or r["window_start"] in windows]
+        )
         if not starts:
             continue
         floor = min(config.statistics.thompson_floor, 1.0 / len(test.variants))
@@ -327,28 +418,28 @@ def quality_checks(
     ]
 
 
-def summarize_test(
-    test_id: str,
-    records: list[dict[str, object]],
-    threshold_of_caring: float,
-    minimum_sample: int,
-) -> dict[str, object]:
-    """What diana-analyze reports for one test in one window, recomputed from α and β alone by
-    the code of posterior_records and superiority_rows: per variant the mean, 95% credible
-    interval, P(best) and expected loss; the probability that each variant beats each other;
-    the decision. `records` come in variant order and need variant, window_start, alpha, beta
-    and exposures_total; the figures they hold besides are not trusted."""
-    alphas = np.array([[r["alpha"] for r in records]], dtype=float)
-    betas = np.array([[r["beta"] for r in records]], dtype=float)
+def summarize_test(test: ExperimentTest, records: list[dict[str, object]]) -> dict[str, object]:
+    """What diana-analyze reports for one test at the latest window of `records`, recomputed
+    from α, β and the counts alone by the code of posterior_records and superiority_rows: per
+    variant the mean, 95% credible interval, P(best), expected loss and the anytime-valid
+    p-value and lift confidence sequence (running over every window in `records`); the
+    probability that each variant beats each other; the decision. Records need variant,
+    window_start, alpha, beta, exposures_total and successes_total, one per configured
+    variant in each window; the figures they hold besides are not trusted."""
+    _, table, alphas, betas = _by_window(test, records)
+    if not table:
+        raise ValueError(f"no records of test {test.test_id}")
+    evidence = _running_evidence(test, table)[-1]
+    alphas, betas = alphas[-1:], betas[-1:]
     figures = _posterior_figures(alphas, betas)
     window = [
         {**record, **{name: float(values[0, k]) for name, values in figures.items()}}
-        for k, record in enumerate(records)
+        for k, record in enumerate(table[-1])
     ]
-    [(beats, decision)] = _compare([window], alphas, betas, threshold_of_caring, minimum_sample)
-    first = records[0]
+    [(beats, decision)] = _compare(test, [window], alphas, betas, [evidence])
+    first = window[0]
     return {
-        "test_id": test_id,
+        "test_id": test.test_id,
         "window_start": first["window_start"],
         "window_end": first.get("window_end"),
         "timestamp": first.get("timestamp"),
@@ -358,8 +449,9 @@ def summarize_test(
                 "alpha": float(alphas[0, k]),
                 "beta": float(betas[0, k]),
                 "exposures": int(record["exposures_total"]),  # type: ignore[call-overload]
-                "successes": record.get("successes_total"),
+                "successes": int(record["successes_total"]),  # type: ignore[call-overload]
                 **{name: record[name] for name in figures},
+                **_evidence_of(evidence, k),
             }
             for k, record in enumerate(window)
         ],

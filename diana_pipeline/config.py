@@ -236,6 +236,13 @@ class ExperimentTest(_Strict):
     threshold_of_caring: float = Field(0.001, gt=0, lt=1, allow_inf_nan=False)
     # Exposures each variant needs before any decision is shown.
     minimum_sample: int = Field(100, ge=1)
+    # The anytime-valid test (docs/statistics.md): a winner must also reject every other arm
+    # at `alpha` (Bonferroni over the K − 1 comparisons it wins); "no meaningful difference"
+    # when every lift's confidence sequence lies inside ±rope (relative).
+    alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
+    rope: float = Field(0.01, gt=0, lt=1, allow_inf_nan=False)
+    # The relative lift the test is powered for: it tunes the test's mixture.
+    expected_lift: float = Field(0.05, gt=0, le=5, allow_inf_nan=False)
     variants: list[Variant] = Field(min_length=2)
 
     @field_validator("variants")
@@ -258,6 +265,10 @@ class ExperimentTest(_Strict):
     @property
     def variant_names(self) -> list[str]:
         return [v.name for v in self.variants]
+
+    @property
+    def allocation(self) -> list[float]:
+        return [v.allocation for v in self.variants]
 
 
 class ExperimentsConfig(_Strict):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None) -> str:
     """A markdown table. `align` has one letter per column, `l` or `r` (default: all left);
-    floats are shown with 4 significant digits, everything else as str()."""
+    floats are shown with 4 significant digits, None as an em dash, everything else as str()."""
     align = align or "l" * len(header)
     if len(align) != len(header) or set(align) - {"l", "r"}:
         raise ValueError(f"align needs one of l/r per column ({len(header)}), got {align!r}")
@@ -22,4 +22,6 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str | 
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return "—"
     return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -83,6 +83,8 @@ _COUNTS = {
     "exposures_total": "BIGINT",
     "successes_total": "BIGINT",
 }
+# Anytime-valid figures against the control (NULL: the control's p-value, an open bound).
+_ANYTIME = {"p_value_always_valid": "DOUBLE", "lift_cs_low": "DOUBLE", "lift_cs_high": "DOUBLE"}
 RESULT_COLUMNS: dict[str, dict[str, str]] = {
     "variant_increments": {
         "test_id": "VARCHAR",
@@ -104,6 +106,7 @@ RESULT_COLUMNS: dict[str, dict[str, str]] = {
         "ci_high": "DOUBLE",
         "prob_best": "DOUBLE",
         "expected_loss": "DOUBLE",
+        **_ANYTIME,
     },
     "superiority": {
         **_WINDOW_KEY,
@@ -112,6 +115,7 @@ RESULT_COLUMNS: dict[str, dict[str, str]] = {
         "prob_beats": "VARCHAR",  # JSON: {other variant: P(this > other)}
         "lift_vs_control_low": "DOUBLE",
         "lift_vs_control_high": "DOUBLE",
+        **_ANYTIME,  # running minimum and intersection over the windows so far
         "decision": "VARCHAR",
         "winner": "VARCHAR",  # NULL until a variant wins
         "reason": "VARCHAR",
@@ -127,6 +131,14 @@ RESULTS_SCHEMA = "\n".join(
     + ", ".join(f"{name} {kind}" for name, kind in columns.items())
     + ");"
     for table, columns in RESULT_COLUMNS.items()
+)
+# Columns added since a table was first declared: a store written before them gains them
+# (NULL in the rows it holds) on first open.
+RESULTS_COLUMNS_ADDED = "\n".join(
+    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind};"
+    for table, columns in RESULT_COLUMNS.items()
+    for name, kind in columns.items()
+    if name in _ANYTIME
 )
 
 # Stores written before events had event_key kept a PRIMARY KEY on event_id, whose index
@@ -248,6 +260,7 @@ class EventStore:
             if not read_only:
                 connection.execute(SCHEMA)
                 connection.execute(RESULTS_SCHEMA)
+                connection.execute(RESULTS_COLUMNS_ADDED)
                 _migrate(connection)
             yield cls(connection)
         finally:

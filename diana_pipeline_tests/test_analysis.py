@@ -60,7 +60,8 @@ def test_superiority_and_allocation_use_the_configured_order_not_the_stored_one(
 
 
 def test_many_windows_at_once_equal_each_window_alone() -> None:
-    """The vectorised pass over windows gives exactly the rows of one window at a time."""
+    """The vectorised pass over windows gives exactly the rows of one window at a time (with
+    the windows before it, which the anytime-valid test's running minimum reads)."""
     config = parse_config(
         """
 tests:
@@ -90,7 +91,7 @@ tests:
         each = [
             row
             for start, _ in windows
-            for row in build(config, [r for r in together if r["window_start"] == start])
+            for row in build(config, [r for r in together if r["window_start"] <= start], {start})
         ]
         assert build(config, list(reversed(together))) == each
 
@@ -116,14 +117,42 @@ def test_the_report_of_a_window_agrees_with_the_assets_rows() -> None:
     rows are one computation."""
     stored = records()
     wrong = [{**r, "prob_best": 0.5, "expected_loss": 0.0, "mean": 0.0} for r in stored]
-    report = summarize_test("t", wrong, threshold_of_caring=0.001, minimum_sample=10)
+    report = summarize_test(CONFIG.test("t"), wrong)
     rows = superiority_rows(CONFIG, stored)
     for variant, record, row in zip(report["variants"], stored, rows, strict=True):
         assert variant["variant"] == record["variant"] == row["variant"]
         for key in ("mean", "ci_low", "ci_high", "prob_best", "expected_loss"):
             assert variant[key] == record[key], key
+        for key in ("p_value_always_valid", "lift_cs_low", "lift_cs_high"):
+            assert variant[key] == row[key], key
         assert report["prob_superiority"][variant["variant"]] == row["prob_beats"]
     assert report["decision"] == {
         "verdict": rows[0]["decision"], "winner": rows[0]["winner"], "reason": rows[0]["reason"]
     }  # fmt: skip
     assert report["decision"]["winner"] == "treatment"
+
+
+def test_the_anytime_valid_figures_run_over_the_windows() -> None:
+    """Records carry each window's own p-value and lift bounds; superiority carries the
+    running minimum and intersection, so evidence once seen is not forgotten."""
+    windows = [(datetime(2026, 11, 21, h), datetime(2026, 11, 21, h + 1)) for h in range(3)]
+    totals = [((1000, 50), (1000, 100)), ((2000, 190), (2000, 200)), ((3000, 300), (3000, 310))]
+    counts = {
+        start: [
+            WindowCounts("t", "zcontrol", 0, 0, *totals[h][0]),
+            WindowCounts("t", "treatment", 0, 0, *totals[h][1]),
+        ]
+        for h, (start, _) in enumerate(windows)
+    }
+    stored = posterior_records(CONFIG, counts, windows, END)
+    raw = [r for r in stored if r["variant"] == "treatment"]
+    own = stats.always_valid_pvalues(
+        [[t[0][0], t[1][0]] for t in totals], [[t[0][1], t[1][1]] for t in totals]
+    )[:, 1]
+    assert [r["p_value_always_valid"] for r in raw] == list(own)
+    assert own[0] < 0.05 < own[1]  # strong evidence in the first window, weak later
+    assert all(r["p_value_always_valid"] is None for r in stored if r["variant"] == "zcontrol")
+    rows = [r for r in superiority_rows(CONFIG, stored) if r["variant"] == "treatment"]
+    assert [r["p_value_always_valid"] for r in rows] == [own[0]] * 3
+    assert [r["lift_cs_low"] for r in rows] == [raw[0]["lift_cs_low"]] * 3
+    assert rows[2]["lift_cs_high"] == min(r["lift_cs_high"] for r in raw)

@@ -80,16 +80,18 @@ def _from_posteriors(
     config: ExperimentsConfig,
     event_store: EventStoreResource,
     table: str,
-    build_rows: Callable[[ExperimentsConfig, list[dict]], list[dict]],
+    build_rows: Callable[[ExperimentsConfig, list[dict], set[datetime]], list[dict]],
     columns: list[str],
     stored: Callable[[dict], dict] = lambda row: row,
 ) -> MaterializeResult:
-    """Derive a results table from the stored posteriors of the run's windows (all of them at
-    once); the latest window's rows go into the metadata."""
+    """Derive a results table for the run's windows (all of them at once) from the stored
+    posteriors of every window up to the last of them (the anytime-valid test's running
+    minimum reads them all); the latest window's rows go into the metadata."""
     windows = run_windows(context, config.partitions)
     starts = [start for start, _ in windows]
     with event_store.open() as store:
-        rows = build_rows(config, store.read_windows("posteriors", starts))
+        history = store.read_window_range("posteriors", None, windows[-1][1])
+        rows = build_rows(config, history, set(starts))
         store.replace_windows(table, starts, [stored(row) for row in rows])
     latest = [row for row in rows if row["window_start"] == starts[-1]]
     return MaterializeResult(
@@ -233,14 +235,16 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         group_name="statistics",
         kinds={"duckdb", "python"},
         description="Per window and test: P(best), pairwise P(a > b), expected loss, lift over "
-        "control with its 95% interval, and the decision with its reason.",
+        "control with its 95% interval, the anytime-valid p-value and lift confidence "
+        "sequence (running over the windows), and the decision with its reason.",
         **common,
     )
     def superiority(
         context, experiments: ExperimentsResource, event_store: EventStoreResource
     ) -> MaterializeResult:
         columns = ["test_id", "variant", "prob_best", "expected_loss", "lift_vs_control_low",
-                   "lift_vs_control_high", "decision", "reason"]  # fmt: skip
+                   "lift_vs_control_high", "p_value_always_valid", "lift_cs_low", "lift_cs_high",
+                   "decision", "reason"]  # fmt: skip
         return _from_posteriors(
             context,
             experiments.load(),

@@ -1,11 +1,12 @@
 """diana-analyze: read posterior records from a CSV file or the DynamoDB table and report,
 per test: each variant's mean, 95% credible interval, alpha and beta, P(best) and expected
-loss; the probability that each variant beats each other; the likely winner, or why there is
-none yet.
+loss; the anytime-valid p-value and lift confidence sequence against the control; the
+probability that each variant beats each other; the likely winner, or why there is none yet.
 
-Everything is recomputed from alpha and beta with diana_pipeline.stats, at the latest window
-of each test unless --at names one. Thresholds come from experiments.yaml when it knows the
-test (defaults otherwise).
+Everything is recomputed from alpha, beta and the counts with diana_pipeline.stats, at the
+latest window of each test unless --at names one (the anytime-valid test runs over every
+window up to it). Thresholds and allocations come from experiments.yaml when it knows the test
+(defaults and equal shares otherwise).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from diana_pipeline.analysis import in_variant_order, summarize_test
+from diana_pipeline.analysis import summarize_test
 from diana_pipeline.config import (
     CONFIG_ENV_VAR,
     ConfigError,
@@ -37,7 +38,15 @@ from diana_pipeline.totals import latest_records
 from diana_pipeline.windows import PARTITION_KEY_FORMAT
 
 # What a record needs for the analysis; the other columns of docs/design.md §5 are optional.
-NEEDED = ("test_id", "variant", "window_start", "alpha", "beta", "exposures_total")
+NEEDED = (
+    "test_id",
+    "variant",
+    "window_start",
+    "alpha",
+    "beta",
+    "exposures_total",
+    "successes_total",
+)
 
 
 class AnalyzeError(Exception):
@@ -198,29 +207,50 @@ def analyze(
                 f"(it has {len(windows)}, from {format_time(windows[0])} "
                 f"to {format_time(windows[-1])})"
             )
-        threshold, minimum_sample, variant_names = _settings(config, test_id)
-        window = in_variant_order([r for r in rows if r["window_start"] == chosen], variant_names)
-        if len(window) < 2:
+        test = _settings(config, test_id, rows)
+        window = [r for r in rows if r["window_start"] == chosen]
+        names = {r["variant"] for r in window} & set(test.variant_names)
+        if len(names) < 2:
             raise AnalyzeError(
-                f"test {test_id} has {len(window)} variant in the window starting "
+                f"test {test_id} has {len(names)} variant in the window starting "
                 f"{format_time(chosen)}; a comparison needs 2 or more"
             )
-        reports.append(summarize_test(test_id, window, threshold, minimum_sample))
-        history += [r for r in rows if r["window_start"] <= chosen and "prob_best" in r]  # type: ignore[operator]
+        # The anytime-valid test runs over every window up to the chosen one that holds
+        # every variant (a partial file may lack some).
+        complete = {
+            start
+            for start in windows
+            if {r["variant"] for r in rows if r["window_start"] == start} >= set(test.variant_names)
+        }
+        if chosen not in complete:
+            raise AnalyzeError(
+                f"test {test_id} lacks variant(s) "
+                f"{_list(set(test.variant_names) - names)} in the window starting "
+                f"{format_time(chosen)}"
+            )
+        upto = [r for r in rows if r["window_start"] <= chosen and r["window_start"] in complete]  # type: ignore[operator]
+        reports.append(summarize_test(test, upto))
+        history += [r for r in upto if "prob_best" in r]
     return reports, history
 
 
-def _settings(config: ExperimentsConfig | None, test_id: str) -> tuple[float, int, list[str]]:
-    """The test's threshold of caring, minimum sample and variant order; the defaults for a
-    test that experiments.yaml does not know."""
+def _settings(config: ExperimentsConfig | None, test_id: str, rows: list[Record]) -> ExperimentTest:
+    """The test as experiments.yaml configures it; for a test it does not know, the defaults
+    with the variants of its records (by name) in equal shares."""
     if config is not None:
         try:
-            test = config.test(test_id)
-            return test.threshold_of_caring, test.minimum_sample, test.variant_names
+            return config.test(test_id)
         except KeyError:
             pass
-    fields = ExperimentTest.model_fields
-    return fields["threshold_of_caring"].default, fields["minimum_sample"].default, []
+    names = sorted({str(r["variant"]) for r in rows})
+    if len(names) < 2:
+        raise AnalyzeError(
+            f"test {test_id} has 1 variant in the window; a comparison needs 2 or more"
+        )
+    share = 1.0 / len(names)
+    return ExperimentTest(
+        test_id=test_id, variants=[{"name": n, "allocation": share} for n in names]
+    )
 
 
 def _window(text: str) -> datetime:
@@ -283,6 +313,16 @@ def render(report: dict[str, object]) -> str:
         )
     names = [v["variant"] for v in variants]
     beats: dict[str, dict[str, float]] = report["prob_superiority"]  # type: ignore[assignment]
+    lines += [
+        "",
+        f"  {'vs ' + names[0]:<{width}}  {'anytime-valid p':>15}  {'lift confidence sequence':>26}",
+    ]
+    for v in variants[1:]:
+        p = v["p_value_always_valid"]
+        lines.append(
+            f"  {v['variant']:<{width}}  {'—' if p is None else f'{p:.4g}':>15}  "
+            f"{_bounds(v['lift_cs_low'], v['lift_cs_high']):>26}"
+        )
     lines += ["", f"  {'P(row beats column)':<{width + 10}}" + "".join(f"  {n:>9}" for n in names)]
     for a in names:
         cells = "".join(f"  {'—' if a == b else f'{beats[a][b]:.4f}':>9}" for b in names)
@@ -290,11 +330,18 @@ def render(report: dict[str, object]) -> str:
     decision: dict[str, str] = report["decision"]  # type: ignore[assignment]
     verdict = {
         "winner": f"{decision['winner']} is the likely winner",
+        "no meaningful difference": "no meaningful difference: the test can stop",
         "keep running": "no winner yet: keep running",
         "not enough data": "not enough data",
     }[decision["verdict"]]
     lines += ["", f"  → {verdict} ({decision['reason']})"]
     return "\n".join(lines)
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    """A lift interval in percent; an open end as ±∞."""
+    ends = ("-∞" if low is None else f"{low:+.2%}", "+∞" if high is None else f"{high:+.2%}")
+    return f"[{ends[0]}, {ends[1]}]"
 
 
 def _number(value: float) -> str:

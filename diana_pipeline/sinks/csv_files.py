@@ -19,6 +19,7 @@ from pathlib import Path
 
 from diana_pipeline.sinks.records import (
     POSTERIOR_FIELDS,
+    REQUIRED_FIELDS,
     Record,
     RecordError,
     decode,
@@ -34,7 +35,7 @@ def file_name(day: date) -> str:
     return f"posteriors_{day.isoformat()}.csv"
 
 
-def read_csv_file(path: Path, required: Iterable[str] = POSTERIOR_FIELDS) -> list[Record]:
+def read_csv_file(path: Path, required: Iterable[str] = REQUIRED_FIELDS) -> list[Record]:
     """Every record of one file. A missing, empty or wrongly shaped file raises RecordError
     (OSError for unreadable files) with the file, line and field in the message."""
     with path.open(newline="", encoding="utf-8") as handle:

@@ -153,8 +153,9 @@ class PosteriorTable:
     def _item(self, record: Record) -> dict[str, dict]:
         values: dict[str, object] = {PARTITION_KEY: record["test_id"], SORT_KEY: sort_key(record)}
         for field in POSTERIOR_FIELDS:
-            value = encode(field, record[field])
-            values[field] = _number(value) if field in FLOAT_FIELDS else value
+            value = encode(field, record.get(field))
+            if value is not None:  # an optional figure without a value: no attribute
+                values[field] = _number(value) if field in FLOAT_FIELDS else value
         return {k: self._serializer.serialize(v) for k, v in values.items()}
 
     def _write_batch(self, items: list[dict[str, dict]]) -> None:

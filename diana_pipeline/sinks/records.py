@@ -34,7 +34,14 @@ POSTERIOR_FIELDS: tuple[str, ...] = (
     "ci_high",
     "prob_best",
     "expected_loss",
+    "p_value_always_valid",
+    "lift_cs_low",
+    "lift_cs_high",
 )
+# Added later, so records written before them lack them; None where a figure has no finite
+# value (the control's own p-value, the open end of a confidence sequence).
+OPTIONAL_FIELDS = frozenset({"p_value_always_valid", "lift_cs_low", "lift_cs_high"})
+REQUIRED_FIELDS: tuple[str, ...] = tuple(f for f in POSTERIOR_FIELDS if f not in OPTIONAL_FIELDS)
 TEXT_FIELDS = frozenset({"test_id", "variant"})
 TIME_FIELDS = frozenset({"window_start", "window_end", "timestamp"})
 INT_FIELDS = frozenset({"exposures_inc", "successes_inc", "exposures_total", "successes_total"})
@@ -65,8 +72,10 @@ def parse_time(text: str) -> datetime:
     return naive_utc(datetime.fromisoformat(text.strip()))
 
 
-def encode(field: str, value: object) -> str | int | float:
+def encode(field: str, value: object) -> str | int | float | None:
     """A field's value for JSON (times as text) and, through str(), for CSV."""
+    if value is None and field in OPTIONAL_FIELDS:
+        return None
     if field in TIME_FIELDS:
         return format_time(value)  # type: ignore[arg-type]
     if field in INT_FIELDS:
@@ -81,26 +90,30 @@ def encode(field: str, value: object) -> str | int | float:
 
 def to_json(record: Mapping[str, object]) -> str:
     """One record as compact JSON, its fields in docs/design.md's order."""
-    return json.dumps({f: encode(f, record[f]) for f in POSTERIOR_FIELDS}, ensure_ascii=False)
+    return json.dumps({f: encode(f, record.get(f)) for f in POSTERIOR_FIELDS}, ensure_ascii=False)
 
 
 def to_cells(record: Mapping[str, object]) -> dict[str, str]:
     # repr() of a float is the shortest text that reads back to the same float.
     return {
-        f: repr(value) if isinstance(value := encode(f, record[f]), float) else str(value)
+        f: repr(value) if isinstance(value := encode(f, record.get(f)), float) else _text(value)
         for f in POSTERIOR_FIELDS
     }
 
 
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
 def decode(
-    raw: Mapping[str, object], where: str, required: Iterable[str] = POSTERIOR_FIELDS
+    raw: Mapping[str, object], where: str, required: Iterable[str] = REQUIRED_FIELDS
 ) -> Record:
     """A record from text or JSON values. Missing required fields, unknown test ids and values
     of the wrong kind raise RecordError naming `where` and the field."""
     missing = [f for f in required if raw.get(f) in (None, "")]
     if missing:
         raise RecordError(f"{where}: missing {', '.join(missing)}")
-    record: Record = {}
+    record: Record = dict.fromkeys(OPTIONAL_FIELDS)
     for field in POSTERIOR_FIELDS:
         value = raw.get(field)
         if value in (None, ""):

@@ -22,7 +22,13 @@ from diana_pipeline.stats.beta import (
     prob_superiority,
     uplift_interval,
 )
-from diana_pipeline.stats.decision import PROB_BEST_TO_WIN, Decision, Verdict, decide
+from diana_pipeline.stats.decision import (
+    PROB_BEST_TO_WIN,
+    AnytimeEvidence,
+    Decision,
+    Verdict,
+    decide,
+)
 from diana_pipeline.stats.sequential import (
     DEFAULT_EXPECTED_LIFT,
     always_valid_pvalues,
@@ -34,6 +40,7 @@ from diana_pipeline.stats.thompson import thompson_allocation
 __all__ = [
     "DEFAULT_EXPECTED_LIFT",
     "PROB_BEST_TO_WIN",
+    "AnytimeEvidence",
     "ArrayLike",
     "Decision",
     "FloatArray",

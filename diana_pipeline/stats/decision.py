@@ -1,6 +1,7 @@
-"""The decision rule shown to users: winner, keep running or not enough data. This is
-business policy (the 0.95 bar, the threshold of caring, the minimum sample), not maths; the
-numbers it weighs come from diana_pipeline.stats.beta."""
+"""The decision rule shown to users: winner, no meaningful difference, keep running or not
+enough data. This is business policy (the 0.95 bar, the threshold of caring, the minimum
+sample, the test's α and region of practical equivalence), not maths; the numbers it weighs
+come from diana_pipeline.stats.beta and diana_pipeline.stats.sequential."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from diana_pipeline.stats._types import ArrayLike
 
 PROB_BEST_TO_WIN = 0.95
 
-Verdict = Literal["winner", "keep running", "not enough data"]
+Verdict = Literal["winner", "no meaningful difference", "keep running", "not enough data"]
 
 
 @dataclass(frozen=True)
@@ -23,20 +24,41 @@ class Decision:
     reason: str
 
 
+@dataclass(frozen=True)
+class AnytimeEvidence:
+    """What the anytime-valid test says so far, at one look.
+
+    `p_values[i][j]`: running minimum over the looks of the p-value of "arm i's rate differs
+    from arm j's" (the diagonal is ignored). `lift_low`, `lift_high`: running intersection of
+    each arm's lift confidence sequence over the control (arm 0), at level 1 − alpha / (K − 1).
+    A winner must reject every other arm at alpha / (K − 1): under equal rates, a false winner
+    needs some treatment to reject the control, which has probability ≤ (K − 1) · alpha /
+    (K − 1) = alpha for every stopping rule."""
+
+    p_values: ArrayLike
+    lift_low: ArrayLike
+    lift_high: ArrayLike
+    alpha: float = 0.05
+    rope: float = 0.01
+
+
 def decide(
     prob_best_by_arm: ArrayLike,
     expected_loss_by_arm: ArrayLike,
     exposures: ArrayLike,
     threshold_of_caring: float,
     minimum_sample: int,
+    evidence: AnytimeEvidence,
     names: list[str] | None = None,
     prob_to_win: float = PROB_BEST_TO_WIN,
 ) -> Decision:
-    """The decision shown to users for one test.
+    """The decision shown to users for one test at one look.
 
     Not enough data while any arm has fewer exposures than the minimum sample. Otherwise the
-    arm with the highest P(best) wins when P(best) ≥ 0.95 and its expected loss is below the
-    threshold of caring; else keep running."""
+    arm with the highest P(best) wins when P(best) ≥ 0.95, its expected loss is below the
+    threshold of caring, and the anytime-valid test rejects equal rates against every other
+    arm. Failing that, when every arm's lift over the control lies inside ±rope, there is no
+    meaningful difference. Else keep running, with what is missing."""
     best = np.asarray(prob_best_by_arm, dtype=np.float64)
     loss = np.asarray(expected_loss_by_arm, dtype=np.float64)
     seen = np.asarray(exposures, dtype=np.float64)
@@ -45,32 +67,65 @@ def decide(
             "prob_best, expected_loss and exposures must be 1-D and of one length, got "
             f"{best.shape}, {loss.shape}, {seen.shape}"
         )
-    if best.size < 2:
-        raise ValueError(f"need at least 2 arms, got {best.size}")
-    labels = names or [f"arm {k}" for k in range(best.size)]
-    if len(labels) != best.size:
-        raise ValueError(f"{len(labels)} names for {best.size} arms")
+    arms = best.size
+    if arms < 2:
+        raise ValueError(f"need at least 2 arms, got {arms}")
+    p_values = np.asarray(evidence.p_values, dtype=np.float64)
+    low = np.asarray(evidence.lift_low, dtype=np.float64)
+    high = np.asarray(evidence.lift_high, dtype=np.float64)
+    if p_values.shape != (arms, arms) or low.shape != (arms,) or high.shape != (arms,):
+        raise ValueError(
+            f"evidence must hold a {arms}×{arms} p-value matrix and {arms} lift bounds, got "
+            f"{p_values.shape}, {low.shape}, {high.shape}"
+        )
+    labels = names or [f"arm {k}" for k in range(arms)]
+    if len(labels) != arms:
+        raise ValueError(f"{len(labels)} names for {arms} arms")
     if threshold_of_caring <= 0 or minimum_sample < 1:
         raise ValueError("threshold_of_caring must be > 0 and minimum_sample ≥ 1")
-    short = [labels[k] for k in range(best.size) if seen[k] < minimum_sample]
+    if not (0 < evidence.alpha < 1 and evidence.rope > 0):
+        raise ValueError(f"alpha must be in (0, 1) and rope > 0, got {evidence}")
+    short = [labels[k] for k in range(arms) if seen[k] < minimum_sample]
     if short:
         return Decision(
             "not enough data",
             None,
             f"{', '.join(short)} below the minimum sample of {minimum_sample} exposures "
-            f"(have {', '.join(f'{labels[k]}={int(seen[k])}' for k in range(best.size))})",
+            f"(have {', '.join(f'{labels[k]}={int(seen[k])}' for k in range(arms))})",
         )
+    level = evidence.alpha / (arms - 1)
     leader = int(np.argmax(best))
     name = labels[leader]
-    if best[leader] >= prob_to_win and loss[leader] < threshold_of_caring:
+    others = [j for j in range(arms) if j != leader]
+    weakest = max(others, key=lambda j: p_values[leader, j])
+    p_weakest = p_values[leader, weakest]
+    against = (
+        f"against {labels[weakest]}"
+        if arms == 2
+        else f"against every arm (weakest: {labels[weakest]})"
+    )
+    rejects = p_weakest <= level
+    if best[leader] >= prob_to_win and loss[leader] < threshold_of_caring and rejects:
         return Decision(
             "winner",
             name,
-            f"{name}: P(best) = {best[leader]:.4f} ≥ {prob_to_win} and expected loss "
-            f"{loss[leader]:.2e} < {threshold_of_caring:g}",
+            f"{name}: P(best) = {best[leader]:.4f} ≥ {prob_to_win}, expected loss "
+            f"{loss[leader]:.2e} < {threshold_of_caring:g}, and the anytime-valid test "
+            f"rejects equal rates {against} (p = {p_weakest:.2g} ≤ {level:.3g})",
+        )
+    treatments = range(1, arms)
+    if all(-evidence.rope <= low[k] and high[k] <= evidence.rope for k in treatments):
+        bounds = ", ".join(f"{labels[k]} [{low[k]:+.2%}, {high[k]:+.2%}]" for k in treatments)
+        return Decision(
+            "no meaningful difference",
+            None,
+            f"every lift over {labels[0]} lies within ±{evidence.rope:.2%} "
+            f"(anytime-valid {1 - level:.1%} confidence sequence: {bounds})",
         )
     if best[leader] < prob_to_win:
         why = f"P(best) = {best[leader]:.4f} < {prob_to_win}"
-    else:
+    elif loss[leader] >= threshold_of_caring:
         why = f"expected loss {loss[leader]:.2e} ≥ threshold of caring {threshold_of_caring:g}"
+    else:
+        why = f"anytime-valid p = {p_weakest:.2g} > {level:.3g} {against}"
     return Decision("keep running", None, f"leader {name}: {why}")

@@ -10,8 +10,9 @@ mixture likelihood ratio over q, the treatment's share of conversions, with q ~ 
 
     E = B(κw + s_t, κ(1−w) + s_c) / B(κw, κ(1−w)) / (w^s_t (1−w)^s_c),
 
-is a nonnegative martingale with mean 1, so by Ville's inequality P(some look has E ≥ 1/α)
-≤ α for every stopping rule, exactly: no normal approximation, no minimum sample. It depends
+is a nonnegative martingale with mean 1 (so is any fixed mixture of such), and by Ville's
+inequality P(some look has E ≥ 1/α) ≤ α for every stopping rule, exactly: no normal
+approximation, no minimum sample. It depends
 on the cumulative conversions only (a backfill, a CSV file or DynamoDB give the same value).
 Exposures enter through the design weights, not the counts: the realised split of exposures
 is part of the randomness the test accounts for, and the sample-ratio check guards the
@@ -19,9 +20,12 @@ assumption that assignment followed the weights.
 
 The rate ratio r = p_t / p_c maps to q(r) = w r / (w r + 1 − w), so inverting the test at
 every r gives a confidence sequence for the relative lift r − 1 (the same mixture against
-each null q(r) is again a martingale). Its tuning, κ, is set from the lift the test expects:
-the prior standard deviation of log r is log(1 + expected_lift). Power is best for lifts of
-about that size (docs/statistics.md; the sequential benchmark measures it).
+each null q(r) is again a martingale). Tuning: the mixture puts 80% of its weight on a Beta
+whose standard deviation of log r is log(1 + expected_lift), where power is best (the
+sequential benchmark measures it), and 10% on each of two Betas 4 and 16 times as wide, so
+that a lift far larger than expected (a broken variant) is still caught within a few hundred
+conversions; this costs log(1 / 0.8) ≈ 0.22 of the log 20 ≈ 3 nats a rejection at α = 0.05
+needs (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from scipy.special import betaln
 from diana_pipeline.stats._types import ArrayLike, FloatArray
 
 DEFAULT_EXPECTED_LIFT = 0.05
+# (width as a multiple of log(1 + expected_lift), weight) of the mixture's components
+_COMPONENTS = ((1.0, 0.8), (4.0, 0.1), (16.0, 0.1))
+_WIDEST_KAPPA = 2.0  # no component wider than Beta(2w, 2(1 − w))
 _BISECTION_STEPS = 80
 _LOGIT_SPAN = 60.0
 
@@ -48,8 +55,8 @@ def always_valid_pvalues(
     counts, one row per look; the control's own entry is NaN. No running minimum is taken:
     the minimum over looks is itself valid, and is what a decision should read.
 
-    `allocation`: the configured weights (equal when None); `control`: the arm compared
-    against."""
+    `allocation`: the configured weights (equal when None); an arm with weight 0 gets no users
+    by design, so nothing can be said of it (p = 1). `control`: the arm compared against."""
     _, conversions, weights = _checked(exposures, successes, allocation, expected_lift)
     log_e = np.full(conversions.shape, np.nan)
     for k in _others(conversions.shape[-1], control):
@@ -98,28 +105,44 @@ def _others(arms: int, control: int) -> list[int]:
 
 
 def _share(weights: FloatArray, arm: int, control: int) -> float:
-    return float(weights[arm] / (weights[arm] + weights[control]))
+    pair = weights[arm] + weights[control]
+    return float(weights[arm] / pair) if pair > 0 else 0.0
 
 
-def _mixture(share: float, expected_lift: float) -> tuple[float, float]:
-    """Beta(a, b) on q with mean `share` and sd(log r) ≈ log(1 + expected_lift): since
-    d log r / dq = 1 / (q (1 − q)), sd(q) = share (1 − share) log(1 + expected_lift)."""
-    kappa = 1.0 / (share * (1.0 - share) * np.log1p(expected_lift) ** 2) - 1.0
-    return kappa * share, kappa * (1.0 - share)
+def _mixture(share: float, expected_lift: float) -> list[tuple[float, float, float]]:
+    """The components (a, b, log weight) of the mixture on q, each a Beta with mean `share`
+    and a set sd of log r: since d log r / dq = 1 / (q (1 − q)), sd(q) = share (1 − share)
+    sd(log r), and a Beta's variance is share (1 − share) / (κ + 1)."""
+    components = []
+    for width, weight in _COMPONENTS:
+        spread = width * np.log1p(expected_lift)
+        kappa = max(1.0 / (share * (1.0 - share) * spread**2) - 1.0, _WIDEST_KAPPA)
+        components.append((kappa * share, kappa * (1.0 - share), float(np.log(weight))))
+    return components
 
 
-def _log_mixture(s_arm: FloatArray, s_control: FloatArray, a: float, b: float) -> FloatArray:
-    return betaln(a + s_arm, b + s_control) - betaln(a, b)
+def _log_mixture(s_arm: FloatArray, s_control: FloatArray, share: float, lift: float) -> FloatArray:
+    """log ∫ q^s_arm (1 − q)^s_control dπ(q), π the mixture above."""
+    return np.logaddexp.reduce(
+        [
+            log_weight + betaln(a + s_arm, b + s_control) - betaln(a, b)
+            for a, b, log_weight in _mixture(share, lift)
+        ],
+        axis=0,
+    )
 
 
 def _log_evidence(
     conversions: FloatArray, weights: FloatArray, arm: int, control: int, expected_lift: float
 ) -> FloatArray:
     share = _share(weights, arm, control)
-    a, b = _mixture(share, expected_lift)
     s_arm, s_control = conversions[..., arm], conversions[..., control]
+    if share in (0.0, 1.0):
+        return np.zeros(s_arm.shape)
     return (
-        _log_mixture(s_arm, s_control, a, b) - s_arm * np.log(share) - s_control * np.log1p(-share)
+        _log_mixture(s_arm, s_control, share, expected_lift)
+        - s_arm * np.log(share)
+        - s_control * np.log1p(-share)
     )
 
 
@@ -134,8 +157,9 @@ def _lift_bounds(
     """The q with q^s_arm (1 − q)^s_control ≥ α · mixture, an interval around the maximum
     likelihood share (the likelihood is log-concave in logit q), found by bisection on
     logit q and mapped to the lift."""
-    a, b = _mixture(share, expected_lift)
-    threshold = _log_mixture(s_arm, s_control, a, b) + np.log(alpha)
+    if share in (0.0, 1.0):
+        return np.full(s_arm.shape, -1.0), np.full(s_arm.shape, np.inf)
+    threshold = _log_mixture(s_arm, s_control, share, expected_lift) + np.log(alpha)
     total = s_arm + s_control
     with np.errstate(divide="ignore", invalid="ignore"):
         peak = np.clip(
@@ -187,8 +211,13 @@ def _checked(
     if np.any(conversions > counts):
         raise ValueError("successes must not exceed exposures")
     weights = np.full(arms, 1.0) if allocation is None else np.asarray(allocation, float)
-    if weights.shape != (arms,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
-        raise ValueError(f"allocation must hold {arms} positive weights, got {allocation!r}")
+    if (
+        weights.shape != (arms,)
+        or not np.all(np.isfinite(weights))
+        or np.any(weights < 0)
+        or weights.sum() <= 0
+    ):
+        raise ValueError(f"allocation must hold {arms} weights ≥ 0, not all 0; got {allocation!r}")
     if not (np.isfinite(expected_lift) and 0 < expected_lift <= 5):
         raise ValueError(f"expected_lift must be in (0, 5], got {expected_lift!r}")
     return counts, conversions, weights / weights.sum()

@@ -33,9 +33,9 @@ HOUR = timedelta(hours=1)
 WINDOWS = {
     DAY + 10 * HOUR: {"control": (31, 71, 100), "treatment": (41, 61, 100), "blue": (2, 3, 3)},
     DAY + 11 * HOUR: {
-        "control": (351, 651, 1000),
-        "treatment": (451, 551, 1000),
-        "blue": (341, 661, 1000),
+        "control": (3501, 6501, 10000),
+        "treatment": (4501, 5501, 10000),
+        "blue": (3401, 6601, 10000),
     },
 }
 
@@ -114,18 +114,31 @@ def test_latest_window_figures_match_the_stats_module(
         assert set(variant) >= {"variant", "alpha", "beta", "mean", "ci_low", "ci_high",
                                 "prob_best", "expected_loss"}  # fmt: skip
         assert (variant["alpha"], variant["beta"]) == (want["alphas"][k], want["betas"][k])
-        assert variant["mean"] == pytest.approx(want["alphas"][k] / 1002, abs=1e-15)
+        assert variant["mean"] == pytest.approx(want["alphas"][k] / 10002, abs=1e-15)
         for key in ("prob_best", "expected_loss", "ci_low", "ci_high"):
             assert variant[key] == pytest.approx(want[key][k], abs=1e-12), key
     beats = report["prob_superiority"]
     assert beats["treatment"]["control"] == pytest.approx(
-        stats.prob_superiority(451, 551, 351, 651), abs=1e-12
+        stats.prob_superiority(4501, 5501, 3501, 6501), abs=1e-12
     )
     assert beats["control"]["treatment"] == pytest.approx(
         1 - beats["treatment"]["control"], abs=1e-12
     )
+    # The anytime-valid figures run over both windows; the test is unknown to any
+    # experiments file, so its variants compare by name (blue is the control) in equal shares.
+    starts = sorted(WINDOWS)
+    exposures = [[WINDOWS[t][n][2] for n in ("blue", "control", "treatment")] for t in starts]
+    successes = [[WINDOWS[t][n][0] - 1 for n in ("blue", "control", "treatment")] for t in starts]
+    p_values = stats.always_valid_pvalues(exposures, successes).min(axis=0)
+    low, high = stats.lift_confidence_sequence(exposures, successes, level=1 - 0.05 / 2)
+    for k, variant in enumerate(report["variants"]):
+        want_p = None if k == 0 else p_values[k]
+        assert variant["p_value_always_valid"] == want_p
+        assert variant["lift_cs_low"] == low[:, k].max()
+        assert variant["lift_cs_high"] == high[:, k].min()
     assert report["decision"]["verdict"] == "winner"
     assert report["decision"]["winner"] == "treatment"
+    assert "anytime-valid test rejects" in report["decision"]["reason"]
 
 
 def test_at_names_an_earlier_window_with_too_little_data(
@@ -148,9 +161,10 @@ def test_text_report_and_plot(
     assert main([str(csv_file), "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "crafted-test · window 2026-11-21 11:00 → 12:00 UTC" in out
-    # treatment: Beta(451, 551), mean 0.4501, and its interval from the stats module.
-    low, high = stats.credible_interval(451.0, 551.0)
-    assert re.search(rf"0\.4501 +\[{float(low):.4f}, {float(high):.4f}\]", out)
+    # treatment: Beta(4501, 5501), mean 0.4500, and its interval from the stats module.
+    low, high = stats.credible_interval(4501.0, 5501.0)
+    assert re.search(rf"0\.4500 +\[{float(low):.4f}, {float(high):.4f}\]", out)
+    assert "anytime-valid p" in out and "lift confidence sequence" in out
     assert "P(row beats column)" in out
     assert "→ treatment is the likely winner" in out
     assert plot.read_bytes().startswith(b"\x89PNG") and plot.stat().st_size > 10_000

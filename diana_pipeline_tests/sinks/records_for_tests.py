@@ -11,7 +11,8 @@ def make_records(
     window_start: datetime, tests: tuple[str, ...] = ("t1",), generation: int = 0
 ) -> list[Record]:
     """One record per test and variant of one window. Floats that text often gets wrong
-    (0.1 + 0.2, 1e-300, a long mantissa); `generation` changes the values, not the keys."""
+    (0.1 + 0.2, 1e-300, a long mantissa), and optional figures without a value (None);
+    `generation` changes the values, not the keys."""
     records = []
     for test_id in tests:
         for k, variant in enumerate(("control", "treatment")):
@@ -34,6 +35,9 @@ def make_records(
                     "ci_high": 0.9999999999999999,
                     "prob_best": 0.5 + k * 1e-12,
                     "expected_loss": 2.2250738585072014e-308,
+                    "p_value_always_valid": None if k == 0 else 0.05 - 1e-17 * generation,
+                    "lift_cs_low": 0.0 if k == 0 else -0.123456789012345678,
+                    "lift_cs_high": 0.0 if k == 0 else (None if generation % 2 else 1.5),
                 }
             )
     return records
