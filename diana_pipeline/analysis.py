@@ -102,7 +102,7 @@ def _anytime_figures(
         return {"p_value_always_valid": empty, "lift_cs_low": empty, "lift_cs_high": empty}
     tuning = {"allocation": test.allocation, "expected_lift": test.expected_lift}
     low, high = stats.lift_confidence_sequence(
-        exposures, successes, level=1 - _level(test), **tuning
+        exposures, successes, level=1 - decision_level(test), **tuning
     )
     return {
         "p_value_always_valid": stats.always_valid_pvalues(exposures, successes, **tuning),
@@ -111,7 +111,7 @@ def _anytime_figures(
     }
 
 
-def _level(test: ExperimentTest) -> float:
+def decision_level(test: ExperimentTest) -> float:
     """The level each comparison is held to: α, Bonferroni over the K − 1 a winner makes."""
     return test.alpha / (len(test.variants) - 1)
 
@@ -262,7 +262,7 @@ def _running_evidence(
     )  # (windows, arm, against)
     pairs = np.fmin.accumulate(pairs, axis=0)
     low, high = stats.lift_confidence_sequence(
-        exposures, successes, level=1 - _level(test), **tuning
+        exposures, successes, level=1 - decision_level(test), **tuning
     )
     low, high = np.maximum.accumulate(low, axis=0), np.minimum.accumulate(high, axis=0)
     return [
@@ -460,5 +460,6 @@ def summarize_test(test: ExperimentTest, records: list[dict[str, object]]) -> di
             "verdict": decision.verdict,
             "winner": decision.winner,
             "reason": decision.reason,
+            "level": decision_level(test),  # what each anytime-valid p-value must reach
         },
     }

@@ -1,5 +1,6 @@
-"""Pictures of a test's state: posterior densities per variant, and P(best) over the windows
-so far. Rendered to PNG bytes (no display needed)."""
+"""Pictures of a test's state: posterior densities per variant, P(best) over the windows so
+far, and the anytime-valid p-value's path with the level a winner must reach. Rendered to PNG
+bytes (no display needed)."""
 
 from __future__ import annotations
 
@@ -22,16 +23,22 @@ def _pyplot():
 
 
 def posterior_figure(
-    latest: list[dict[str, object]], history: list[dict[str, object]], dpi: int = 80
+    latest: list[dict[str, object]],
+    history: list[dict[str, object]],
+    dpi: int = 80,
+    levels: dict[str, float] | None = None,
 ) -> bytes:
-    """One row per test: the Beta posterior of each variant (left) and each variant's P(best)
-    window by window (right). `latest`: posterior records of one window; `history`: records
-    with window_start, test_id, variant and prob_best of every window so far."""
+    """One row per test: the Beta posterior of each variant (left), each variant's P(best)
+    window by window (middle), and each variant's anytime-valid p-value against the control,
+    running minimum over the windows, with the level a winner must reach (right; α / (K − 1)
+    from `levels` by test, 0.05 when absent). `latest`: posterior records of one window;
+    `history`: records with window_start, test_id, variant, prob_best and (when known)
+    p_value_always_valid of every window so far."""
     plt = _pyplot()
     tests = sorted({str(r["test_id"]) for r in latest})
-    figure, axes = plt.subplots(len(tests), 2, figsize=(10, 3.2 * len(tests)), squeeze=False)
+    figure, axes = plt.subplots(len(tests), 3, figsize=(15, 3.2 * len(tests)), squeeze=False)
     for row, test_id in enumerate(tests):
-        density_axis, best_axis = axes[row]
+        density_axis, best_axis, p_axis = axes[row]
         mine = [r for r in latest if r["test_id"] == test_id]
         low = min(float(r["ci_low"]) for r in mine)
         high = max(float(r["ci_high"]) for r in mine)
@@ -71,8 +78,35 @@ def posterior_figure(
         best_axis.set_title("P(best) over the windows")
         best_axis.tick_params(axis="x", labelrotation=30, labelsize=7)
         best_axis.legend(fontsize=8)
+        mine_history = [r for r in history if r["test_id"] == test_id]
+        _p_value_path(p_axis, mine_history, (levels or {}).get(test_id, 0.05))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def _p_value_path(axis, history: list[dict[str, object]], level: float) -> None:
+    """Each variant's anytime-valid p-value against the control over the windows, running
+    minimum (what the decision reads), on a log scale with the level drawn."""
+    series: dict[str, dict[object, float]] = defaultdict(dict)
+    for record in history:
+        value = record.get("p_value_always_valid")
+        if value is not None:
+            series[str(record["variant"])][record["window_start"]] = float(value)  # type: ignore[arg-type]
+    windows = sorted({w for points in series.values() for w in points})  # type: ignore[type-var]
+    position = {w: i for i, w in enumerate(windows)}
+    for variant, points in sorted(series.items()):
+        ordered = sorted(points.items())  # type: ignore[type-var]
+        running = np.fmin.accumulate([max(p, 1e-300) for _, p in ordered])
+        axis.step([position[w] for w, _ in ordered], running, where="post", label=variant)
+    axis.axhline(level, color="grey", linestyle="--", linewidth=0.8, label=f"level {level:.3g}")
+    axis.set_yscale("log")
+    axis.set_ylim(top=1.5)
+    step = max(1, len(windows) // 8)
+    axis.set_xticks(range(0, len(windows), step))
+    axis.set_xticklabels([f"{w:%m-%d %H:%M}" for w in windows[::step]])
+    axis.set_title("anytime-valid p vs control (running min)")
+    axis.tick_params(axis="x", labelrotation=30, labelsize=7)
+    axis.legend(fontsize=8)

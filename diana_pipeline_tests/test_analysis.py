@@ -127,7 +127,8 @@ def test_the_report_of_a_window_agrees_with_the_assets_rows() -> None:
             assert variant[key] == row[key], key
         assert report["prob_superiority"][variant["variant"]] == row["prob_beats"]
     assert report["decision"] == {
-        "verdict": rows[0]["decision"], "winner": rows[0]["winner"], "reason": rows[0]["reason"]
+        "verdict": rows[0]["decision"], "winner": rows[0]["winner"], "reason": rows[0]["reason"],
+        "level": 0.05,
     }  # fmt: skip
     assert report["decision"]["winner"] == "treatment"
 

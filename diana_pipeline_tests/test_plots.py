@@ -13,6 +13,7 @@ def record(test_id: str, variant: str, alpha: float, beta: float, best: float, h
     return {
         "test_id": test_id, "variant": variant, "alpha": alpha, "beta": beta, "prob_best": best,
         "ci_low": 0.2, "ci_high": 0.6, "window_start": datetime(2026, 11, 21, hour),
+        "p_value_always_valid": None if variant == "control" else 0.5 / hour,
     }  # fmt: skip
 
 
@@ -27,7 +28,13 @@ def test_one_row_per_test() -> None:
         for t in ("t1", "t2")
         for v, a in (("control", 30), ("treatment", 31))
     ]
-    png = posterior_figure(latest, history)
+    png = posterior_figure(latest, history, levels={"t1": 0.05})
     image = Image.open(__import__("io").BytesIO(png))
     assert image.format == "PNG"
-    assert image.size == (800, 2 * 256)  # 10 x 3.2 inches per test at 80 dpi
+    assert image.size == (1200, 2 * 256)  # 15 x 3.2 inches per test at 80 dpi
+
+
+def test_records_without_the_anytime_valid_figures_still_plot() -> None:
+    old = [{k: v for k, v in record("t1", v, 40, 60, 0.5, 10).items()
+            if k != "p_value_always_valid"} for v in ("control", "treatment")]  # fmt: skip
+    assert posterior_figure(old, old).startswith(b"\x89PNG")

@@ -30,6 +30,7 @@ from dagster import (
 
 from diana_pipeline.analysis import (
     allocation_rows,
+    decision_level,
     posterior_records,
     quality_checks,
     superiority_rows,
@@ -195,18 +196,17 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 )
             records = posterior_records(settings, counts, windows, utc_now())
             store.replace_windows("posteriors", list(counts), records)
+            fields = ("window_start", "test_id", "variant", "prob_best", "p_value_always_valid")
             history = store.connection.execute(
-                "SELECT window_start, test_id, variant, prob_best FROM posteriors "
+                f"SELECT {', '.join(fields)} FROM posteriors "
                 "WHERE window_start <= ? ORDER BY window_start",
                 [windows[-1][0]],
             ).fetchall()
         latest = [r for r in records if r["window_start"] == windows[-1][0]]
         picture = posterior_figure(
             latest,
-            [
-                dict(zip(("window_start", "test_id", "variant", "prob_best"), h, strict=True))
-                for h in history
-            ],
+            [dict(zip(fields, h, strict=True)) for h in history],
+            levels={test.test_id: decision_level(test) for test in settings.tests},
         )
         columns = [
             "test_id",

@@ -270,14 +270,20 @@ def _list(names: object) -> str:
     return ", ".join(sorted(names)) or "none"  # type: ignore[call-overload]
 
 
-def _plot(path: Path, reports: list[dict[str, object]], history: list[Record]) -> None:
+def report_figure(reports: list[dict[str, object]], history: list[Record]) -> bytes:
+    """The reports' picture: posteriors, P(best) and the anytime-valid p-value's path."""
     latest = [
         {**variant, "test_id": report["test_id"]}
         for report in reports
         for variant in report["variants"]  # type: ignore[attr-defined]
     ]
+    levels = {str(r["test_id"]): r["decision"]["level"] for r in reports}  # type: ignore[index]
+    return posterior_figure(latest, history or latest, dpi=100, levels=levels)
+
+
+def _plot(path: Path, reports: list[dict[str, object]], history: list[Record]) -> None:
     try:
-        path.write_bytes(posterior_figure(latest, history or latest, dpi=100))
+        path.write_bytes(report_figure(reports, history))
     except OSError as exc:
         raise AnalyzeError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
 

@@ -24,11 +24,17 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
-from diana_pipeline.cli.analyze import AnalyzeError, analyze, json_default, read_records, render
+from diana_pipeline.cli.analyze import (
+    AnalyzeError,
+    analyze,
+    json_default,
+    read_records,
+    render,
+    report_figure,
+)
 from diana_pipeline.cli.progress import ProgressBar
 from diana_pipeline.config import OUTPUT_SINKS, ConfigError, ExperimentsConfig, load_config
 from diana_pipeline.local_stack import LocalStack, StackError, StackSettings
-from diana_pipeline.plots import posterior_figure
 from diana_pipeline.totals import Totals, expected_totals, totals_of
 from diana_pipeline.traffic import TrafficError, build_spec, parse_probabilities
 
@@ -261,8 +267,7 @@ class Demo:
         source = ANALYZE_SOURCE[self.config.output_sink]
         records = read_records(source, [], self.config)
         reports, history = analyze(records, self.config)
-        latest = [{**v, "test_id": r["test_id"]} for r in reports for v in r["variants"]]  # type: ignore[attr-defined]
-        self.plot.write_bytes(posterior_figure(latest, history or latest, dpi=100))
+        self.plot.write_bytes(report_figure(reports, history))
         return reports
 
 
