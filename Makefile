@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill reliability
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential reliability
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -44,6 +44,11 @@ bench: $(INSTALLED)
 bench-stats: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stats_benchmark
+
+# The sequential benchmark: false winners under continuous monitoring and power, for today's
+# rule, Diana's anytime-valid rule and an asymptotic confidence sequence (simulation).
+bench-sequential: $(INSTALLED)
+	$(BIN)/python -m benchmarks.sequential_benchmark
 
 # The traffic benchmark: Diana's unthrottled traffic beside a bare producer (own Kafka).
 bench-traffic: $(INSTALLED)

@@ -13,6 +13,7 @@ from benchmarks import (
     backfill_benchmark,
     freshness_benchmark,
     ingest_benchmark,
+    sequential_benchmark,
     stats_benchmark,
     traffic_benchmark,
 )
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "backfill": backfill_benchmark.main,
     "traffic": traffic_benchmark.main,
     "stats": stats_benchmark.main,
+    "sequential": sequential_benchmark.main,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import backfill_benchmark
+from benchmarks import backfill_benchmark, sequential_benchmark
 
 
 def test_the_backfill_benchmark_rebuilds_every_window(capsys: pytest.CaptureFixture) -> None:
@@ -15,3 +15,11 @@ def test_the_backfill_benchmark_rebuilds_every_window(capsys: pytest.CaptureFixt
     assert code in (0, 1)
     table = capsys.readouterr().out
     assert "plain DuckDB GROUP BY" in table and "one run over every window" in table
+
+
+def test_the_sequential_benchmark_runs_every_scenario(capsys: pytest.CaptureFixture) -> None:
+    code = sequential_benchmark.main(["--scale", "0.02", "--no-write"])
+    assert code in (0, 1)
+    out = capsys.readouterr().out
+    assert out.count("| micro-batch |") == 12 and "through counting.py" in out
+    assert "asymptotic CS" in out and "screened-out looks checked exactly" in out
