@@ -135,4 +135,16 @@ BAD_CASES: dict[str, tuple[Mutation, str]] = {
         set_field("tests.0.minimum_sample", "lots"),
         r"tests\[0\]\.minimum_sample: Input should be a valid integer",
     ),
+    "alpha of 1": (
+        set_field("tests.0.alpha", 1),
+        r"tests\[0\]\.alpha: Input should be less than 1",
+    ),
+    "negative rope": (
+        set_field("tests.0.rope", -0.01),
+        r"tests\[0\]\.rope: Input should be greater than 0",
+    ),
+    "expected lift of zero": (
+        set_field("tests.0.expected_lift", 0),
+        r"tests\[0\]\.expected_lift: Input should be greater than 0",
+    ),
 }
