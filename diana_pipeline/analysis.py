@@ -166,22 +166,27 @@ def in_config_order(
 
 
 def _by_window(
-    test: ExperimentTest, records: list[dict[str, object]]
+    test: ExperimentTest,
+    records: list[dict[str, object]],
+    required: Collection[object] | None = None,
 ) -> tuple[list[object], list[list[dict[str, object]]], FloatArray, FloatArray]:
     """The test's records by window (in window order), each window's one per configured
-    variant in variant order, with α and β as (windows, variants) arrays."""
+    variant in variant order, with α and β as (windows, variants) arrays. Windows without a
+    record of every variant are left out (earlier windows of a variant added since), unless
+    `required` (default: every window) names them: then it is an error."""
     names = test.variant_names
     grouped: dict[object, list[dict[str, object]]] = {}
     for record in records:
         # A variant no longer configured has no arm in the comparison.
         if record["test_id"] == test.test_id and record["variant"] in names:
             grouped.setdefault(record["window_start"], []).append(record)
-    starts = sorted(grouped)  # type: ignore[type-var]
-    table = [in_variant_order(grouped[start], names) for start in starts]
-    if any(len(row) != len(names) for row in table):
+    partial = [start for start, rows in grouped.items() if len(rows) != len(names)]
+    if any(required is None or start in required for start in partial):
         raise ValueError(
             f"test {test.test_id} needs one record per variant ({', '.join(names)}) in each window"
         )
+    starts = sorted(set(grouped) - set(partial))  # type: ignore[type-var]
+    table = [in_variant_order(grouped[start], names) for start in starts]
     shape = (len(starts), len(names))
     alphas = np.array([[r["alpha"] for r in row] for row in table], float).reshape(shape)
     betas = np.array([[r["beta"] for r in row] for row in table], float).reshape(shape)
@@ -208,7 +213,7 @@ def superiority_rows(
     Every window of a test is computed together."""
     rows_by_test: dict[str, list[dict]] = {}
     for test in config.tests:
-        starts, table, alphas, betas = _by_window(test, records)
+        starts, table, alphas, betas = _by_window(test, records, windows)
         keep = [t for t, start in enumerate(starts) if windows is None or start in windows]
         if not keep:
             continue

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
 from diana_pipeline import stats
 from diana_pipeline.analysis import (
     allocation_rows,
@@ -157,3 +159,26 @@ def test_the_anytime_valid_figures_run_over_the_windows() -> None:
     assert [r["p_value_always_valid"] for r in rows] == [own[0]] * 3
     assert [r["lift_cs_low"] for r in rows] == [raw[0]["lift_cs_low"]] * 3
     assert rows[2]["lift_cs_high"] == min(r["lift_cs_high"] for r in raw)
+
+
+def test_windows_from_before_a_variant_was_added_do_not_stop_the_later_ones() -> None:
+    """A variant added to a running test has no records in the earlier windows: those drop
+    out of the running figures, and the windows asked for are still computed."""
+    windows = [(datetime(2026, 11, 21, h), datetime(2026, 11, 21, h + 1)) for h in range(2)]
+    counts = {
+        start: [
+            WindowCounts("t", "zcontrol", 0, 0, 1000 * (h + 1), 100 * (h + 1)),
+            WindowCounts("t", "treatment", 0, 0, 1000 * (h + 1), 120 * (h + 1)),
+        ]
+        for h, (start, _) in enumerate(windows)
+    }
+    stored = posterior_records(CONFIG, counts, windows, END)
+    before = [
+        r
+        for r in stored
+        if not (r["window_start"] == windows[0][0] and r["variant"] == "treatment")
+    ]
+    rows = superiority_rows(CONFIG, before, {windows[1][0]})
+    assert [r["window_start"] for r in rows] == [windows[1][0]] * 2
+    with pytest.raises(ValueError, match="one record per variant"):
+        superiority_rows(CONFIG, before, {windows[0][0]})
