@@ -91,6 +91,8 @@ def _p_value_path(axis, history: list[dict[str, object]], level: float) -> None:
     """Each variant's anytime-valid p-value against the control over the windows, running
     minimum (what the decision reads), on a log scale with the level drawn."""
     series: dict[str, dict[object, float]] = defaultdict(dict)
+    # Colours as in the P(best) panel, where every variant (the control too) has a line.
+    colours = {v: f"C{i}" for i, v in enumerate(sorted({str(r["variant"]) for r in history}))}
     for record in history:
         value = record.get("p_value_always_valid")
         if value is not None:
@@ -100,13 +102,22 @@ def _p_value_path(axis, history: list[dict[str, object]], level: float) -> None:
     for variant, points in sorted(series.items()):
         ordered = sorted(points.items())  # type: ignore[type-var]
         running = np.fmin.accumulate([max(p, 1e-300) for _, p in ordered])
-        axis.step([position[w] for w, _ in ordered], running, where="post", label=variant)
+        axis.step(
+            [position[w] for w, _ in ordered],
+            running,
+            where="post",
+            marker="o",
+            markersize=3,
+            color=colours[variant],
+            label=variant,
+        )
     axis.axhline(level, color="grey", linestyle="--", linewidth=0.8, label=f"level {level:.3g}")
     axis.set_yscale("log")
     axis.set_ylim(top=1.5)
     step = max(1, len(windows) // 8)
     axis.set_xticks(range(0, len(windows), step))
     axis.set_xticklabels([f"{w:%m-%d %H:%M}" for w in windows[::step]])
+    axis.set_xlim(-0.5, max(len(windows) - 0.5, 0.5))
     axis.set_title("anytime-valid p vs control (running min)")
     axis.tick_params(axis="x", labelrotation=30, labelsize=7)
     axis.legend(fontsize=8)
