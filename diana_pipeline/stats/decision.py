@@ -78,13 +78,22 @@ def decide(
             f"evidence must hold a {arms}×{arms} p-value matrix and {arms} lift bounds, got "
             f"{p_values.shape}, {low.shape}, {high.shape}"
         )
-    labels = names or [f"arm {k}" for k in range(arms)]
-    if len(labels) != arms:
-        raise ValueError(f"{len(labels)} names for {arms} arms")
-    if threshold_of_caring <= 0 or minimum_sample < 1:
-        raise ValueError("threshold_of_caring must be > 0 and minimum_sample ≥ 1")
-    if not (0 < evidence.alpha < 1 and evidence.rope > 0):
-        raise ValueError(f"alpha must be in (0, 1) and rope > 0, got {evidence}")
+    labels = [f"arm {k}" for k in range(arms)] if names is None else list(names)
+    if len(labels) != arms or not all(isinstance(n, str) and n for n in labels):
+        raise ValueError(f"need {arms} non-empty names, got {names!r}")
+    _check_inputs(best, loss, seen, p_values, low, high)
+    if not (np.isfinite(threshold_of_caring) and threshold_of_caring > 0):
+        raise ValueError(f"threshold_of_caring must be finite and > 0, got {threshold_of_caring}")
+    if (
+        isinstance(minimum_sample, bool)
+        or int(minimum_sample) != minimum_sample
+        or minimum_sample < 1
+    ):
+        raise ValueError(f"minimum_sample must be a whole number ≥ 1, got {minimum_sample}")
+    if not (0 < evidence.alpha < 1 and np.isfinite(evidence.rope) and evidence.rope > 0):
+        raise ValueError(f"alpha must be in (0, 1) and rope finite and > 0, got {evidence}")
+    if not 0 < prob_to_win <= 1:
+        raise ValueError(f"prob_to_win must be in (0, 1], got {prob_to_win}")
     short = [labels[k] for k in range(arms) if seen[k] < minimum_sample]
     if short:
         return Decision(
@@ -129,3 +138,36 @@ def decide(
     else:
         why = f"anytime-valid p = {p_weakest:.2g} > {level:.3g} {against}"
     return Decision("keep running", None, f"leader {name}: {why}")
+
+
+def _check_inputs(
+    best: np.ndarray,
+    loss: np.ndarray,
+    seen: np.ndarray,
+    p_values: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> None:
+    """Every figure the rule weighs must be a number in its range: a NaN would otherwise slip
+    past a comparison (NaN < 100 is False) and change the verdict."""
+    off_diagonal = p_values[~np.eye(len(best), dtype=bool)]
+    checks = (
+        ("prob_best", best, 0.0, 1.0),
+        ("expected_loss", loss, 0.0, 1.0),
+        ("exposures", seen, 0.0, np.inf),
+        ("p-values", off_diagonal, 0.0, 1.0),
+        ("lift_low", low, -1.0, np.inf),
+        ("lift_high", high, -1.0, np.inf),
+    )
+    slack = 1e-9  # rounding in the quadrature may put a probability a few ulps past 1
+    for label, values, lowest, highest in checks:
+        if (
+            np.any(np.isnan(values))
+            or np.any(values < lowest - slack)
+            or np.any(values > highest + slack)
+        ):
+            raise ValueError(
+                f"every {label} must be a number in [{lowest:g}, {highest:g}], got {values}"
+            )
+    if np.any(np.isinf(seen)) or np.any(seen != np.floor(seen)):
+        raise ValueError(f"exposures must be whole numbers, got {seen}")

@@ -76,3 +76,38 @@ def test_decide_bad_inputs() -> None:
             1,
             stats.AnytimeEvidence([0.5], [0.0, 0.0], [0.0, 0.0]),
         )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"exposures": [np.nan, 5000]}, "exposures"),
+        ({"best": [np.nan, 0.97]}, "prob_best"),
+        ({"best": [0.03, 2.0]}, "prob_best"),
+        ({"loss": [0.02, np.nan]}, "expected_loss"),
+        ({"threshold": np.nan}, "threshold_of_caring"),
+        ({"threshold": 0.0}, "threshold_of_caring"),
+        ({"minimum_sample": 0}, "minimum_sample"),
+        ({"minimum_sample": 2.5}, "minimum_sample"),
+        ({"names": []}, "names"),
+        ({"names": ["control", ""]}, "names"),
+        ({"evidence": evidence(np.nan)}, "p-values"),
+        ({"evidence": evidence(1.5)}, "p-values"),
+        ({"evidence": evidence(0.01, low=np.nan)}, "lift_low"),
+        ({"evidence": evidence(0.01, high=-2.0)}, "lift_high"),
+        ({"evidence": evidence(0.01, rope=np.nan)}, "rope"),
+    ],
+)
+def test_bad_figures_are_refused_not_decided_on(change: dict, message: str) -> None:
+    """Each of these used to pass: NaN exposures skipped the minimum sample and declared a
+    winner, a NaN P(best) gave "keep running" with a false reason."""
+    good = {
+        "best": [0.03, 0.97], "loss": [0.02, 1e-4], "exposures": [5000, 5000],
+        "threshold": 0.001, "minimum_sample": 100, "evidence": evidence(0.01), "names": NAMES,
+    }  # fmt: skip
+    args = {**good, **change}
+    with pytest.raises(ValueError, match=message):
+        stats.decide(
+            args["best"], args["loss"], args["exposures"], args["threshold"],
+            args["minimum_sample"], args["evidence"], args["names"],
+        )  # fmt: skip
