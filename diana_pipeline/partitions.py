@@ -1,16 +1,19 @@
 """The event-time windows of experiments.yaml as Dagster partitions."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
     InputContext,
     OutputContext,
+    TimeWindowPartitionMapping,
     TimeWindowPartitionsDefinition,
 )
 
 from diana_pipeline.config import Partitions
 from diana_pipeline.windows import EVERY_WINDOW, PARTITION_KEY_FORMAT, WindowSpan, aware_utc
+
+_HISTORY_REACH = timedelta(days=366 * 20)
 
 
 def window_partitions(partitions: Partitions) -> TimeWindowPartitionsDefinition:
@@ -21,6 +24,17 @@ def window_partitions(partitions: Partitions) -> TimeWindowPartitionsDefinition:
         fmt=PARTITION_KEY_FORMAT,
         timezone="UTC",
         end_offset=1,
+    )
+
+
+def cumulative_mapping(partitions: Partitions) -> TimeWindowPartitionMapping:
+    """A window's totals depend on the events of every window up to its own (docs/design.md
+    §3): a late event changes every later window, and the automation refreshes them all. The
+    mapping reaches back further than any history can (a fixed offset is what Dagster offers);
+    windows before the first do not exist, and are allowed not to."""
+    reach = int(_HISTORY_REACH / partitions.window)
+    return TimeWindowPartitionMapping(
+        start_offset=-reach, end_offset=0, allow_nonexistent_upstream_partitions=True
     )
 
 

@@ -86,7 +86,8 @@ def test_one_ingestion_run_stores_a_batch_and_refreshes_its_windows(
 ) -> None:
     """The sensor's request covers the window the messages were produced in; its run stores
     them and leaves that window's posteriors in the sink, so the automation has nothing left
-    to do there. A late event's window is reported, and only it is left to the automation."""
+    to do there. A late event's window is reported, and the automation refreshes it and every
+    window after it up to the run's (their totals changed too)."""
     topic = kafka.new_topic()
     env = {
         **kafka.env_for(topic),
@@ -147,4 +148,10 @@ def test_one_ingestion_run_stores_a_batch_and_refreshes_its_windows(
         assert {v: r["successes_total"] for v, r in newest.items()} == converted
 
         after = evaluate_automation_conditions(definitions, instance, cursor=before.cursor)
-        assert after.get_requested_partitions(INCREMENTS) == {partition_key(late_window)}
+        changed = {
+            partition_key(late_window + k * config.partitions.window)
+            for k in range(3)
+            if partition_key(late_window + k * config.partitions.window) < first
+        }
+        assert after.get_requested_partitions(INCREMENTS) == changed
+        assert partition_key(late_window) in changed

@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetKey,
     AssetSelection,
     AutomationCondition,
@@ -40,7 +41,12 @@ from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import WindowCounts, quality, window_counts
 from diana_pipeline.markdown import table
-from diana_pipeline.partitions import partition_key, run_windows, window_partitions
+from diana_pipeline.partitions import (
+    cumulative_mapping,
+    partition_key,
+    run_windows,
+    window_partitions,
+)
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
 from diana_pipeline.windows import utc_now
@@ -114,7 +120,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
 
     @asset(
         key=INCREMENTS,
-        deps=[EVENTS],
+        deps=[AssetDep(EVENTS, partition_mapping=cumulative_mapping(config.partitions))],
         group_name="statistics",
         kinds={"duckdb", "sql"},
         check_specs=[
