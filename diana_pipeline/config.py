@@ -217,8 +217,9 @@ class Statistics(_Strict):
 
 
 class Prior(_Strict):
-    alpha: float = Field(1.0, gt=0, allow_inf_nan=False)
-    beta: float = Field(1.0, gt=0, allow_inf_nan=False)
+    # The statistics are exact (to 1e-6) from 0.01 up; smaller priors are refused there too.
+    alpha: float = Field(1.0, ge=0.01, allow_inf_nan=False)
+    beta: float = Field(1.0, ge=0.01, allow_inf_nan=False)
 
 
 class Variant(_Strict):

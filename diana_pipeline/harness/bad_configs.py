@@ -92,11 +92,11 @@ BAD_CASES: dict[str, tuple[Mutation, str]] = {
     ),
     "negative prior": (
         set_field("tests.0.prior.alpha", -1),
-        r"tests\[0\]\.prior\.alpha: Input should be greater than 0",
+        r"tests\[0\]\.prior\.alpha: Input should be greater than or equal to 0\.01",
     ),
     "zero prior": (
         set_field("tests.0.prior.beta", 0),
-        r"tests\[0\]\.prior\.beta: Input should be greater than 0",
+        r"tests\[0\]\.prior\.beta: Input should be greater than or equal to 0\.01",
     ),
     "unknown top-level key": (set_field("output_sinks", "csv"), r"output_sinks: unknown key"),
     "unknown nested key": (
@@ -134,6 +134,10 @@ BAD_CASES: dict[str, tuple[Mutation, str]] = {
     "wrong type": (
         set_field("tests.0.minimum_sample", "lots"),
         r"tests\[0\]\.minimum_sample: Input should be a valid integer",
+    ),
+    "prior below 0.01": (
+        set_field("tests.0.prior.alpha", 0.001),
+        r"tests\[0\]\.prior\.alpha: Input should be greater than or equal to 0\.01",
     ),
     "alpha of 1": (
         set_field("tests.0.alpha", 1),

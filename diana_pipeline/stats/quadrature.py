@@ -10,15 +10,17 @@ unimodal density ∝ x^α (1 − x)^β with no endpoint singularity (even for Je
 
 The line is cut into panels at each arm's own points (its mean ± whole σ steps out to ±6σ, and
 evenly spaced tail points out to bounds that hold at most 1e-15 of its mass each side, from
-a Chernoff bound on its moment generating function). Every arm is thus resolved, however
-narrow (10⁸ trials) or wide (a prior) it is next to the others. Each panel carries a
-Gauss-Legendre rule. The CDFs F_j at the nodes come from integrating the densities
+a Chernoff bound on its moment generating function), and at fixed points around 0, where x
+turns from 0 to 1 (a small prior's σ is wider than that whole region). Every arm is thus
+resolved, however narrow (10⁸ trials) or wide (a prior) it is next to the others. Each
+panel carries a Gauss-Legendre rule. The CDFs F_j at the nodes come from integrating the densities
 panel by panel with the rule's cumulative (spectral) integration matrix. That costs one
 exp/log per node and arm, where the incomplete beta function costs 1-10 µs at large counts.
 Densities are normalised numerically, so log-Beta constants never cancel at 10⁸.
 
-The absolute error is below 1e-9 against high-precision references, from α, β = 0.5 to 10⁸
-(see diana_pipeline_tests/stats/test_beta.py and benchmarks/stats_benchmark.py).
+The absolute error is below 1e-9 against high-precision references, from α, β = 0.5 to 10⁸,
+and below 1e-6 (the contract) from 0.01 (see diana_pipeline_tests/stats/test_beta.py and
+benchmarks/stats_benchmark.py). Smaller α or β are refused.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ _NODES_PER_PANEL = 8
 _CENTRAL_Z = np.arange(-6.0, 6.0 + 1e-9, 1.0)
 _TAIL_POINTS = 6  # per side, from the ±6σ point out to the tail bound (both included)
 _TAIL_MASS = 1e-15  # mass each arm may leave outside its own bounds, per side
+# Where x = 1 / (1 + e^−s) turns from 0 to 1. An arm whose σ is wide (a small prior: α or β
+# below about 0.4) would otherwise cross this region in one panel, and the loss (which
+# weighs x) and the other arms' CDFs there would be missed: every test gets these edges.
+_TRANSITION = np.array([-32.0, -16.0, -8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+SMALLEST_PARAMETER = 0.01  # below it the contract's 1e-6 is not held: refused
 
 
 def _gauss_legendre_tables(nodes: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -72,6 +79,8 @@ def _as_arms(
         raise ValueError(f"{name}: expected shape (K,) or (T, K), got {a.shape}")
     if a.shape[-1] < 2:
         raise ValueError(f"{name}: need at least 2 arms, got {a.shape[-1]}")
+    if a.ndim == 2 and a.shape[0] == 0:
+        raise ValueError(f"{name}: no cases, the (T, K) input has T = 0 rows")
     _check_parameters(a, b)
     return np.atleast_2d(a), np.atleast_2d(b)
 
@@ -80,8 +89,11 @@ def _check_parameters(a: FloatArray, b: FloatArray) -> None:
     for label, values in (("alpha", a), ("beta", b)):
         if not np.all(np.isfinite(values)):
             raise ValueError(f"every {label} must be finite, got {values[~np.isfinite(values)][0]}")
-        if np.any(values <= 0):
-            raise ValueError(f"every {label} must be > 0, got {values[values <= 0][0]}")
+        if np.any(values < SMALLEST_PARAMETER):
+            raise ValueError(
+                f"every {label} must be ≥ {SMALLEST_PARAMETER} (smaller priors are not computed "
+                f"exactly), got {values[values < SMALLEST_PARAMETER][0]:g}"
+            )
 
 
 # ---- the quadrature ------------------------------------------------------------------------
@@ -155,8 +167,13 @@ def _breakpoints(a: FloatArray, b: FloatArray) -> FloatArray:
     right_start = np.minimum(upper, central[..., -1])
     left = lower[..., None] + (left_end - lower)[..., None] * fractions
     right = right_start[..., None] + (upper - right_start)[..., None] * fractions
-    edges = np.concatenate([left, central, right], axis=-1)
-    return np.sort(edges.reshape(edges.shape[0], -1), axis=-1)
+    edges = np.concatenate([left, central, right], axis=-1).reshape(lower.shape[0], -1)
+    # The transition edges, kept within the test's outermost bounds (clipped ones make
+    # zero-width panels, which hold nothing).
+    inside = np.clip(
+        _TRANSITION, lower.min(axis=-1, keepdims=True), upper.max(axis=-1, keepdims=True)
+    )
+    return np.sort(np.concatenate([edges, inside], axis=-1), axis=-1)
 
 
 def _grid(a: FloatArray, b: FloatArray) -> _Grid:

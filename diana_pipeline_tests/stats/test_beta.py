@@ -14,6 +14,8 @@ from scipy import stats as scipy_stats
 from diana_pipeline import stats
 from diana_pipeline.harness.stats_references import (
     exact_sum_b_beats_a,
+    logit_expected_loss,
+    logit_prob_superiority,
     mpmath_expected_loss,
     mpmath_prob_best,
     quad_expected_loss,
@@ -254,9 +256,12 @@ def test_uplift_interval_agrees_with_monte_carlo() -> None:
 # ---- bad input ---------------------------------------------------------------------------
 
 BAD_ARMS = [
-    (([1, 0], [1, 1]), "every alpha must be > 0"),
-    (([1, -2], [1, 1]), "every alpha must be > 0"),
-    (([1, 1], [1, 0]), "every beta must be > 0"),
+    (([1, 0], [1, 1]), r"every alpha must be ≥ 0\.01"),
+    (([1, -2], [1, 1]), r"every alpha must be ≥ 0\.01"),
+    (([1, 1], [1, 0]), r"every beta must be ≥ 0\.01"),
+    (([1, 1e-200], [1, 1]), r"every alpha must be ≥ 0\.01"),
+    (([1, 1], [1, 0.009]), r"every beta must be ≥ 0\.01"),
+    ((np.ones((0, 2)), np.ones((0, 2))), "no cases"),
     (([1, np.nan], [1, 1]), "every alpha must be finite"),
     (([1, 1], [1, np.inf]), "every beta must be finite"),
     (([1, 1, 1], [1, 1]), r"alphas has shape \(3,\) but betas has shape \(2,\)"),
@@ -273,11 +278,39 @@ def test_bad_arms_raise_value_error(arms: tuple, message: str) -> None:
 
 
 def test_bad_interval_and_superiority_inputs() -> None:
-    with pytest.raises(ValueError, match="every alpha must be > 0"):
+    with pytest.raises(ValueError, match=r"every alpha must be ≥ 0\.01"):
         stats.credible_interval(0, 1)
     with pytest.raises(ValueError, match="level must be between 0 and 1"):
         stats.credible_interval(1, 1, level=1.5)
     with pytest.raises(ValueError, match="every beta must be finite"):
         stats.prob_superiority(1, np.nan, 1, 1)
-    with pytest.raises(ValueError, match="every alpha must be > 0"):
+    with pytest.raises(ValueError, match=r"every alpha must be ≥ 0\.01"):
         stats.uplift_interval(1, 1, -1, 1)
+
+
+# ---- small priors, against mpmath references --------------------------------------------------
+
+SMALL_PRIORS = [
+    # (α0, β0, α1, β1): the audit's cases, and priors down to the smallest accepted
+    (0.01, 0.01, 0.01, 0.01),
+    (0.1, 0.3, 0.2, 0.1),
+    (0.01, 100.01, 3.01, 97.01),
+    (0.01, 5.0, 0.3, 0.02),
+    (0.05, 0.05, 1.0, 1.0),
+    (20.0, 2000.0, 0.05, 0.05),
+]
+
+
+@pytest.mark.parametrize("arms", SMALL_PRIORS)
+def test_small_priors_are_exact_to_1e_6(arms: tuple[float, float, float, float]) -> None:
+    """With α or β below about 0.4 the quadrature used to miss the mass near x = 0 and 1:
+    Beta(0.01, 0.01) against itself gave a loss of 0.192 instead of 0.2499."""
+    a0, b0, a1, b1 = arms
+    best = stats.prob_best([a0, a1], [b0, b1])
+    loss = stats.expected_loss([a0, a1], [b0, b1])
+    want_best = float(logit_prob_superiority(a1, b1, a0, b0))
+    want_loss = [float(v) for v in logit_expected_loss(a0, b0, a1, b1)]
+    assert abs(best[1] - want_best) < 1e-6 and abs(best[0] - (1 - want_best)) < 1e-6
+    np.testing.assert_allclose(loss, want_loss, rtol=0, atol=1e-6)
+    superiority = stats.prob_superiority(a1, b1, a0, b0)
+    assert abs(superiority - want_best) < 1e-6
