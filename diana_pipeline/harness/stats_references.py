@@ -175,3 +175,23 @@ def logit_expected_loss(a0: float, b0: float, a1: float, b1: float) -> tuple[mp.
 
     most = 1 - mp.quad(integrand, _logit_edges(mp.mpf(90)))
     return most - a0 / (a0 + b0), most - a1 / (a1 + b1)
+
+
+def mpmath_lift_cdf(ac: float, bc: float, av: float, bv: float, lift: float) -> mp.mpf:
+    """G(r) = P(p_v ≤ (1 + r) p_c) = ∫ g_c(s) F_v(min(1, (1 + r) x)) ds, x = 1 / (1 + e^−s), at
+    30 digits in logit space (small priors' mass lies far below x = 1e-300), with panels split
+    at the kink where (1 + r) x = 1."""
+    mp.mp.dps = 30
+    ac, bc, av, bv, ratio = (mp.mpf(v) for v in (ac, bc, av, bv, 1 + lift))
+    log_norm = mp.log(mp.beta(ac, bc))
+
+    def integrand(s: mp.mpf) -> mp.mpf:
+        log_g = -ac * mp.log1p(mp.exp(-s)) - bc * mp.log1p(mp.exp(s)) - log_norm
+        y = ratio / (1 + mp.exp(-s))
+        inner = 1 if y >= 1 else mp.betainc(av, bv, 0, y, regularized=True)
+        return mp.exp(log_g) * inner
+
+    edges = set(_logit_edges(80 / min(ac, bc, av, bv) + 100))
+    if ratio > 1:
+        edges.add(-mp.log(ratio - 1))  # logit(1 / ratio)
+    return mp.quad(integrand, sorted(edges))

@@ -168,11 +168,12 @@ def _breakpoints(a: FloatArray, b: FloatArray) -> FloatArray:
     left = lower[..., None] + (left_end - lower)[..., None] * fractions
     right = right_start[..., None] + (upper - right_start)[..., None] * fractions
     edges = np.concatenate([left, central, right], axis=-1).reshape(lower.shape[0], -1)
-    # The transition edges, kept within the test's outermost bounds (clipped ones make
-    # zero-width panels, which hold nothing).
-    inside = np.clip(
-        _TRANSITION, lower.min(axis=-1, keepdims=True), upper.max(axis=-1, keepdims=True)
-    )
+    # The transition edges, kept within each test's outermost bounds (clipped ones make
+    # zero-width panels, which hold nothing). Only those inside some test's bounds are added:
+    # posteriors with data lie far from most of them, and pay little.
+    low, high = lower.min(axis=-1, keepdims=True), upper.max(axis=-1, keepdims=True)
+    used = _TRANSITION[((low < _TRANSITION) & (high > _TRANSITION)).any(axis=0)]
+    inside = np.clip(used, low, high)
     return np.sort(np.concatenate([edges, inside], axis=-1), axis=-1)
 
 

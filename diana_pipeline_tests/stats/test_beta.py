@@ -17,6 +17,7 @@ from diana_pipeline.harness.stats_references import (
     logit_expected_loss,
     logit_prob_superiority,
     mpmath_expected_loss,
+    mpmath_lift_cdf,
     mpmath_prob_best,
     quad_expected_loss,
     quad_prob_best,
@@ -314,3 +315,29 @@ def test_small_priors_are_exact_to_1e_6(arms: tuple[float, float, float, float])
     np.testing.assert_allclose(loss, want_loss, rtol=0, atol=1e-6)
     superiority = stats.prob_superiority(a1, b1, a0, b0)
     assert abs(superiority - want_best) < 1e-6
+
+
+def test_the_lift_of_two_uniform_priors_is_exact() -> None:
+    """p_v / p_c for two uniforms has CDF z / 2 below 1 and 1 − 1 / (2z) above: its 2.5% and
+    97.5% points are 0.05 and 20, a lift of −0.95 and +19. The kink of the ratio's CDF used
+    to put the upper end at 18.907."""
+    low, high = stats.uplift_interval(1, 1, 1, 1)
+    assert low == pytest.approx(-0.95, abs=1e-7) and high == pytest.approx(19.0, rel=1e-7)
+
+
+@pytest.mark.parametrize(
+    "arms",
+    [
+        (0.5, 0.5, 0.5, 0.5),
+        (1, 1, 5, 3),
+        (5, 3, 1, 1),
+        (0.01, 100.01, 3.01, 97.01),
+        (2, 30, 0.5, 9),
+    ],
+)
+def test_lift_interval_ends_hold_their_tail_mass(arms: tuple[float, ...]) -> None:
+    """At each end of the interval, mpmath's CDF of the lift (split at its kink) gives the
+    tail it should: 2.5% and 97.5%."""
+    low, high = stats.uplift_interval(*arms)
+    assert float(mpmath_lift_cdf(*arms, low)) == pytest.approx(0.025, abs=1e-6)
+    assert float(mpmath_lift_cdf(*arms, high)) == pytest.approx(0.975, abs=1e-6)
