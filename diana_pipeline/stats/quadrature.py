@@ -44,7 +44,7 @@ _TAIL_MASS = 1e-15  # mass each arm may leave outside its own bounds, per side
 # Where x = 1 / (1 + e^−s) turns from 0 to 1. An arm whose σ is wide (a small prior: α or β
 # below about 0.4) would otherwise cross this region in one panel, and the loss (which
 # weighs x) and the other arms' CDFs there would be missed: every test gets these edges.
-_TRANSITION = np.array([-32.0, -16.0, -8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+_TRANSITION = np.array([-24.0, -8.0, -3.0, -1.0, 0.0, 1.0, 3.0, 8.0, 24.0])
 SMALLEST_PARAMETER = 0.01  # below it the contract's 1e-6 is not held: refused
 
 
@@ -169,11 +169,11 @@ def _breakpoints(a: FloatArray, b: FloatArray) -> FloatArray:
     right = right_start[..., None] + (upper - right_start)[..., None] * fractions
     edges = np.concatenate([left, central, right], axis=-1).reshape(lower.shape[0], -1)
     # The transition edges, kept within each test's outermost bounds (clipped ones make
-    # zero-width panels, which hold nothing). Only those inside some test's bounds are added:
-    # posteriors with data lie far from most of them, and pay little.
-    low, high = lower.min(axis=-1, keepdims=True), upper.max(axis=-1, keepdims=True)
-    used = _TRANSITION[((low < _TRANSITION) & (high > _TRANSITION)).any(axis=0)]
-    inside = np.clip(used, low, high)
+    # zero-width panels, which hold nothing). Every test gets all of them, whatever else is
+    # computed beside it: a window's figures must not depend on its batch.
+    inside = np.clip(
+        _TRANSITION, lower.min(axis=-1, keepdims=True), upper.max(axis=-1, keepdims=True)
+    )
     return np.sort(np.concatenate([edges, inside], axis=-1), axis=-1)
 
 
