@@ -23,6 +23,8 @@ SRM_ERROR_P = 0.001
 SRM_WARN_P = 0.01
 MULTI_VARIANT_WARN_SHARE = 0.01
 ORPHAN_WARN_SHARE = 0.01
+EARLY_CLICK_WARN_SHARE = 0.01
+OTHER_VARIANT_CLICK_WARN_SHARE = 0.01
 
 R = TypeVar("R", bound=Mapping[str, object])
 
@@ -368,10 +370,12 @@ class CheckFigure:
 def quality_checks(
     config: ExperimentsConfig, counts: list[WindowCounts], quality: dict[str, Quality]
 ) -> list[CheckFigure]:
-    """Sample-ratio mismatch, users in several variants, clicks without exposure and
-    successes ≤ exposures, over every test, cumulative to the window's end."""
+    """Sample-ratio mismatch, users in several variants, clicks without exposure, clicks
+    before exposure, clicks in another variant and successes ≤ exposures, over every test,
+    cumulative to the window's end."""
     srm_worst, srm_figures = 1.0, {}
     multi, exposed_all, orphans, successes_all = 0, 0, 0, 0
+    early, other_variant = 0, 0
     impossible = []
     for test in config.tests:
         rows = [c for c in counts if c.test_id == test.test_id]
@@ -382,6 +386,8 @@ def quality_checks(
         q = quality.get(test.test_id, Quality(0, 0))
         multi += q.multi_variant_users
         orphans += q.orphan_success_users
+        early += q.clicks_before_exposure_users
+        other_variant += q.other_variant_click_users
         exposed_all += sum(exposures)
         successes_all += sum(r.successes_total for r in rows)
         impossible += [
@@ -389,6 +395,8 @@ def quality_checks(
         ]
     multi_share = multi / (exposed_all + multi) if exposed_all + multi else 0.0
     orphan_share = orphans / (successes_all + orphans) if successes_all + orphans else 0.0
+    early_share = early / (successes_all + early) if successes_all + early else 0.0
+    other_share = other_variant / successes_all if successes_all else 0.0
     return [
         CheckFigure(
             "sample_ratio_mismatch",
@@ -412,6 +420,23 @@ def quality_checks(
             "warn",
             f"users with success events but no exposure: warning above {ORPHAN_WARN_SHARE:.0%}",
             {"users": orphans, "share": round(orphan_share, 6)},
+        ),
+        CheckFigure(
+            "clicks_before_exposure",
+            early_share <= EARLY_CLICK_WARN_SHARE,
+            "warn",
+            "exposed users whose every success event came before their exposure (not counted "
+            f"as successes): warning above {EARLY_CLICK_WARN_SHARE:.0%}",
+            {"users": early, "share": round(early_share, 6)},
+        ),
+        CheckFigure(
+            "clicks_in_another_variant",
+            other_share <= OTHER_VARIANT_CLICK_WARN_SHARE,
+            "warn",
+            "exposed users with a success event tagged with another variant than their "
+            "exposure's (their success counts for the exposure's variant): warning above "
+            f"{OTHER_VARIANT_CLICK_WARN_SHARE:.0%}",
+            {"users": other_variant, "share": round(other_share, 6)},
         ),
         CheckFigure(
             "successes_within_exposures",

@@ -66,20 +66,36 @@ GROUP BY ALL
 _QUALITY_SQL = """
 WITH tests(test_id, exposure_event, success_event) AS (SELECT * FROM (VALUES {tests})),
 ev AS (
-    SELECT e.test_id, e.user_id, e.variant, e.event_type, t.exposure_event, t.success_event
+    SELECT e.test_id, e.user_id, e.variant, e.event_type, e.event_time, t.exposure_event,
+           t.success_event
     FROM events e JOIN tests t USING (test_id)
     WHERE e.event_time < $cutoff
 ),
 exposed AS (
-    SELECT test_id, user_id, count(DISTINCT variant) AS variants
-    FROM ev WHERE event_type = exposure_event GROUP BY ALL
-)
+    SELECT test_id, user_id, count(DISTINCT variant) AS variants, min(event_time) AS t1,
+           arg_min(variant, event_time) AS variant
+    FROM ev WHERE event_type = exposure_event GROUP BY test_id, user_id
+),
+clicks AS (
+    SELECT test_id, user_id, variant, event_time FROM ev WHERE event_type = success_event
+),
+counted AS (SELECT * FROM exposed WHERE variants = 1)
 SELECT t.test_id,
        (SELECT count(*) FROM exposed x WHERE x.test_id = t.test_id AND x.variants > 1),
-       (SELECT count(DISTINCT s.user_id) FROM ev s
-        WHERE s.test_id = t.test_id AND s.event_type = s.success_event
+       (SELECT count(DISTINCT c.user_id) FROM clicks c
+        WHERE c.test_id = t.test_id
           AND NOT EXISTS (SELECT 1 FROM exposed x
-                          WHERE x.test_id = s.test_id AND x.user_id = s.user_id))
+                          WHERE x.test_id = c.test_id AND x.user_id = c.user_id)),
+       -- exposed users whose every click came before their first exposure
+       (SELECT count(*) FROM counted x
+        WHERE x.test_id = t.test_id
+          AND EXISTS (SELECT 1 FROM clicks c WHERE c.test_id = x.test_id AND c.user_id = x.user_id)
+          AND NOT EXISTS (SELECT 1 FROM clicks c WHERE c.test_id = x.test_id
+                          AND c.user_id = x.user_id AND c.event_time >= x.t1)),
+       -- exposed users with a click tagged with another variant than their exposure's
+       (SELECT count(DISTINCT x.user_id) FROM counted x JOIN clicks c
+            ON c.test_id = x.test_id AND c.user_id = x.user_id
+        WHERE x.test_id = t.test_id AND c.variant <> x.variant)
 FROM tests t
 """
 
@@ -137,6 +153,8 @@ class VariantCounts:
 class Quality:
     multi_variant_users: int  # excluded from the counts
     orphan_success_users: int  # successes by users never exposed
+    clicks_before_exposure_users: int = 0  # exposed, but every click came before the exposure
+    other_variant_click_users: int = 0  # a click tagged with another variant than the exposure
 
 
 @dataclass(frozen=True)
@@ -184,7 +202,7 @@ def quality(
     values, params = _tests_values(config, with_window=False)
     sql = _QUALITY_SQL.format(tests=values).replace("$cutoff", "?")
     rows = connection.execute(sql, [*params, cutoff]).fetchall()
-    return {test_id: Quality(multi, orphans) for test_id, multi, orphans in rows}
+    return {test_id: Quality(*figures) for test_id, *figures in rows}
 
 
 def window_counts(

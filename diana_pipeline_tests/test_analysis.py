@@ -13,11 +13,12 @@ from diana_pipeline.analysis import (
     in_config_order,
     in_variant_order,
     posterior_records,
+    quality_checks,
     summarize_test,
     superiority_rows,
 )
 from diana_pipeline.config import parse_config
-from diana_pipeline.counting import WindowCounts
+from diana_pipeline.counting import Quality, WindowCounts
 
 # "treatment" sorts before "zcontrol"; the configured control is listed first all the same.
 CONFIG = parse_config(
@@ -182,3 +183,27 @@ def test_windows_from_before_a_variant_was_added_do_not_stop_the_later_ones() ->
     assert [r["window_start"] for r in rows] == [windows[1][0]] * 2
     with pytest.raises(ValueError, match="one record per variant"):
         superiority_rows(CONFIG, before, {windows[0][0]})
+
+
+def test_clicks_before_exposure_and_in_another_variant_warn_above_one_percent() -> None:
+    counts = [
+        WindowCounts("t", "zcontrol", 0, 0, 1000, 100),
+        WindowCounts("t", "treatment", 0, 0, 1000, 100),
+    ]
+
+    def verdicts(figures: Quality) -> dict[str, bool]:
+        checks = quality_checks(CONFIG, counts, {"t": figures})
+        return {c.name: c.passed for c in checks if c.name.startswith("clicks_")}
+
+    # 200 successes: 2 early users of 202 is under 1%, 3 of 203 over; 2 of 200 tagged with
+    # another variant is at 1%, 3 over.
+    assert verdicts(Quality(0, 0, 2, 2)) == {
+        "clicks_without_exposure": True,
+        "clicks_before_exposure": True,
+        "clicks_in_another_variant": True,
+    }
+    assert verdicts(Quality(0, 0, 3, 3)) == {
+        "clicks_without_exposure": True,
+        "clicks_before_exposure": False,
+        "clicks_in_another_variant": False,
+    }

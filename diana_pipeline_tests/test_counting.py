@@ -111,7 +111,29 @@ def test_hand_computed_windows(tmp_path: Path) -> None:
     with EventStore.open(tmp_path / "s.duckdb") as store:
         store_events(store, FIXTURE)
         assert counts_by_window(store, config) == EXPECTED
-        assert quality(store.connection, config, at("11:00")) == {TEST: Quality(1, 1)}
+        # dave in two variants; erin never exposed; bob clicked only before his exposure
+        assert quality(store.connection, config, at("11:00")) == {TEST: Quality(1, 1, 1, 0)}
+
+
+def test_a_click_tagged_with_another_variant_counts_for_the_exposure_and_is_flagged(
+    tmp_path: Path,
+) -> None:
+    """ivan is exposed in control and clicks with a treatment tag: a control success, and
+    counted by the quality figures; judy clicks before and after her exposure: a success,
+    not flagged as early."""
+    config = config_with_one_hour_window()
+    rows = [
+        ("i1", SHOW, "control", "ivan", "10:12"),
+        ("i2", CLICK, "treatment", "ivan", "10:14"),
+        ("j1", CLICK, "treatment", "judy", "10:01"),
+        ("j2", SHOW, "treatment", "judy", "10:02"),
+        ("j3", CLICK, "treatment", "judy", "10:03"),
+    ]
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        store_events(store, rows)
+        counts = as_tuples(window_counts(store.connection, config, [(at("10:00"), at("11:00"))]))
+        assert counts[at("10:00")] == {"control": (1, 1, 1, 1), "treatment": (1, 1, 1, 1)}
+        assert quality(store.connection, config, at("11:00")) == {TEST: Quality(0, 0, 0, 1)}
 
 
 def test_duplicate_event_ids_count_once(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ CHECKS = {
     "sample_ratio_mismatch": "Exposures match the configured allocation (chi-square).",
     "users_in_several_variants": "Few users are seen in more than one variant.",
     "clicks_without_exposure": "Few successes come from users never exposed.",
+    "clicks_before_exposure": "Few exposed users clicked only before their exposure.",
+    "clicks_in_another_variant": "Few successes are tagged with another variant than the exposure.",
     "successes_within_exposures": "Successes never exceed exposures.",
 }
 
