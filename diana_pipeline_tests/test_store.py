@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -76,31 +76,49 @@ def test_a_failed_transaction_stores_nothing(tmp_path: Path) -> None:
 
 
 def test_a_writer_waits_while_another_process_holds_the_file(tmp_path: Path) -> None:
+    """Opening the store while another process holds it waits for the holder (a raw
+    connection fails at once), and gets in once the holder lets go: no fixed sleeps, the
+    holder releases when told."""
     path = tmp_path / "events.duckdb"
     with EventStore.open(path):
         pass
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_FOR_A_SECOND, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_UNTIL_TOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    released = threading.Event()
+    opened: list[tuple[bool, int]] = []
+
+    def open_store() -> None:
+        with EventStore.open(path) as store:
+            opened.append((released.is_set(), store.count_events()))
+
     try:
         assert holder.stdout.readline().strip() == "holding"  # type: ignore[union-attr]
         with pytest.raises(duckdb.IOException, match="lock"):
             duckdb.connect(str(path)).close()  # what a run met before: a failure
-        began = time.monotonic()
-        with EventStore.open(path) as store:
-            assert store.count_events() == 0
-        assert time.monotonic() - began > 0.3  # it did wait for the holder to let go
+        opener = threading.Thread(target=open_store)
+        opener.start()
+        released.set()  # before the holder is told: the opener cannot get in earlier
+        holder.stdin.write("release\n")  # type: ignore[union-attr]
+        holder.stdin.flush()  # type: ignore[union-attr]
+        opener.join(timeout=120)
+        assert opened == [(True, 0)]  # it waited, then opened
         with EventStore.open_when_free(path) as reader:
             assert reader.count_events() == 0
     finally:
+        holder.stdin.close()  # type: ignore[union-attr]
         holder.wait(timeout=30)
 
 
-HOLD_FOR_A_SECOND = """
-import sys, time, duckdb
+HOLD_UNTIL_TOLD = """
+import sys, duckdb
 connection = duckdb.connect(sys.argv[1], read_only=True)
 print("holding", flush=True)
-time.sleep(1.5)
+sys.stdin.readline()
+connection.close()
 """
 
 

@@ -48,8 +48,14 @@ def test_start_find_and_stop_with_children(tmp_path: Path) -> None:
 
 def test_stubborn_process_is_killed_after_the_timeout(tmp_path: Path) -> None:
     process = managed(tmp_path)
-    started = process.start(["sh", "-c", "trap '' TERM; sleep 60"], dict(os.environ), tmp_path)
-    time.sleep(0.2)  # let the shell install its trap
+    started = process.start(
+        ["sh", "-c", "trap '' TERM; echo trapped; sleep 60"], dict(os.environ), tmp_path
+    )
+    # Only once the trap is installed does stopping test the kill path.
+    deadline = time.monotonic() + 30
+    while "trapped" not in process.log_path.read_text():
+        assert time.monotonic() < deadline, "the shell never installed its trap"
+        time.sleep(0.02)
     assert process.stop(timeout_s=0.5) is True
     assert not started.is_running() or started.status() == psutil.STATUS_ZOMBIE
 
