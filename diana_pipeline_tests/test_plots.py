@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 
+import numpy as np
 from PIL import Image  # matplotlib's own dependency
 
 from diana_pipeline.plots import posterior_figure
@@ -29,9 +31,20 @@ def test_one_row_per_test() -> None:
         for v, a in (("control", 30), ("treatment", 31))
     ]
     png = posterior_figure(latest, history, levels={"t1": 0.05})
-    image = Image.open(__import__("io").BytesIO(png))
+    image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
-    assert image.size == (1200, 2 * 256)  # 15 x 3.2 inches per test at 80 dpi
+    # Two rows (one per test) of three panels, each with something drawn in it: the
+    # coloured lines of the variants (pure greys are axes, text and the level line).
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    height, width, _ = pixels.shape
+    for row in range(2):
+        for column in range(3):
+            panel = pixels[
+                row * height // 2 : (row + 1) * height // 2,
+                column * width // 3 : (column + 1) * width // 3,
+            ]
+            coloured = (panel.max(axis=-1) - panel.min(axis=-1)) > 60
+            assert coloured.mean() > 0.002, (row, column)
 
 
 def test_records_without_the_anytime_valid_figures_still_plot() -> None:

@@ -339,6 +339,12 @@ def runs_report(home: Path) -> str:
     return "\n".join(lines)
 
 
+def runs_ended(home: Path) -> bool:
+    ended = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    with DagsterInstance.from_config(str(home)) as instance:
+        return all(run.status in ended for run in instance.get_runs())
+
+
 def step_failures(home: Path) -> list[str]:
     """Steps that failed in any run (a killed run's steps are not failures: they never end)."""
     with DagsterInstance.from_config(str(home)) as instance:
@@ -407,7 +413,11 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
             daemon.log,
             daemon_state(store, home),
         )
-        time.sleep(10)  # retried or late runs must not add anything
+        # Every run ended, the killed ones failed by the sensor for a retry: nothing more
+        # will run, and what ran must not have added anything.
+        wait_for(
+            lambda: runs_ended(home), 300, "every run to end", daemon.log, daemon_state(store, home)
+        )
         # The killed runs never ended their steps; no step of any run failed.
         assert step_failures(home) == []
         assert query(store, "SELECT count(*) FROM events") == expected

@@ -149,7 +149,11 @@ def test_lineage_shows_every_asset_and_its_edges(dagster_url: str, page: Page) -
     page.wait_for_function(
         f"() => document.querySelectorAll('{ASSET_NAME}').length >= {len(names)}", timeout=60_000
     )
-    page.wait_for_timeout(1000)  # edges are drawn after the layout settles
+    # Edges are drawn after the layout settles: wait until every one of them is there.
+    page.wait_for_function(
+        f"() => document.querySelectorAll('path[marker-end]').length >= {len(edges)}",
+        timeout=60_000,
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "lineage.png"))
     drawn_names, drawn_edges = rendered_graph(page)
