@@ -235,6 +235,25 @@ def topic_posteriors(kafka: KafkaForTests, topic: str) -> dict[str, Record]:
     return newest
 
 
+def table_posteriors(config: ExperimentsConfig) -> dict[str, Record]:
+    dynamodb = config.infrastructure.dynamodb
+    table = PosteriorTable(dynamodb.endpoint_url, dynamodb.region, dynamodb.table)
+    return {record_key(r): r for r in table.read()}
+
+
+def settled(
+    instance: DagsterInstance, settings: StackSettings, config: ExperimentsConfig, store: Path
+) -> bool:
+    """No run in flight, and DynamoDB and the topic hold what DuckDB holds."""
+    if not idle(instance):
+        return False
+    in_duckdb = duckdb_posteriors(store)
+    on_topic = topic_posteriors(
+        KafkaForTests(settings.bootstrap_servers, settings.env), OUTPUT_TOPIC
+    )
+    return not differing(in_duckdb, table_posteriors(config)) and not differing(in_duckdb, on_topic)
+
+
 def differing(reference: dict[str, Record], other: dict[str, Record]) -> int:
     """Records (test, variant, window) missing from `other` or not equal field for field."""
     keys = reference.keys() | other.keys()
@@ -340,6 +359,22 @@ def run_faults(home: Path, eps: float, duration_s: float, kills: int, seed: int)
             windows = sorted({r["window_start"] for r in in_duckdb.values()})  # type: ignore[type-var]
             rematerialise(settings, dagster_env, windows)  # type: ignore[arg-type]
             log.add(f"published_posteriors re-materialised over {len(windows)} window(s)")
+            # The automation may still refresh a window whose upstream changed (a late event
+            # makes every later window stale): it rewrites DuckDB, then the sinks. Compare
+            # once the pipeline is idle and the sinks caught up, or after the deadline anyway
+            # (then the checks below show what differs).
+            agreeing = Counter()
+
+            def stays_settled() -> bool:
+                # Three looks in a row, 5 s apart: the automation ticks every few seconds, so
+                # a refresh it decides on shows up as a run in between.
+                fine = settled(instance, settings, config, store)
+                agreeing["looks"] = agreeing["looks"] + 1 if fine else 0
+                return agreeing["looks"] >= 3
+
+            with contextlib.suppress(TimeoutError):
+                wait_for(stays_settled, 240, "the sinks to agree with DuckDB", poll_s=5.0)
+            in_duckdb = duckdb_posteriors(store)
             checks = verify(settings, config, sent, store, in_duckdb)
             failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
             failed_runs = Counter(record.dagster_run.job_name for record in failed)
@@ -376,11 +411,7 @@ def verify(
     store: Path,
     in_duckdb: dict[str, Record],
 ) -> list[Check]:
-    dynamodb = config.infrastructure.dynamodb
-    in_table = {
-        record_key(r): r
-        for r in PosteriorTable(dynamodb.endpoint_url, dynamodb.region, dynamodb.table).read()
-    }
+    in_table = table_posteriors(config)
     kafka = KafkaForTests(settings.bootstrap_servers, settings.env)
     on_topic = topic_posteriors(kafka, OUTPUT_TOPIC)
     users = expected_totals(Counter(), sent.as_dict())  # (test, variant, kind) -> users
