@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential reliability
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh reliability
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -49,6 +49,11 @@ bench-stats: $(INSTALLED)
 # rule, Diana's anytime-valid rule and an asymptotic confidence sequence (simulation).
 bench-sequential: $(INSTALLED)
 	$(BIN)/python -m benchmarks.sequential_benchmark
+
+# The refresh benchmark: one live refresh of the latest window against 1M, 10M and 30M events
+# of history (the baseline of incremental state).
+bench-refresh: $(INSTALLED)
+	$(BIN)/python -m benchmarks.refresh_benchmark
 
 # The traffic benchmark: Diana's unthrottled traffic beside a bare producer (own Kafka).
 bench-traffic: $(INSTALLED)

@@ -63,40 +63,32 @@ FROM clean c LEFT JOIN converted v ON v.test_id = c.test_id AND v.user_id = c.us
 GROUP BY ALL
 """
 
+# One pass, one row per (test, user), then counted: a single grouping spills to disk under the
+# memory limit where joins and correlated subqueries over a month of events would not fit.
 _QUALITY_SQL = """
 WITH tests(test_id, exposure_event, success_event) AS (SELECT * FROM (VALUES {tests})),
-ev AS (
-    SELECT e.test_id, e.user_id, e.variant, e.event_type, e.event_time, t.exposure_event,
-           t.success_event
+users AS (
+    SELECT e.test_id,
+           min(e.variant) FILTER (WHERE e.event_type = t.exposure_event) AS first_variant,
+           max(e.variant) FILTER (WHERE e.event_type = t.exposure_event) AS last_variant,
+           min(e.event_time) FILTER (WHERE e.event_type = t.exposure_event) AS exposed_at,
+           min(e.variant) FILTER (WHERE e.event_type = t.success_event) AS click_low,
+           max(e.variant) FILTER (WHERE e.event_type = t.success_event) AS click_high,
+           max(e.event_time) FILTER (WHERE e.event_type = t.success_event) AS last_click
     FROM events e JOIN tests t USING (test_id)
     WHERE e.event_time < $cutoff
-),
-exposed AS (
-    SELECT test_id, user_id, count(DISTINCT variant) AS variants, min(event_time) AS t1,
-           arg_min(variant, event_time) AS variant
-    FROM ev WHERE event_type = exposure_event GROUP BY test_id, user_id
-),
-clicks AS (
-    SELECT test_id, user_id, variant, event_time FROM ev WHERE event_type = success_event
-),
-counted AS (SELECT * FROM exposed WHERE variants = 1)
+    GROUP BY e.test_id, e.user_id
+)
 SELECT t.test_id,
-       (SELECT count(*) FROM exposed x WHERE x.test_id = t.test_id AND x.variants > 1),
-       (SELECT count(DISTINCT c.user_id) FROM clicks c
-        WHERE c.test_id = t.test_id
-          AND NOT EXISTS (SELECT 1 FROM exposed x
-                          WHERE x.test_id = c.test_id AND x.user_id = c.user_id)),
-       -- exposed users whose every click came before their first exposure
-       (SELECT count(*) FROM counted x
-        WHERE x.test_id = t.test_id
-          AND EXISTS (SELECT 1 FROM clicks c WHERE c.test_id = x.test_id AND c.user_id = x.user_id)
-          AND NOT EXISTS (SELECT 1 FROM clicks c WHERE c.test_id = x.test_id
-                          AND c.user_id = x.user_id AND c.event_time >= x.t1)),
-       -- exposed users with a click tagged with another variant than their exposure's
-       (SELECT count(DISTINCT x.user_id) FROM counted x JOIN clicks c
-            ON c.test_id = x.test_id AND c.user_id = x.user_id
-        WHERE x.test_id = t.test_id AND c.variant <> x.variant)
-FROM tests t
+       count(*) FILTER (WHERE first_variant <> last_variant),
+       count(*) FILTER (WHERE exposed_at IS NULL AND last_click IS NOT NULL),
+       -- exposed in one variant, every click before the first exposure
+       count(*) FILTER (WHERE first_variant = last_variant AND last_click < exposed_at),
+       -- exposed in one variant, a click tagged with another
+       count(*) FILTER (WHERE first_variant = last_variant
+                          AND (click_low <> first_variant OR click_high <> first_variant))
+FROM tests t LEFT JOIN users u USING (test_id)
+GROUP BY t.test_id
 """
 
 
