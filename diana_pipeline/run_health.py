@@ -38,6 +38,10 @@ RESUMES_TAG = "diana/resumes"
 RESUMED_TAG = "diana/resumed"
 RESUME_AFTER_S = 60.0
 GIVEN_UP_LOOKBACK_S = 7 * 24 * 3600.0
+# A run Dagster marked "will retry" whose retry has not appeared after this long never gets
+# one (the daemon that would launch it was killed at that moment): it is resumed like one
+# whose retries ran out.
+RETRY_EXPECTED_WITHIN_S = 180.0
 
 
 def worker_tags(run_id: str) -> dict[str, str]:
@@ -149,18 +153,22 @@ def ingestion_runs_given_up(
     given_up = []
     for record in records:
         run = record.dagster_run
-        if (
-            run.tags.get(RESUMED_TAG, "").startswith(f"{run.run_id}:")
-            or run.tags.get(WILL_RETRY_TAG) == "true"  # (no tag: retries are off)
-            or now - record.update_timestamp.timestamp() < RESUME_AFTER_S
-        ):
+        since = now - record.update_timestamp.timestamp()
+        if run.tags.get(RESUMED_TAG, "").startswith(f"{run.run_id}:") or since < RESUME_AFTER_S:
             continue
-        resumed_by = instance.get_run_records(RunsFilter(tags={RESUMES_TAG: run.run_id}), limit=1)
         group = instance.get_run_group(run.run_id)
         family = group[1] if group is not None else [run]
+        retried = any(member.parent_run_id == run.run_id for member in family)
+        # (no tag: retries are off) A retry on its way is left to Dagster, for a while.
+        if run.tags.get(WILL_RETRY_TAG) == "true" and not retried:
+            if since < RETRY_EXPECTED_WITHIN_S:
+                continue
+        elif run.tags.get(WILL_RETRY_TAG) == "true":
+            continue  # retried: the retry's own outcome is what counts
+        resumed_by = instance.get_run_records(RunsFilter(tags={RESUMES_TAG: run.run_id}), limit=1)
         if resumed_by:
             verdict = resumed_by[0].dagster_run.run_id
-        elif any(member.parent_run_id == run.run_id for member in family):
+        elif retried:
             verdict = "re-executed"
         elif any(
             entry.step_key == step_key

@@ -262,6 +262,45 @@ def test_offsets_of_an_ingestion_run_that_gave_up_are_requested_again(
             assert tags[run_health.RESUMED_TAG] == f"{unstored.run_id}:{resuming.run_id}"
 
 
+def test_a_run_marked_will_retry_whose_retry_never_came_is_resumed() -> None:
+    """Dagster tags a failed run "will retry"; if the daemon that would launch the retry was
+    killed at that moment, the retry never comes. The CI saw 20,000 offsets lost that way.
+    Such a run is resumed once the retry is overdue; one whose retry exists is not."""
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.storage.tags import PARENT_RUN_ID_TAG, ROOT_RUN_ID_TAG, WILL_RETRY_TAG
+
+    config = load_config(REPO_ROOT / "experiments.yaml")
+    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
+    ranges = {"ops": {"events": {"config": {"ranges": [{"partition": 0, "start": 0, "end": 9}]}}}}
+    with DagsterInstance.ephemeral() as instance:
+        orphaned = instance.create_run_for_job(
+            job, run_config=ranges, tags={WILL_RETRY_TAG: "true"}
+        )
+        retried = instance.create_run_for_job(job, run_config=ranges, tags={WILL_RETRY_TAG: "true"})
+        for run in (orphaned, retried):
+            instance.report_run_failed(run)
+        # As Dagster's retry daemon makes it: parent and root, as fields and as tags.
+        family = {PARENT_RUN_ID_TAG: retried.run_id, ROOT_RUN_ID_TAG: retried.run_id}
+        retry: DagsterRun = instance.create_run_for_job(
+            job,
+            run_config=ranges,
+            parent_run_id=retried.run_id,
+            root_run_id=retried.run_id,
+            tags=family,
+        )
+        assert retry.parent_run_id == retried.run_id
+
+        def given_up_after(seconds: float) -> list[str]:
+            later = time.time() + seconds
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(run_health.time, "time", lambda: later)
+                return [r.run_id for r in run_health.ingestion_runs_given_up(instance, INGEST_JOB)]
+
+        assert given_up_after(run_health.RESUME_AFTER_S + 1) == []  # the retry may yet come
+        overdue = run_health.RETRY_EXPECTED_WITHIN_S + 1
+        assert given_up_after(overdue) == [orphaned.run_id]
+
+
 # ---- under a real daemon --------------------------------------------------------------------
 
 
