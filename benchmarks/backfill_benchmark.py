@@ -28,7 +28,7 @@ from dagster import DagsterEventType, DagsterInstance, materialize
 
 from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.statistics import build_statistics
-from diana_pipeline.config import load_config
+from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.counting import cumulative_counts, window_counts
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
 from diana_pipeline.harness.paths import REPO_ROOT
@@ -121,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if rebuild <= TARGET * group_by else 1
 
 
-def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
+def write_history(
+    home: Path, event_count: int, days: int
+) -> tuple[ExperimentsConfig, datetime, datetime]:
+    """An experiments file in `home` whose windows start `days` before today (UTC midnight),
+    and `event_count` events over those days written straight into its DuckDB store; returns
+    the config and the first and the last moment (aware UTC)."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days)
+    home.mkdir(parents=True, exist_ok=True)
     experiments = home / "experiments.yaml"
     experiments.write_text(
         (REPO_ROOT / "experiments.yaml")
@@ -131,9 +137,8 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
         .replace("start: 2026-11-01T00:00:00Z", f"start: {start:%Y-%m-%dT%H:%M:%SZ}")
     )
     config = load_config(experiments)
-    path = config.infrastructure.duckdb.path
     progress(f"writing {event_count:,} events over {days} days into DuckDB")
-    with EventStore.open(path) as store:
+    with EventStore.open(config.infrastructure.duckdb.path) as store:
         store.connection.execute(
             _FILL_SQL,
             {
@@ -143,6 +148,14 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
                 "last": today.replace(tzinfo=None) - timedelta(microseconds=1),
             },
         )
+    return config, start, today
+
+
+def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
+    config, start, _ = write_history(home, event_count, days)
+    experiments = home / "experiments.yaml"
+    path = config.infrastructure.duckdb.path
+    with EventStore.open(path) as store:
         events = store.count_events()
     windows = [
         (start.replace(tzinfo=None) + timedelta(hours=h),

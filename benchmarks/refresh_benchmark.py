@@ -14,17 +14,16 @@ event store's memory limit as the pipeline sets it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from benchmarks.backfill_benchmark import _FILL_SQL, best_of, progress
+from benchmarks.backfill_benchmark import best_of, progress, write_history
 from diana_pipeline.analysis import posterior_records
-from diana_pipeline.config import load_config
 from diana_pipeline.counting import quality, window_counts
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
-from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.markdown import table
 from diana_pipeline.resources.event_store import DEFAULT_MEMORY_LIMIT
 from diana_pipeline.store import EventStore
@@ -35,28 +34,10 @@ TARGET_GROWTH, TARGET_SECONDS = 1.5, 0.5  # issue 20: flat from 1M to 30M, ≤ 0
 
 def refresh_seconds(folder: Path, events: int) -> float:
     """Write `events` over DAYS days, then time the latest window's refresh (best of 3)."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = today - timedelta(days=DAYS)
-    experiments = folder / "experiments.yaml"
-    experiments.write_text(
-        (REPO_ROOT / "experiments.yaml")
-        .read_text()
-        .replace("start: 2026-11-01T00:00:00Z", f"start: {start:%Y-%m-%dT%H:%M:%SZ}")
-    )
-    config = load_config(experiments)
-    path = folder / f"history-{events}.duckdb"
-    progress(f"writing {events:,} events over {DAYS} days")
-    naive_start, naive_today = start.replace(tzinfo=None), today.replace(tzinfo=None)
-    with EventStore.open(path) as store:
-        store.connection.execute(
-            _FILL_SQL,
-            {
-                "users": events // 2,
-                "start": naive_start,
-                "span": DAYS * 86_400 * 1_000_000,
-                "last": naive_today - timedelta(microseconds=1),
-            },
-        )
+    home = folder / f"history-{events}"
+    config, _, today = write_history(home, events, DAYS)
+    path = config.infrastructure.duckdb.path
+    naive_today = today.replace(tzinfo=None)
     latest = (naive_today - timedelta(hours=1), naive_today)
 
     def refresh() -> None:
@@ -67,7 +48,7 @@ def refresh_seconds(folder: Path, events: int) -> float:
 
     progress(f"refreshing the latest window over {events:,} events (best of 3)")
     seconds = best_of(3, refresh)
-    path.unlink()
+    shutil.rmtree(home)
     return seconds
 
 

@@ -53,9 +53,7 @@ def posterior_records(
         successes = np.array([[r.successes_total for r in w] for w in rows], float)
         figures = {
             **_posterior_figures(alphas, betas),
-            **_anytime_figures(
-                test, exposures.reshape(alphas.shape), successes.reshape(alphas.shape)
-            ),
+            **_anytime_figures(test, exposures, successes),
         }
         by_test[test.test_id] = (rows, alphas, betas, figures)
     records: list[dict[str, object]] = []
@@ -99,9 +97,6 @@ def _anytime_figures(
     """Per look (window) and variant against the control: the anytime-valid p-value and the
     lift's confidence sequence at the decision's level 1 − α / (K − 1). Not running: each look
     from its own cumulative counts (docs/statistics.md)."""
-    if exposures.size == 0:
-        empty = np.zeros(exposures.shape)
-        return {"p_value_always_valid": empty, "lift_cs_low": empty, "lift_cs_high": empty}
     tuning = {"allocation": test.allocation, "expected_lift": test.expected_lift}
     low, high = stats.lift_confidence_sequence(
         exposures, successes, level=1 - decision_level(test), **tuning
