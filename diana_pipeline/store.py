@@ -10,6 +10,9 @@ Tables
   rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
   ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
                    same transaction as its events, so a range is stored exactly once
+  user_state, window_steps, counting_state
+                   the counting state, merged with every batch of new events in the batch's
+                   own transaction (counting/state.py)
   variant_increments, posteriors, superiority, allocation
                    the statistics assets' results, one set of rows per window (RESULT_COLUMNS)
 
@@ -31,6 +34,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from diana_pipeline.counting import state as counting_state
+from diana_pipeline.counting.rules import CountingRules
 from diana_pipeline.events import EventColumns
 from diana_pipeline.windows import to_microseconds, utc_now
 
@@ -259,6 +264,7 @@ class EventStore:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only:
                 connection.execute(SCHEMA)
+                connection.execute(counting_state.SCHEMA)
                 connection.execute(RESULTS_SCHEMA)
                 connection.execute(RESULTS_COLUMNS_ADDED)
                 _migrate(connection)
@@ -347,10 +353,12 @@ class EventStore:
         columns: EventColumns,
         counts: WriteCounts,
         only_window: datetime | None = None,
+        rules: CountingRules | None = None,
     ) -> None:
         """Insert the events that are new (see the module's docstring on duplicates); within
         the batch the first position of an event wins. With `only_window`, events of other
-        windows are left out."""
+        windows are left out. With `rules`, the new events are merged into the counting state
+        too (call inside `transaction()`, so that the two are stored together)."""
         if not len(columns):
             return
         # NumPy arrays: DuckDB scans them for a fraction of a DataFrame's cost to build.
@@ -379,6 +387,9 @@ class EventStore:
             per_window = self.connection.execute(
                 "SELECT window_start, count(*) FROM new_events GROUP BY window_start"
             ).fetchall()
+            if rules is not None:
+                new = sum(count for _, count in per_window)
+                counting_state.merge_batch(self.connection, rules, "new_events", new)
             self.connection.execute("DROP TABLE new_events")
         finally:
             self.connection.unregister("incoming_events")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -28,9 +29,11 @@ from dagster import (
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from diana_pipeline import run_health
-from diana_pipeline.config import load_config
+from diana_pipeline.config import load_config, parse_config
+from diana_pipeline.counting import CountingRules, cumulative_counts, window_counts
+from diana_pipeline.counting import state as counting_state
 from diana_pipeline.harness.kafka import KafkaForTests
-from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.paths import REPO_ROOT, SHIPPED_CONFIG
 from diana_pipeline.harness.stack import free_port, private_stack
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.resources import pipeline_resources
@@ -464,6 +467,21 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
         assert rejected == sent.noise["malformed messages"]
         covered = query(store, "SELECT sum(end_offset - start_offset) FROM ingested_ranges")
         assert covered == sent.sent  # every offset exactly once
+        # The counting state, merged chunk by chunk through the kill, equals a recount.
+        config = parse_config(SHIPPED_CONFIG.read_text(), env=daemon_env)
+        with EventStore.open(store) as opened:
+            assert counting_state.rebuilds(opened.connection) == 0
+            assert counting_state.is_current(opened.connection, CountingRules.of(config))
+            assert counting_state.differences(opened.connection, CountingRules.of(config)) == []
+            end = datetime(2200, 1, 1)
+            last = config.partitions.grid.window_start(end - timedelta(hours=1))
+            [window] = window_counts(opened.connection, config, [(last, end)]).values()
+            recount = cumulative_counts(opened.connection, config, end)
+            assert {(c.test_id, c.variant): (c.exposures_total, c.successes_total)
+                    for c in window} == {
+                key: (c.exposures, c.successes) for key, c in recount.items()
+            }  # fmt: skip
+            assert sum(c.exposures_total for c in window) > 0
     finally:
         daemon.stop()
 

@@ -18,6 +18,7 @@ from dagster import (
     AutomationCondition,
     AutomationConditionSensorDefinition,
     BackfillPolicy,
+    Config,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     MaterializeResult,
@@ -28,6 +29,7 @@ from dagster import (
     define_asset_job,
     schedule,
 )
+from pydantic import Field
 
 from diana_pipeline.analysis import (
     allocation_rows,
@@ -39,7 +41,8 @@ from diana_pipeline.analysis import (
 from diana_pipeline.assets.ingestion import DUCKDB_POOL, EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.counting import WindowCounts, quality, window_counts
+from diana_pipeline.counting import CountingRules, WindowCounts, quality, window_counts
+from diana_pipeline.counting import state as counting_state
 from diana_pipeline.markdown import table
 from diana_pipeline.partitions import (
     cumulative_mapping,
@@ -78,6 +81,15 @@ CHECKS = {
     "clicks_in_another_variant": "Few successes are tagged with another variant than the exposure.",
     "successes_within_exposures": "Successes never exceed exposures.",
 }
+
+
+class CountingConfig(Config):
+    recount_users: bool = Field(
+        False,
+        description="first recompute, from all of their events, the counting state of every "
+        "user with an event in the run's windows (a repair; the state is otherwise kept "
+        "with every stored batch, and `diana-state rebuild` recomputes it all)",
+    )
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -133,12 +145,22 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         **common,
     )
     def variant_increments(
-        context, experiments: ExperimentsResource, event_store: EventStoreResource
+        context,
+        config: CountingConfig,
+        experiments: ExperimentsResource,
+        event_store: EventStoreResource,
     ) -> MaterializeResult:
         settings = experiments.load()
         windows = run_windows(context, settings.partitions)
         rows: list[dict] = []
         with event_store.open() as store:
+            if config.recount_users:
+                rules = CountingRules.of(settings)
+                counting_state.ensure_current(store.connection, rules)
+                with store.transaction():
+                    counting_state.rebuild_users(
+                        store.connection, rules, windows[0][0], windows[-1][1]
+                    )
             counts = window_counts(store.connection, settings, windows)
             for start, end in windows:
                 rows += [

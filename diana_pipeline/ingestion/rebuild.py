@@ -11,6 +11,7 @@ from datetime import datetime
 from confluent_kafka import TopicPartition
 
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.counting import CountingRules
 from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.ingestion.kafka_client import (
     METADATA_TIMEOUT_S,
@@ -47,6 +48,7 @@ def rebuild_window(
     kafka = kafka if kafka is not None else config.infrastructure.kafka
     open_store = open_store if open_store is not None else settings_store(config)
     validator = EventValidator(config)
+    rules = CountingRules.of(config)
     skew, lateness = config.ingestion.max_clock_skew, config.ingestion.max_lateness
     scan_from = _epoch_ms(window_start - skew)
     scan_to = _epoch_ms(window_end + lateness)
@@ -86,7 +88,7 @@ def rebuild_window(
                         reason = validator.validate_into(value, begin.partition, offset, columns)
                         if reason is not None:
                             rejected.append((begin.partition, offset, value, reason))
-                store.add_events(kafka.topic, columns, counts, only_window=target)
+                store.add_events(kafka.topic, columns, counts, only_window=target, rules=rules)
                 store.add_rejected(kafka.topic, rejected, counts)
     finally:
         consumer.close()

@@ -4,7 +4,8 @@
 An ingestion run owns a set of offset ranges. It reads exactly those offsets (assign(),
 never a subscription) that the ledger does not cover yet, validates every message and stores
 them a chunk at a time: each chunk's events, rejections and its ledger row (the chunk's
-offsets) go in one DuckDB transaction. A run killed mid-range leaves whole chunks behind,
+offsets) go in one DuckDB transaction, with the merge of its events into the counting state
+(counting/state.py). A run killed mid-range leaves whole chunks behind,
 and its retry reads only the offsets that no chunk covers. Chunks keep a run's memory flat
 however large its range. Only after storing does it commit the consumer group's offsets,
 which exist for lag tools only: the sensor's cursor and the ledger are what make ingestion
@@ -24,6 +25,7 @@ from typing import Protocol
 from confluent_kafka import Consumer
 
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.counting import CountingRules
 from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.ingestion.kafka_client import (
     KafkaEndpoint,
@@ -83,6 +85,7 @@ def ingest(
     open_store = open_store if open_store is not None else settings_store(config)
     topic = kafka.topic
     validator = EventValidator(config)
+    rules = CountingRules.of(config)
     result = IngestResult()
     consumer = make_consumer(kafka)
     try:
@@ -95,7 +98,7 @@ def ingest(
                     continue
                 low = marks.get(offset_range.partition, (0, 0))[0]
                 for gap in missing:
-                    _store_range(store, consumer, topic, gap, low, validator, run_id, result)
+                    _store_range(store, consumer, topic, gap, low, validator, rules, run_id, result)
                 result.ranges.append(offset_range)
             stored_up_to = store.ingested_end(topic)
         commit_offsets(consumer, topic, ranges)
@@ -114,6 +117,7 @@ def _store_range(
     offset_range: OffsetRange,
     low_watermark: int,
     validator: EventValidator,
+    rules: CountingRules,
     run_id: str | None,
     result: IngestResult,
 ) -> None:
@@ -137,7 +141,7 @@ def _store_range(
         counts = WriteCounts()
         lost = chunk.size - len(columns) - len(rejected)
         with store.transaction():
-            store.add_events(topic, columns, counts)
+            store.add_events(topic, columns, counts, rules=rules)
             store.add_rejected(topic, rejected, counts)
             store.record_range(topic, chunk, run_id, counts, lost)
         _merge(result.counts, counts)

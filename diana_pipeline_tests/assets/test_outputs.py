@@ -26,7 +26,7 @@ from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.dynamodb_table import PosteriorTable
 from diana_pipeline.sinks.records import decode
 from diana_pipeline.store import EventStore
-from diana_pipeline_tests.test_counting import FIXTURE, store_events
+from diana_pipeline_tests.counting.test_rules import FIXTURE, store_events
 
 KEYS = ["2026-11-21-10:00", "2026-11-21-11:00", "2026-11-21-12:00"]
 ONE_RUN = {

@@ -26,7 +26,7 @@ from diana_pipeline.config import load_config
 from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.store import EventStore
-from diana_pipeline_tests.test_counting import EXPECTED, FIXTURE, WINDOWS, store_events
+from diana_pipeline_tests.counting.test_rules import EXPECTED, FIXTURE, WINDOWS, store_events
 
 KEYS = ["2026-11-21-10:00", "2026-11-21-11:00", "2026-11-21-12:00"]
 

@@ -1,0 +1,25 @@
+"""Counting: users exposed and converted per test, variant and window, by the rules of
+docs/design.md §3.
+
+    rules.py       the rules as moments per user, and the SQL that turns them into steps
+    state.py       the per-user state and per-window steps, merged with every stored batch
+    from_steps.py  counts and quality figures at window ends, read from the steps
+    recount.py     the same rules as a full recount of the events: the reference
+    figures.py     the dataclasses handed to the statistics
+"""
+
+from diana_pipeline.counting.figures import Quality, VariantCounts, WindowCounts
+from diana_pipeline.counting.from_steps import quality, window_counts
+from diana_pipeline.counting.recount import cumulative_counts, recount_quality
+from diana_pipeline.counting.rules import CountingRules
+
+__all__ = [
+    "CountingRules",
+    "Quality",
+    "VariantCounts",
+    "WindowCounts",
+    "cumulative_counts",
+    "quality",
+    "recount_quality",
+    "window_counts",
+]

@@ -1,0 +1,31 @@
+"""What counting hands to the statistics: counts per variant and the quality figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    exposures: int
+    successes: int
+
+
+@dataclass(frozen=True)
+class Quality:
+    multi_variant_users: int  # excluded from the counts
+    orphan_success_users: int  # successes by users never exposed
+    clicks_before_exposure_users: int = 0  # exposed, but every click came before the exposure
+    other_variant_click_users: int = 0  # a click tagged with another variant than the exposure
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """One variant of one test in one window: increments and totals to the window's end."""
+
+    test_id: str
+    variant: str
+    exposures_inc: int
+    successes_inc: int
+    exposures_total: int
+    successes_total: int

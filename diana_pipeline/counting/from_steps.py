@@ -1,0 +1,85 @@
+"""Counts and quality figures at window ends, read from the stored steps (counting/state.py):
+a refresh reads O(windows) rows whatever the history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.counting import state
+from diana_pipeline.counting.figures import Quality, VariantCounts, WindowCounts
+from diana_pipeline.counting.rules import EXPOSURES, QUALITY_MEASURES, SUCCESSES, CountingRules
+
+
+def window_counts(
+    connection: duckdb.DuckDBPyConnection,
+    config: ExperimentsConfig,
+    windows: list[tuple[datetime, datetime]],
+) -> dict[datetime, list[WindowCounts]]:
+    """Per window [start, end) (naive UTC, on the partition grid): increments within it and
+    totals at its end, for every test and variant. Counts are cumulative functions of the
+    cutoff, so a window's increments are totals(end) − totals(start), and a backfill of any
+    range gives exactly what the live path gave. (An increment can be negative when a user
+    counted earlier shows up in a second variant during the window and leaves the counts.)"""
+    if not windows:
+        return {}
+    state.ensure_current(connection, CountingRules.of(config))
+    steps = connection.execute(
+        "SELECT window_start, test_id, variant, measure, change FROM window_steps "
+        "WHERE measure IN (?, ?) AND window_start < ? ORDER BY window_start",
+        [EXPOSURES, SUCCESSES, max(end for _, end in windows)],
+    ).fetchall()
+    keys = [(t.test_id, v) for t in config.tests for v in t.variant_names]
+
+    # Running sums of the steps (ordered by window), read off at every start and end.
+    totals: dict[datetime, dict[tuple[str, str], VariantCounts]] = {}
+    running = dict.fromkeys(keys, VariantCounts(0, 0))
+    pending = iter(steps)
+    step = next(pending, None)
+    for cutoff in sorted({moment for window in windows for moment in window}):
+        while step is not None and step[0] < cutoff:
+            _, test_id, variant, measure, change = step
+            if (test_id, variant) in running:
+                now = running[(test_id, variant)]
+                running[(test_id, variant)] = (
+                    VariantCounts(now.exposures + change, now.successes)
+                    if measure == EXPOSURES
+                    else VariantCounts(now.exposures, now.successes + change)
+                )
+            step = next(pending, None)
+        totals[cutoff] = dict(running)
+
+    result = {}
+    for start, end in windows:
+        before, after = totals[start], totals[end]
+        result[start] = [
+            WindowCounts(
+                test_id,
+                variant,
+                after[(test_id, variant)].exposures - before[(test_id, variant)].exposures,
+                after[(test_id, variant)].successes - before[(test_id, variant)].successes,
+                after[(test_id, variant)].exposures,
+                after[(test_id, variant)].successes,
+            )
+            for test_id, variant in keys
+        ]
+    return result
+
+
+def quality(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[str, Quality]:
+    """Per configured test, the users left out of the counts as of `cutoff` (on the grid)."""
+    state.ensure_current(connection, CountingRules.of(config))
+    rows = connection.execute(
+        "SELECT test_id, measure, sum(change) FROM window_steps "
+        "WHERE variant = '' AND window_start < ? GROUP BY ALL",
+        [cutoff],
+    ).fetchall()
+    figures = {(test_id, measure): int(total) for test_id, measure, total in rows}
+    return {
+        t.test_id: Quality(*(figures.get((t.test_id, m), 0) for m in QUALITY_MEASURES))
+        for t in config.tests
+    }

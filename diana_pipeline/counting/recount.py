@@ -1,0 +1,118 @@
+"""The full recount: the counting rules of docs/design.md §3 stated directly as SQL over every
+event before a cutoff. The pipeline reads its counts from the incremental state
+(counting/state.py); this is the reference the tests hold that state equal to, and what
+`diana-state check` compares it with.
+
+A Bernoulli trial is a user. As of a cutoff T (only events before T count):
+- a user is exposed to a test at their first exposure event and belongs to its variant;
+- a success is a success event of an exposed user at or after that first exposure and
+  within the test's conversion window; each user counts at most once as exposed and once
+  as a success, so successes ≤ exposures always;
+- users seen in more than one variant are excluded (and counted);
+- success events of users never exposed are orphans (and counted).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.counting.figures import Quality, VariantCounts
+
+_CUMULATIVE_SQL = """
+WITH tests(test_id, exposure_event, success_event, window_us) AS (
+    SELECT * FROM (VALUES {tests})
+),
+ev AS (
+    SELECT e.test_id, e.user_id, e.variant, e.event_type, e.event_time,
+           t.exposure_event, t.success_event, t.window_us
+    FROM events e JOIN tests t USING (test_id)
+    WHERE e.event_time < $cutoff
+),
+exposures AS (
+    SELECT test_id, user_id,
+           min(event_time) AS first_exposure,
+           arg_min(variant, event_time) AS variant,
+           count(DISTINCT variant) AS variants,
+           any_value(window_us) AS window_us
+    FROM ev WHERE event_type = exposure_event
+    GROUP BY test_id, user_id
+),
+clean AS (SELECT * FROM exposures WHERE variants = 1),
+converted AS (
+    SELECT DISTINCT c.test_id, c.user_id
+    FROM clean c JOIN ev e ON e.test_id = c.test_id AND e.user_id = c.user_id
+    WHERE e.event_type = e.success_event
+      AND e.event_time >= c.first_exposure
+      AND e.event_time <= c.first_exposure + to_microseconds(c.window_us)
+)
+SELECT c.test_id, c.variant, count(*) AS exposures, count(v.user_id) AS successes
+FROM clean c LEFT JOIN converted v ON v.test_id = c.test_id AND v.user_id = c.user_id
+GROUP BY ALL
+"""
+
+# One pass, one row per (test, user), then counted: a single grouping spills to disk under the
+# memory limit where joins and correlated subqueries over a month of events would not fit.
+_QUALITY_SQL = """
+WITH tests(test_id, exposure_event, success_event) AS (SELECT * FROM (VALUES {tests})),
+users AS (
+    SELECT e.test_id,
+           min(e.variant) FILTER (WHERE e.event_type = t.exposure_event) AS first_variant,
+           max(e.variant) FILTER (WHERE e.event_type = t.exposure_event) AS last_variant,
+           min(e.event_time) FILTER (WHERE e.event_type = t.exposure_event) AS exposed_at,
+           min(e.variant) FILTER (WHERE e.event_type = t.success_event) AS click_low,
+           max(e.variant) FILTER (WHERE e.event_type = t.success_event) AS click_high,
+           max(e.event_time) FILTER (WHERE e.event_type = t.success_event) AS last_click
+    FROM events e JOIN tests t USING (test_id)
+    WHERE e.event_time < $cutoff
+    GROUP BY e.test_id, e.user_id
+)
+SELECT t.test_id,
+       count(*) FILTER (WHERE first_variant <> last_variant),
+       count(*) FILTER (WHERE exposed_at IS NULL AND last_click IS NOT NULL),
+       -- exposed in one variant, every click before the first exposure
+       count(*) FILTER (WHERE first_variant = last_variant AND last_click < exposed_at),
+       -- exposed in one variant, a click tagged with another
+       count(*) FILTER (WHERE first_variant = last_variant
+                          AND (click_low <> first_variant OR click_high <> first_variant))
+FROM tests t LEFT JOIN users u USING (test_id)
+GROUP BY t.test_id
+"""
+
+
+def _tests_values(config: ExperimentsConfig, with_window: bool) -> tuple[str, list[object]]:
+    rows, params = [], []
+    for test in config.tests:
+        placeholders = ["?", "?", "?"] + (["?"] if with_window else [])
+        rows.append(f"({', '.join(placeholders)})")
+        params += [test.test_id, test.exposure_event, test.success_event]
+        if with_window:
+            params.append(int(test.conversion_window.total_seconds() * 1_000_000))
+    return ", ".join(rows), params
+
+
+def cumulative_counts(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[tuple[str, str], VariantCounts]:
+    """(test_id, variant) -> exposures and successes counted from events before `cutoff`
+    (naive UTC). Every configured variant is present, with zeros when it has no users."""
+    values, params = _tests_values(config, with_window=True)
+    sql = _CUMULATIVE_SQL.format(tests=values).replace("$cutoff", "?")
+    rows = connection.execute(sql, [*params, cutoff]).fetchall()
+    counts = {(t.test_id, v): VariantCounts(0, 0) for t in config.tests for v in t.variant_names}
+    for test_id, variant, exposures, successes in rows:
+        if (test_id, variant) in counts:
+            counts[(test_id, variant)] = VariantCounts(exposures, successes)
+    return counts
+
+
+def recount_quality(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[str, Quality]:
+    """Per test, the users left out of the counts as of `cutoff`."""
+    values, params = _tests_values(config, with_window=False)
+    sql = _QUALITY_SQL.format(tests=values).replace("$cutoff", "?")
+    rows = connection.execute(sql, [*params, cutoff]).fetchall()
+    return {test_id: Quality(*figures) for test_id, *figures in rows}

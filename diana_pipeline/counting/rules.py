@@ -1,0 +1,153 @@
+"""The counting rules of docs/design.md §3 as moments per user, in one place: the per-user
+state (counting/state.py) and its steps are built from these SQL pieces, and the full recount
+(counting/recount.py) states the same rules directly, as the reference the tests hold them to.
+
+Per test and user, from their exposure and success events (the test's `exposure_event` and
+`success_event`; other events play no part):
+    t1  first exposure, v its variant
+    t2  first exposure in a variant other than v (the user leaves the counts then)
+    c1  first success at any time
+    ca  first success at or after t1; the user converts at s = ca when ca ≤ t1 + window
+    co  first success tagged with a variant other than v
+At a cutoff T (only events before T count) a user adds 1 to a measure while T lies in an
+interval (opens, closes] of these moments; the intervals become +1/−1 steps in the windows of
+their ends, and a measure at T is the sum of the steps in the windows before T.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from diana_pipeline.config import ExperimentsConfig
+
+# The measures a user's moments open and close: the counts per variant, and the quality
+# figures per test (variant '').
+EXPOSURES, SUCCESSES = "exposures", "successes"
+QUALITY_MEASURES = (
+    "multi_variant_users",  # exposed in two variants: left out of the counts
+    "orphan_success_users",  # a success, never exposed
+    "clicks_before_exposure_users",  # exposed in one variant, every success before it
+    "other_variant_click_users",  # exposed in one variant, a success tagged with another
+)
+
+
+@dataclass(frozen=True)
+class CountingRules:
+    """What the counting depends on in experiments.yaml: per test the exposure and success
+    events and the conversion window, and the window grid. State kept under other rules is
+    stale (a changed conversion window changes who converted)."""
+
+    tests: tuple[tuple[str, str, str, int], ...]  # test_id, exposure, success, window in µs
+    origin_us: int
+    size_us: int
+
+    @classmethod
+    def of(cls, config: ExperimentsConfig) -> CountingRules:
+        grid = config.partitions.grid
+        return cls(
+            tuple(
+                (
+                    t.test_id,
+                    t.exposure_event,
+                    t.success_event,
+                    int(t.conversion_window.total_seconds() * 1_000_000),
+                )
+                for t in config.tests
+            ),
+            grid.origin_us,
+            grid.size_us,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps([self.tests, self.origin_us, self.size_us])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def tests_relation(self) -> tuple[str, list[object]]:
+        """A VALUES list of the tests (test_id, exposure_event, success_event, window_us),
+        with its parameters, for a CTE `tests`."""
+        rows = ", ".join("(?, ?, ?, ?::BIGINT)" for _ in self.tests)
+        return rows, [value for test in self.tests for value in test]
+
+    def window_start_sql(self, moment: str) -> str:
+        """SQL for the start of the grid window holding `moment` (floored, also before the
+        origin, like WindowGrid.window_start_us)."""
+        us = f"epoch_us({moment})"
+        origin, size = self.origin_us, self.size_us
+        return f"make_timestamp({us} - ((({us} - {origin}) % {size}) + {size}) % {size})"
+
+
+def rule_events_sql(source: str, tests: str) -> str:
+    """The rows of `source` (columns of the events table) that the rules read, as
+    (test_id, user_key, is_exposure, variant, event_time); `tests` is the tests' VALUES."""
+    return f"""
+    SELECT e.test_id, md5_number(e.user_id) AS user_key, e.event_type = t.exposure_event
+               AS is_exposure, e.variant, e.event_time
+    FROM {source} e
+    JOIN (SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us))
+         t ON t.test_id = e.test_id
+    WHERE e.event_type = t.exposure_event OR e.event_type = t.success_event"""
+
+
+# A user's representative rows: the fewest of their rule events (within reason) that give the
+# same moments as all of them, now and after any events still to come, which can only move t1
+# earlier: the first exposure of each variant (t1, v and t2 for any v), every success before
+# t1 (one of them becomes ca when a late exposure moves t1 before it), and the first success
+# at or after t1 of each variant (c1, ca and co for any v). Most users keep one or two rows.
+REPRESENTATIVES_SQL = """
+WITH r AS ({rows}),
+first_exposure AS (
+    SELECT test_id, user_key, min(event_time) FILTER (WHERE is_exposure) AS t1
+    FROM r GROUP BY test_id, user_key
+)
+SELECT r.test_id, r.user_key, r.is_exposure, r.variant, min(r.event_time) AS event_time
+FROM r JOIN first_exposure f USING (test_id, user_key)
+GROUP BY r.test_id, r.user_key, r.is_exposure, r.variant,
+    -- each success before t1 in a group of its own
+    CASE WHEN NOT r.is_exposure AND (f.t1 IS NULL OR r.event_time < f.t1) THEN r.event_time END
+"""
+
+# The steps of each user's moments, from their rule events (or representatives) in `rows`.
+# least() and greatest() skip NULLs in DuckDB: a moment that never came closes nothing.
+STEPS_SQL = """
+WITH r AS ({rows}),
+tests AS (SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us)),
+first_exposure AS (
+    SELECT test_id, user_key, min(event_time) AS t1, arg_min(variant, event_time) AS v
+    FROM r WHERE is_exposure GROUP BY test_id, user_key
+),
+moments AS (
+    SELECT r.test_id, any_value(f.t1) AS t1, any_value(f.v) AS v,
+        min(r.event_time) FILTER (WHERE r.is_exposure AND r.variant <> f.v) AS t2,
+        min(r.event_time) FILTER (WHERE NOT r.is_exposure) AS c1,
+        min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.event_time >= f.t1) AS ca,
+        min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.variant <> f.v) AS co
+    FROM r LEFT JOIN first_exposure f USING (test_id, user_key)
+    GROUP BY r.test_id, r.user_key
+),
+users AS (
+    SELECT m.*, CASE WHEN m.ca <= m.t1 + to_microseconds(t.window_us) THEN m.ca END AS s
+    FROM moments m JOIN tests t USING (test_id)
+),
+intervals(test_id, measure, variant, opens, closes) AS (
+    SELECT test_id, 'exposures', v, t1, t2 FROM users WHERE t1 IS NOT NULL
+    UNION ALL SELECT test_id, 'successes', v, s, t2 FROM users WHERE s IS NOT NULL
+    UNION ALL SELECT test_id, 'multi_variant_users', '', t2, NULL FROM users
+        WHERE t2 IS NOT NULL
+    UNION ALL SELECT test_id, 'orphan_success_users', '', c1, t1 FROM users
+        WHERE c1 IS NOT NULL AND (t1 IS NULL OR c1 < t1)
+    UNION ALL SELECT test_id, 'clicks_before_exposure_users', '', t1, least(t2, ca) FROM users
+        WHERE c1 < t1
+    UNION ALL SELECT test_id, 'other_variant_click_users', '', greatest(t1, co), t2 FROM users
+        WHERE t1 IS NOT NULL AND co IS NOT NULL
+),
+steps(test_id, measure, variant, moment, change) AS (
+    SELECT test_id, measure, variant, opens, 1 FROM intervals
+    UNION ALL SELECT test_id, measure, variant, greatest(opens, closes), -1 FROM intervals
+        WHERE closes IS NOT NULL
+)
+SELECT test_id, measure, variant, {window_start} AS window_start, {sign} * sum(change) AS change
+FROM steps GROUP BY ALL
+"""

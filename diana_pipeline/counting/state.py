@@ -1,0 +1,265 @@
+"""Incremental counting state in the event store, so that a refresh reads O(windows) rows
+whatever the history.
+
+Tables
+  user_state     per test and user, their representative rule events (counting/rules.py):
+                 the few rows that give the same moments as all of their events, now and
+                 after any events still to come
+  window_steps   per test, measure, variant and window: the sum of the users' +1/−1 steps;
+                 a measure at a window's end is the sum over the windows before it
+  counting_state one row: the rules the state was built under, and how many events of the
+                 events table it covers
+
+A batch of new events (an ingestion chunk, a window rebuilt from Kafka) is merged in the
+same transaction that stores the events: the batch's users' old representatives and the
+batch's events give their new representatives, and window_steps moves by the new users'
+steps minus the old. Only the batch's users are touched (their state rows are found by a
+scan of the 16-byte user keys, not of the events). Exactly once comes with the events: a
+retried chunk stores no event, so it merges nothing.
+
+State that does not cover every event (a store written before this state existed, events
+written outside `add_events`) or was built under other rules (a changed conversion window
+or window grid) is rebuilt from all events before it is read, once; `rebuild` does it on
+demand (`diana-state rebuild`), and `rebuild_users` for the users of a range of windows (a
+backfill).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+import duckdb
+
+from diana_pipeline.counting.rules import (
+    REPRESENTATIVES_SQL,
+    STEPS_SQL,
+    CountingRules,
+    rule_events_sql,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS user_state (
+    test_id     VARCHAR   NOT NULL,
+    user_key    UHUGEINT  NOT NULL,  -- md5_number(user_id)
+    is_exposure BOOLEAN   NOT NULL,
+    variant     VARCHAR   NOT NULL,
+    event_time  TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS window_steps (
+    test_id      VARCHAR   NOT NULL,
+    measure      VARCHAR   NOT NULL,  -- counting/rules.py: exposures, successes, quality
+    variant      VARCHAR   NOT NULL,  -- '' for the per-test quality measures
+    window_start TIMESTAMP NOT NULL,
+    change       BIGINT    NOT NULL,
+    PRIMARY KEY (test_id, measure, variant, window_start)
+);
+CREATE TABLE IF NOT EXISTS counting_state (
+    rules    VARCHAR NOT NULL,  -- CountingRules.fingerprint
+    events   BIGINT  NOT NULL,  -- rows of the events table the state covers
+    rebuilds BIGINT  NOT NULL   -- times it was rebuilt from all events (after the first batch)
+);
+"""
+
+_ADD_STEPS = """
+INSERT INTO window_steps
+SELECT test_id, measure, variant, window_start, sum(change) FROM ({steps}) GROUP BY ALL
+HAVING sum(change) <> 0
+ON CONFLICT DO UPDATE SET change = change + excluded.change
+"""
+
+
+def _steps(rules: CountingRules, rows: str, sign: int) -> tuple[str, list[object]]:
+    tests, params = rules.tests_relation()
+    sql = STEPS_SQL.format(
+        rows=rows, tests=tests, window_start=rules.window_start_sql("moment"), sign=sign
+    )
+    return sql, params
+
+
+def _events_covered(connection: duckdb.DuckDBPyConnection) -> tuple[str, int] | None:
+    row = connection.execute("SELECT rules, events FROM counting_state").fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _set_covered(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, events: int, rebuilt: bool
+) -> None:
+    before = connection.execute("SELECT rebuilds FROM counting_state").fetchone()
+    rebuilds = (before[0] if before else 0) + int(rebuilt)
+    connection.execute("DELETE FROM counting_state")
+    connection.execute(
+        "INSERT INTO counting_state VALUES (?, ?, ?)", [rules.fingerprint, events, rebuilds]
+    )
+
+
+def rebuilds(connection: duckdb.DuckDBPyConnection) -> int:
+    """How many times the state was rebuilt from all events (0: merged batch by batch)."""
+    row = connection.execute("SELECT rebuilds FROM counting_state").fetchone()
+    return row[0] if row else 0
+
+
+def _events_stored(connection: duckdb.DuckDBPyConnection) -> int:
+    return connection.execute("SELECT count(*) FROM events").fetchone()[0]
+
+
+def is_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> bool:
+    """The state covers every stored event, under these rules."""
+    return _events_covered(connection) == (rules.fingerprint, _events_stored(connection))
+
+
+def merge_batch(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: str, batch_events: int
+) -> None:
+    """Merge the events of table `batch` (columns of the events table), just added to the
+    events table, into the state; call inside the transaction that added them. State that was
+    not current before the batch is rebuilt from all events instead."""
+    before = _events_stored(connection) - batch_events
+    covered = _events_covered(connection)
+    if covered != (rules.fingerprint, before) and not (covered is None and before == 0):
+        _rebuild(connection, rules)
+        return
+    tests, params = rules.tests_relation()
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE batch_rows AS " + rule_events_sql(batch, tests), params
+    )
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT s.* FROM user_state s "
+        "SEMI JOIN (SELECT DISTINCT test_id, user_key FROM batch_rows) b "
+        "ON s.test_id = b.test_id AND s.user_key = b.user_key"
+    )
+    _replace_users(
+        connection, rules, "old_rows", "SELECT * FROM old_rows UNION ALL SELECT * FROM batch_rows"
+    )
+    connection.execute("DROP TABLE batch_rows")
+    connection.execute("DROP TABLE old_rows")
+    _set_covered(connection, rules, _events_stored(connection), rebuilt=False)
+
+
+def _replace_users(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, old: str, new_rows: str
+) -> None:
+    """Replace the state of the users whose old representatives are in table `old` (and of
+    any new users in `new_rows`) by the representatives of `new_rows`, moving window_steps
+    by their new steps minus their old."""
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE new_rows AS " + REPRESENTATIVES_SQL.format(rows=new_rows)
+    )
+    plus, params = _steps(rules, "SELECT * FROM new_rows", 1)
+    minus, _ = _steps(rules, f"SELECT * FROM {old}", -1)
+    both = f"SELECT * FROM ({plus}) UNION ALL SELECT * FROM ({minus})"
+    connection.execute(_ADD_STEPS.format(steps=both), [*params, *params])
+    connection.execute(
+        f"DELETE FROM user_state s USING (SELECT DISTINCT test_id, user_key FROM {old}) o "
+        "WHERE s.test_id = o.test_id AND s.user_key = o.user_key"
+    )
+    connection.execute("INSERT INTO user_state SELECT * FROM new_rows")
+    connection.execute("DROP TABLE new_rows")
+
+
+def rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> float:
+    """Rebuild the state and the steps from all events, in one transaction; returns the
+    seconds it took."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        seconds = _rebuild(connection, rules)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return seconds
+
+
+def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> float:
+    started = time.monotonic()
+    tests, params = rules.tests_relation()
+    # Row order means nothing here, and keeping it costs memory over millions of users.
+    connection.execute("SET preserve_insertion_order = false")
+    connection.execute("DELETE FROM user_state")
+    connection.execute("DELETE FROM window_steps")
+    events = rule_events_sql("events", tests)
+    connection.execute("INSERT INTO user_state " + REPRESENTATIVES_SQL.format(rows=events), params)
+    steps, step_params = _steps(rules, "SELECT * FROM user_state", 1)
+    connection.execute(_ADD_STEPS.format(steps=steps), step_params)
+    _set_covered(connection, rules, _events_stored(connection), rebuilt=True)
+    connection.execute("RESET preserve_insertion_order")
+    seconds = time.monotonic() - started
+    log.info("counting state rebuilt from all events in %.1f s", seconds)
+    return seconds
+
+
+def rebuild_users(
+    connection: duckdb.DuckDBPyConnection,
+    rules: CountingRules,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Recompute, from all of their events, the state of every user with an event in the
+    windows starting in [start, end) (a backfill of those windows)."""
+    tests, params = rules.tests_relation()
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE range_users AS SELECT DISTINCT test_id, user_key FROM ("
+        + rule_events_sql(
+            "(SELECT * FROM events WHERE window_start >= ? AND window_start < ?)", tests
+        )
+        + ")",
+        [start, end, *params],
+    )
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT s.* FROM user_state s "
+        "SEMI JOIN range_users u ON s.test_id = u.test_id AND s.user_key = u.user_key"
+    )
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE user_rows AS SELECT r.* FROM ("
+        + rule_events_sql("events", tests)
+        + ") r SEMI JOIN range_users u ON r.test_id = u.test_id AND r.user_key = u.user_key",
+        params,
+    )
+    _replace_users(connection, rules, "old_rows", "SELECT * FROM user_rows")
+    for table in ("range_users", "old_rows", "user_rows"):
+        connection.execute(f"DROP TABLE {table}")
+
+
+def differences(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> list[tuple]:
+    """Recompute the steps from all events (as a rebuild would, without writing) and return
+    the (test_id, measure, variant, window_start, stored, recomputed) rows that differ."""
+    tests, params = rules.tests_relation()
+    reps = REPRESENTATIVES_SQL.format(rows=rule_events_sql("events", tests))
+    steps, step_params = _steps(rules, reps, 1)
+    return connection.execute(
+        f"""
+        WITH fresh AS (
+            SELECT test_id, measure, variant, window_start, sum(change) AS change
+            FROM ({steps}) GROUP BY ALL
+        ),
+        stored AS (SELECT * FROM window_steps WHERE change <> 0)
+        SELECT test_id, measure, variant, window_start,
+               coalesce(s.change, 0) AS stored, coalesce(f.change, 0) AS recomputed
+        FROM stored s FULL JOIN fresh f USING (test_id, measure, variant, window_start)
+        WHERE coalesce(s.change, 0) <> coalesce(f.change, 0)
+        ORDER BY ALL
+        """,
+        [*params, *step_params],
+    ).fetchall()
+
+
+def ensure_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
+    """Rebuild the state if it does not cover every event under these rules."""
+    covered = _events_covered(connection)
+    stored = _events_stored(connection)
+    if covered == (rules.fingerprint, stored):
+        return
+    if covered is None and stored == 0:
+        _set_covered(connection, rules, 0, rebuilt=False)  # nothing to count yet
+        return
+    if covered is None:
+        why = "no counting state yet"
+    elif covered[0] != rules.fingerprint:
+        why = "the counting rules changed (experiments.yaml)"
+    else:
+        why = f"the state covers {covered[1]:,} of {stored:,} events"
+    log.warning("rebuilding the counting state from all events: %s", why)
+    rebuild(connection, rules)

@@ -1,0 +1,196 @@
+"""The incremental counting state against the full recount: whatever order and batches the
+events arrive in (duplicates, late and out-of-order events, users in two variants, clicks
+before exposure), with backfills of ranges in between, the counts and quality figures read
+from the state equal the recount of all events at every window end, and the stored steps equal
+a rebuild's."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.counting import (
+    CountingRules,
+    cumulative_counts,
+    quality,
+    recount_quality,
+    window_counts,
+)
+from diana_pipeline.counting import state as counting_state
+from diana_pipeline.events import EventColumns, ValidEvent
+from diana_pipeline.store import EventStore, WriteCounts
+from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, TEST, config_with_one_hour_window
+
+START = datetime(2026, 11, 21, 9)
+WINDOWS = [(START + timedelta(hours=h), START + timedelta(hours=h + 1)) for h in range(5)]
+
+
+def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int) -> None:
+    """Store (event_id, type, variant, user, minutes after START) rows as one batch, merged
+    into the state in the batch's transaction, as ingestion does."""
+    events = []
+    for i, (event_id, kind, variant, user, minutes) in enumerate(rows):
+        moment = START + timedelta(minutes=minutes)
+        window = config.partitions.window_start(moment).replace(tzinfo=None)
+        events.append(
+            (0, offset + i, ValidEvent(event_id, kind, TEST, variant, user, moment, window))
+        )
+    with store.transaction():
+        store.add_events(
+            "web-events", EventColumns.of(events), WriteCounts(), rules=CountingRules.of(config)
+        )
+
+
+def assert_equals_recount(store: EventStore, config: ExperimentsConfig) -> None:
+    counts = window_counts(store.connection, config, WINDOWS)
+    for start, end in WINDOWS:
+        before = cumulative_counts(store.connection, config, start)
+        after = cumulative_counts(store.connection, config, end)
+        expected = [
+            (t, v, a.exposures - before[(t, v)].exposures,
+             a.successes - before[(t, v)].successes, a.exposures, a.successes)
+            for (t, v), a in after.items()
+        ]  # fmt: skip
+        assert [tuple(vars(r).values()) for r in counts[start]] == expected, start
+        assert quality(store.connection, config, end) == recount_quality(
+            store.connection, config, end
+        ), end
+
+
+def stored_steps(store: EventStore) -> set[tuple]:
+    return set(
+        store.connection.execute(
+            "SELECT test_id, measure, variant, window_start, change FROM window_steps "
+            "WHERE change <> 0"
+        ).fetchall()
+    )
+
+
+_event = st.tuples(
+    st.sampled_from([SHOW, SHOW, CLICK, CLICK, "PageViewed"]),
+    st.sampled_from(["control", "treatment"]),
+    st.sampled_from(["u1", "u2", "u3"]),
+    # Minutes after 09:00 on a coarse grid, so that ties and the 60-minute edge happen.
+    st.integers(0, 59).map(lambda step: step * 5),
+)
+# A stream: events, each delivered once or twice, in arrival order, cut into batches; between
+# two batches, maybe a backfill of a range of windows.
+_stream = st.lists(
+    st.tuples(
+        st.lists(st.tuples(_event, st.booleans()), min_size=1, max_size=10),
+        st.one_of(st.none(), st.tuples(st.integers(0, 4), st.integers(1, 5))),
+    ),
+    max_size=8,
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(stream=_stream)
+# A click, then (in a later batch) an exposure before it: the click becomes a success.
+@example(stream=[([((CLICK, "control", "u1", 30), False)], None),
+                 ([((SHOW, "control", "u1", 20), False)], None)])  # fmt: skip
+# Exposed at 10:40 with a click at 11:30 (outside the hour); a late exposure at 10:10 moves
+# the conversion window, so the click stays outside, and a click at 10:50 now converts.
+@example(stream=[([((SHOW, "control", "u1", 100), False), ((CLICK, "control", "u1", 150), False)],
+                  None),
+                 ([((SHOW, "control", "u1", 70), False), ((CLICK, "treatment", "u1", 110), True)],
+                  (0, 5))])  # fmt: skip
+# Two clicks before the exposure at 10:40; a late exposure at 10:10 makes the second click
+# (10:20, not the first of its variant) the conversion.
+@example(stream=[([((CLICK, "control", "u1", 65), False), ((CLICK, "control", "u1", 80), False),
+                   ((SHOW, "control", "u1", 100), False)], None),
+                 ([((SHOW, "control", "u1", 70), False)], None)])  # fmt: skip
+def test_state_merged_batch_by_batch_equals_the_full_recount(
+    tmp_path_factory: pytest.TempPathFactory, stream: list
+) -> None:
+    config = config_with_one_hour_window()
+    rules = CountingRules.of(config)
+    path = tmp_path_factory.mktemp("state") / "s.duckdb"
+    with EventStore.open(path) as store:
+        offset, number = 0, 0
+        for batch, backfill in stream:
+            rows = []
+            for (kind, variant, user, minutes), twice in batch:
+                rows += [(f"e{number}", kind, variant, user, minutes)] * (2 if twice else 1)
+                number += 1
+            add(store, config, rows, offset)
+            offset += len(rows)
+            assert counting_state.is_current(store.connection, rules)
+            if backfill is not None:
+                first, size = backfill
+                start = WINDOWS[0][0] + timedelta(hours=first)
+                with store.transaction():
+                    counting_state.rebuild_users(
+                        store.connection, rules, start, start + timedelta(hours=size)
+                    )
+        # Merged batch by batch, never rebuilt behind the test's back.
+        assert counting_state.rebuilds(store.connection) == 0
+        assert_equals_recount(store, config)
+        incremental = stored_steps(store)
+        counting_state.rebuild(store.connection, rules)
+        assert stored_steps(store) == incremental
+
+
+def test_a_late_event_changes_an_earlier_windows_totals(tmp_path: Path) -> None:
+    """bob clicks at 10:30 and is exposed at 10:45: no success. A late exposure at 10:20
+    (stored after the 11:00 window was computed) makes the click a success in window 10:00 and
+    moves his exposure there from window 10:00... and the totals of every later window."""
+    config = config_with_one_hour_window()
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        add(store, config, [("b1", CLICK, "control", "bob", 90),
+                            ("b2", SHOW, "control", "bob", 105)], 0)  # fmt: skip
+        before = window_counts(store.connection, config, WINDOWS[1:3])
+        assert [(r.variant, r.successes_inc, r.successes_total) for r in before[WINDOWS[1][0]]] == [
+            ("control", 0, 0),
+            ("treatment", 0, 0),
+        ]
+        assert quality(store.connection, config, WINDOWS[1][1]) == recount_quality(
+            store.connection, config, WINDOWS[1][1]
+        )
+        add(store, config, [("b0", SHOW, "control", "bob", 80)], 2)
+        after = window_counts(store.connection, config, WINDOWS[1:3])
+        assert [tuple(vars(r).values())[1:] for r in after[WINDOWS[1][0]]] == [
+            ("control", 1, 1, 1, 1),
+            ("treatment", 0, 0, 0, 0),
+        ]
+        assert [tuple(vars(r).values())[1:] for r in after[WINDOWS[2][0]]] == [
+            ("control", 0, 0, 1, 1),
+            ("treatment", 0, 0, 0, 0),
+        ]
+        assert_equals_recount(store, config)
+
+
+def test_a_store_without_state_or_under_other_rules_is_rebuilt_before_reading(
+    tmp_path: Path,
+) -> None:
+    config = config_with_one_hour_window()
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        # Written without the state (as a store from before it, or a direct INSERT).
+        add_plain = EventColumns.of(
+            [(0, 0, ValidEvent("x1", SHOW, TEST, "control", "ann", START, START)),
+             (0, 1, ValidEvent("x2", CLICK, TEST, "control", "ann",
+                               START + timedelta(minutes=70), START + timedelta(hours=1)))]
+        )  # fmt: skip
+        store.add_events("web-events", add_plain, WriteCounts())
+        assert not counting_state.is_current(store.connection, CountingRules.of(config))
+        assert_equals_recount(store, config)
+        # A 24-hour conversion window makes ann's click (70 minutes later) a success.
+        wider = config.model_copy(
+            update={"tests": [config.tests[0].model_copy(
+                update={"conversion_window": timedelta(hours=24)})]}
+        )  # fmt: skip
+        totals = window_counts(store.connection, wider, WINDOWS[1:2])[WINDOWS[1][0]]
+        assert [(r.variant, r.successes_total) for r in totals] == [
+            ("control", 1),
+            ("treatment", 0),
+        ]
+        assert_equals_recount(store, wider)
