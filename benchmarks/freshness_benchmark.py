@@ -7,8 +7,13 @@ in this process; every half second it notes how many exposed and converted users
 A poller reads the CSV sink every half second. An event is fresh when the sink's totals first
 reach the count noted when it was sent; its freshness is that moment minus the send time.
 
+With --history N (10 million by default), the store starts with N events over the 30 days
+before now and their counting state, written straight into DuckDB before the stack starts (the
+backfill benchmark's generator): a refresh then runs on a month of history, as in production.
+
     .venv/bin/python -m benchmarks.freshness_benchmark                  # 500/s for 5 minutes
-    .venv/bin/python -m benchmarks.freshness_benchmark --eps 200 --duration 60 --no-write
+    .venv/bin/python -m benchmarks.freshness_benchmark --eps 200 --duration 60 --history 0 \
+        --no-write
 """
 
 from __future__ import annotations
@@ -19,21 +24,38 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import DagsterInstance
 
+from benchmarks.backfill_benchmark import fill_events
 from diana_pipeline.config import load_config
+from diana_pipeline.counting import cumulative_counts
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
 from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.markdown import table
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.records import RecordError
+from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
 
 P95_TARGET_S = 15.0
 POLL_S = 0.5
+
+
+def preload_history(home: Path, events: int) -> int:
+    """Write `events` events over the 30 days before now into the store the private stack in
+    `home` will use, with their counting state; returns their exposed plus converted users."""
+    config = load_config(
+        REPO_ROOT / "experiments.yaml", env={"DIANA_DUCKDB_PATH": str(home / "events.duckdb")}
+    )
+    now = datetime.now(UTC)
+    fill_events(config, events, now - timedelta(days=30), now - timedelta(minutes=1))
+    with EventStore.open(config.infrastructure.duckdb.path) as store:
+        totals = cumulative_counts(store.connection, config, datetime(2200, 1, 1))
+    return sum(c.exposures + c.successes for c in totals.values())
 
 
 def sink_total(files: PosteriorCsvFiles) -> int:
@@ -85,49 +107,54 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--eps", type=float, default=500.0)
     parser.add_argument("--duration", type=float, default=300.0)
+    parser.add_argument("--history", type=int, default=10_000_000, help="events preloaded")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
-    print("  .. starting a private stack with the Dagster daemon", file=sys.stderr)
-    with (
-        tempfile.TemporaryDirectory(prefix="diana-bench-") as home,
-        private_stack(Path(home), {"DIANA_OUTPUT_SINK": "csv"}, with_dagster=True) as own,
-    ):
-        config = load_config(REPO_ROOT / "experiments.yaml", env=own.env)
-        files = PosteriorCsvFiles(config.infrastructure.csv.directory)
-        sent: list[tuple[float, int]] = []  # (moment, users sent so far)
-        seen: list[tuple[float, int]] = []  # (moment, users in the sink)
-        done = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
+        history_users = preload_history(Path(home), args.history) if args.history else 0
+        print("  .. starting a private stack with the Dagster daemon", file=sys.stderr)
+        with private_stack(Path(home), {"DIANA_OUTPUT_SINK": "csv"}, with_dagster=True) as own:
+            return measure(args, Path(home), own.env, history_users)
 
-        def poll() -> None:
-            while not done.is_set():
-                seen.append((time.monotonic(), sink_total(files)))
-                time.sleep(POLL_S)
 
-        def note(summary: TrafficSummary) -> None:
-            users = sum(summary.exposed_users.values()) + sum(summary.converted_users.values())
-            sent.append((time.monotonic(), users))
+def measure(args: argparse.Namespace, home: Path, env: dict[str, str], history_users: int) -> int:
+    """Traffic at the rate, the sink polled, and the lags written up."""
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    files = PosteriorCsvFiles(config.infrastructure.csv.directory)
+    sent: list[tuple[float, int]] = []  # (moment, users sent so far)
+    seen: list[tuple[float, int]] = []  # (moment, users in the sink)
+    done = threading.Event()
 
-        poller = threading.Thread(target=poll, daemon=True)
-        try:
-            poller.start()
-            spec = build_spec(
-                config,
-                {"control": 0.35, "treatment": 0.55},
-                eps=args.eps,
-                duration_s=args.duration,
-            )
-            print(f"  .. {args.eps:g} events/s for {args.duration:g}s", file=sys.stderr)
-            summary = TrafficRun(config, spec, on_progress=note).run()
-            note(summary)
-            final = sent[-1][1]
-            deadline = time.monotonic() + 180
-            while (not seen or seen[-1][1] < final) and time.monotonic() < deadline:
-                time.sleep(POLL_S)
-            done.set()
-            poller.join()
-            runs = run_figures(Path(home) / "dagster_home")
-        finally:
-            done.set()
+    def poll() -> None:
+        while not done.is_set():
+            seen.append((time.monotonic(), sink_total(files) - history_users))
+            time.sleep(POLL_S)
+
+    def note(summary: TrafficSummary) -> None:
+        users = sum(summary.exposed_users.values()) + sum(summary.converted_users.values())
+        sent.append((time.monotonic(), users))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    try:
+        poller.start()
+        spec = build_spec(
+            config,
+            {"control": 0.35, "treatment": 0.55},
+            eps=args.eps,
+            duration_s=args.duration,
+        )
+        print(f"  .. {args.eps:g} events/s for {args.duration:g}s", file=sys.stderr)
+        summary = TrafficRun(config, spec, on_progress=note).run()
+        note(summary)
+        final = sent[-1][1]
+        deadline = time.monotonic() + 180
+        while (not seen or seen[-1][1] < final) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        done.set()
+        poller.join()
+        runs = run_figures(home / "dagster_home")
+    finally:
+        done.set()
     lags = []
     for moment, users in sent:
         reached = next((when for when, total in seen if when >= moment and total >= users), None)
@@ -159,11 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             "freshness-benchmark",
             "Freshness: event to posterior in the sink",
             f"python -m benchmarks.freshness_benchmark --eps {args.eps:g} "
-            f"--duration {args.duration:g}",
+            f"--duration {args.duration:g} --history {args.history}",
             "The daemon runs the Kafka sensor, the ingestion runs, the statistics "
             "automation and the CSV sink on its own; the lag of each half-second of "
-            "traffic is when the sink first counts its users. "
-            f"Target p95 ≤ {P95_TARGET_S:g} s.",
+            "traffic is when the sink first counts its users. The store starts with "
+            f"{args.history:,} events of history over the 30 days before (their counting "
+            f"state built once before the stack starts). Target p95 ≤ {P95_TARGET_S:g} s.",
             lag_table,
             "Where the time goes, from the runs' own records (median per run): a run "
             "waits in the queue and for its process to start and load the code, then "

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from unittest.mock import patch
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -37,6 +38,7 @@ from diana_pipeline.traffic import TrafficRun, build_spec
 SHARE_OF_RAW_TARGET = 0.5
 OVER_PER_EVENT_TARGET = 10.0
 RSS_TARGET_MB = 500.0
+STATE_SHARE_TARGET = 0.8  # issue 20: with the counting state, ≥ 0.8× ingestion without it
 
 
 def progress(message: str) -> None:
@@ -108,11 +110,15 @@ def per_event_consumer(kafka: KafkaForTests, topic: str) -> float:
         consumer.close()
 
 
-def diana_ingest(kafka: KafkaForTests, topic: str, store: Path) -> dict[str, float]:
-    """One ingestion run over the whole backlog, in a child process (for its own peak RSS)."""
+def diana_ingest(
+    kafka: KafkaForTests, topic: str, store: Path, with_state: bool = True
+) -> dict[str, float]:
+    """One ingestion run over the whole backlog, in a child process (for its own peak RSS);
+    without the counting state's maintenance, as ingestion was before it (the baseline)."""
     env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(store)}
     child = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ingest_benchmark", "--child"],
+        [sys.executable, "-m", "benchmarks.ingest_benchmark", "--child"]
+        + ([] if with_state else ["--without-state"]),
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -134,9 +140,10 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def child() -> int:
+def child(with_state: bool) -> int:
     """Plan one run over every offset of the topic, as the sensor would with an unlimited
-    micro-batch, and ingest it with the real code."""
+    micro-batch, and ingest it with the real code (without the counting state: the same code
+    with no rules to merge by, so `add_events` stores the events alone)."""
     config = load_config(REPO_ROOT / "experiments.yaml")
     consumer = make_consumer(config.infrastructure.kafka)
     try:
@@ -146,7 +153,12 @@ def child() -> int:
     total = sum(high - low for low, high in marks.values())
     [ranges], _ = plan_runs(marks, {}, max_batch=total, max_runs=1)
     started = time.perf_counter()
-    result = ingest(config, ranges, run_id="benchmark")
+    if with_state:
+        result = ingest(config, ranges, run_id="benchmark")
+    else:
+        with patch("diana_pipeline.ingestion.runs.CountingRules") as no_rules:
+            no_rules.of.return_value = None
+            result = ingest(config, ranges, run_id="benchmark")
     seconds = time.perf_counter() - started
     stored = sum(result.counts.events_by_window.values())
     peak_mb = peak_rss_mb()
@@ -161,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="2000000,8000000", help="backlog sizes, comma-separated")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--without-state", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child()
+        return child(with_state=not args.without_state)
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
     progress("starting a private Kafka broker")
@@ -182,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             per_event = per_event_consumer(kafka, topic)
             progress(f"{size:,} events: Diana's ingestion into DuckDB (one run, child)")
             diana = diana_ingest(kafka, topic, Path(home) / f"events-{size}.duckdb")
+            progress(f"{size:,} events: the same without the counting state (before issue 20)")
+            before = diana_ingest(
+                kafka, topic, Path(home) / f"before-{size}.duckdb", with_state=False
+            )
             rows.append(
                 {
                     "size": size,
@@ -190,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     "per_event": per_event,
                     "diana": diana["messages"] / diana["seconds"],
                     "peak_mb": diana["peak_mb"],
+                    "before": before["messages"] / before["seconds"],
                 }
             )
     figures = render(rows)
@@ -199,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         first["diana"] >= SHARE_OF_RAW_TARGET * first["raw"]
         and first["diana"] >= OVER_PER_EVENT_TARGET * first["per_event"]
         and all(r["peak_mb"] < RSS_TARGET_MB for r in rows)
+        and all(r["diana"] >= STATE_SHARE_TARGET * r["before"] for r in rows)
     )
     if not args.no_write:
         write_docs(figures, args.sizes)
@@ -213,9 +232,11 @@ def write_docs(figures: str, sizes: str) -> None:
         f"python -m benchmarks.ingest_benchmark --sizes {sizes}",
         "A backlog of traffic_job events on a 3-partition topic of a local broker. "
         "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
-        "(validation, DuckDB insert, ledger, per-window counts) in a child process; "
-        "its peak RSS is that process's (VmHWM). Targets: ≥ 50% of the bare consumer, "
-        "≥ 10× the per-event consumer, peak RSS < 500 MB and flat.",
+        "(validation, DuckDB insert, ledger, counting state, per-window counts) in a child "
+        "process; its peak RSS is that process's (VmHWM). 'Without state' is the same run "
+        "with the counting state's merge switched off, as ingestion was before issue 20. "
+        "Targets: ≥ 50% of the bare consumer, ≥ 10× the per-event consumer, peak RSS < 500 MB "
+        f"and flat, ≥ {STATE_SHARE_TARGET}× the run without state.",
         figures,
     )
 
@@ -227,6 +248,8 @@ def render(rows: list[dict[str, float]]) -> str:
             "bare consumer (limit)",
             "per-event consumer",
             "Diana ingest",
+            "without state (before)",
+            "with / without state",
             "Diana / bare",
             "Diana / per-event",
             "Diana peak RSS",
@@ -237,13 +260,15 @@ def render(rows: list[dict[str, float]]) -> str:
                 f"{r['raw']:,.0f}/s",
                 f"{r['per_event']:,.0f}/s",
                 f"{r['diana']:,.0f}/s",
+                f"{r['before']:,.0f}/s",
+                f"{r['diana'] / r['before']:.2f}×",
                 f"{r['diana'] / r['raw']:.0%}",
                 f"{r['diana'] / r['per_event']:.1f}×",
                 f"{r['peak_mb']:,.0f} MB",
             )
             for r in rows
         ],
-        align="rrrrrrr",
+        align="rrrrrrrrr",
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import backfill_benchmark, sequential_benchmark
+from benchmarks import backfill_benchmark, refresh_benchmark, sequential_benchmark
 
 
 def test_the_backfill_benchmark_rebuilds_every_window(
@@ -42,3 +42,13 @@ def test_the_sequential_benchmark_tells_the_rules_apart() -> None:
     )
     assert today_aa[0] > 0.2 * tests and sequential_benchmark._lower(diana_aa[0], tests) <= 0.05
     assert diana_ab[1] >= 0.8 * ab_tests  # right winners at +20% within a week
+
+
+def test_the_refresh_benchmark_compares_equal_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ways of refreshing give the same records (the benchmark checks it before timing),
+    and every figure is reported."""
+    monkeypatch.delenv("DIANA_DUCKDB_PATH", raising=False)  # each history in its own folder
+    figures = refresh_benchmark.refresh_seconds(tmp_path, 20_000)
+    assert figures.state > 0 and figures.recount > 0 and figures.rebuild > 0

@@ -179,11 +179,9 @@ def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> flo
     # Row order means nothing here, and keeping it costs memory over millions of users.
     connection.execute("SET preserve_insertion_order = false")
     connection.execute("DELETE FROM user_state")
-    connection.execute("DELETE FROM window_steps")
     events = rule_events_sql("events", tests)
     connection.execute("INSERT INTO user_state " + REPRESENTATIVES_SQL.format(rows=events), params)
-    steps, step_params = _steps(rules, "SELECT * FROM user_state", 1)
-    connection.execute(_ADD_STEPS.format(steps=steps), step_params)
+    _steps_from_state(connection, rules)
     _set_covered(connection, rules, _events_stored(connection), rebuilt=True)
     connection.execute("RESET preserve_insertion_order")
     seconds = time.monotonic() - started
@@ -197,8 +195,10 @@ def rebuild_users(
     start: datetime,
     end: datetime,
 ) -> None:
-    """Recompute, from all of their events, the state of every user with an event in the
-    windows starting in [start, end) (a backfill of those windows)."""
+    """A repair: recompute, from all of their events, the state of every user with an event
+    in the windows starting in [start, end), then every window's steps from the state of all
+    users (a pass over users, not events), so that steps no user accounts for go too. Call
+    inside a transaction."""
     tests, params = rules.tests_relation()
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE range_users AS SELECT DISTINCT test_id, user_key FROM ("
@@ -209,18 +209,25 @@ def rebuild_users(
         [start, end, *params],
     )
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT s.* FROM user_state s "
-        "SEMI JOIN range_users u ON s.test_id = u.test_id AND s.user_key = u.user_key"
+        "DELETE FROM user_state s USING range_users u "
+        "WHERE s.test_id = u.test_id AND s.user_key = u.user_key"
+    )
+    user_rows = (
+        f"SELECT r.* FROM ({rule_events_sql('events', tests)}) r "
+        "SEMI JOIN range_users u ON r.test_id = u.test_id AND r.user_key = u.user_key"
     )
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE user_rows AS SELECT r.* FROM ("
-        + rule_events_sql("events", tests)
-        + ") r SEMI JOIN range_users u ON r.test_id = u.test_id AND r.user_key = u.user_key",
-        params,
+        "INSERT INTO user_state " + REPRESENTATIVES_SQL.format(rows=user_rows), params
     )
-    _replace_users(connection, rules, "old_rows", "SELECT * FROM user_rows")
-    for table in ("range_users", "old_rows", "user_rows"):
-        connection.execute(f"DROP TABLE {table}")
+    connection.execute("DROP TABLE range_users")
+    _steps_from_state(connection, rules)
+
+
+def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
+    """Replace every window's steps by the sum of all users' steps in `user_state`."""
+    connection.execute("DELETE FROM window_steps")
+    steps, step_params = _steps(rules, "SELECT * FROM user_state", 1)
+    connection.execute(_ADD_STEPS.format(steps=steps), step_params)
 
 
 def differences(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> list[tuple]:

@@ -101,6 +101,42 @@ def test_live_windows_equal_a_single_run_backfill(setup) -> None:
         assert (alpha, beta) == (1 + s, 1 + n - s)  # the Beta(1, 1) prior
 
 
+def test_a_range_with_recount_users_repairs_the_counting_state(setup) -> None:
+    """A corrupted step (as if the state had gone wrong) is repaired by materialising the
+    range with `recount_users`; without it, the run reads the state as it is."""
+    _, assets, events, resources, path = setup
+    with EventStore.open(path) as store:
+        store_events(store, FIXTURE)
+    one_run = {
+        "dagster/asset_partition_range_start": KEYS[0],
+        "dagster/asset_partition_range_end": KEYS[-1],
+    }
+    run(assets, events, resources, tags=one_run)  # builds the state from the events
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "UPDATE window_steps SET change = change + 5 WHERE measure = 'exposures' "
+            "AND variant = 'control' AND window_start = ?",
+            [WINDOWS[0]],
+        )
+
+    def control_totals() -> list[int]:
+        with duckdb.connect(str(path), read_only=True) as con:
+            return [
+                row[0]
+                for row in con.execute(
+                    "SELECT exposures_total FROM variant_increments WHERE variant = 'control' "
+                    "ORDER BY window_start"
+                ).fetchall()
+            ]
+
+    expected = [EXPECTED[start]["control"][2] for start in WINDOWS[:3]]
+    run(assets, events, resources, tags=one_run)
+    assert control_totals() == [total + 5 for total in expected]
+    repair = {"ops": {"variant_increments": {"config": {"recount_users": True}}}}
+    run(assets, events, resources, tags=one_run, run_config=repair)
+    assert control_totals() == expected
+
+
 def test_checks_fail_on_a_skewed_split_and_pass_on_a_fair_one(setup) -> None:
     _, assets, events, resources, path = setup
 
