@@ -19,9 +19,9 @@ retried chunk stores no event, so it merges nothing.
 
 State that does not cover every event (a store written before this state existed, events
 written outside `add_events`) or was built under other rules (a changed conversion window
-or window grid) is rebuilt from all events before it is read, once; `rebuild` does it on
-demand (`diana-state rebuild`), and `rebuild_users` for the users of a range of windows (a
-backfill).
+or window grid) is rebuilt from all events before it is next read, once (batches stored
+meanwhile are left to that rebuild); `rebuild` does it on demand (`diana-state rebuild`), and
+`rebuild_users` repairs the users of a range of windows.
 """
 
 from __future__ import annotations
@@ -116,11 +116,12 @@ def merge_batch(
 ) -> None:
     """Merge the events of table `batch` (columns of the events table), just added to the
     events table, into the state; call inside the transaction that added them. State that was
-    not current before the batch is rebuilt from all events instead."""
+    not current before the batch stays so: the next refresh rebuilds it (under the refresh's
+    memory limit, not the ingestion's)."""
     before = _events_stored(connection) - batch_events
     covered = _events_covered(connection)
     if covered != (rules.fingerprint, before) and not (covered is None and before == 0):
-        _rebuild(connection, rules)
+        log.info("counting state not current: left for the next refresh to rebuild")
         return
     tests, params = rules.tests_relation()
     connection.execute(

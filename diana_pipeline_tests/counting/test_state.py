@@ -181,8 +181,14 @@ def test_a_store_without_state_or_under_other_rules_is_rebuilt_before_reading(
                                START + timedelta(minutes=70), START + timedelta(hours=1)))]
         )  # fmt: skip
         store.add_events("web-events", add_plain, WriteCounts())
-        assert not counting_state.is_current(store.connection, CountingRules.of(config))
+        rules = CountingRules.of(config)
+        assert not counting_state.is_current(store.connection, rules)
+        # A batch merged meanwhile is left to the rebuild, which the next read does.
+        add(store, config, [("x3", SHOW, "treatment", "bo", 10)], 2)
+        assert not counting_state.is_current(store.connection, rules)
         assert_equals_recount(store, config)
+        assert counting_state.is_current(store.connection, rules)
+        assert counting_state.rebuilds(store.connection) == 1
         # A 24-hour conversion window makes ann's click (70 minutes later) a success.
         wider = config.model_copy(
             update={"tests": [config.tests[0].model_copy(
