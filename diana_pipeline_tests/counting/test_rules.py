@@ -93,6 +93,19 @@ def store_events(
     store.add_events("web-events", EventColumns.of(events), WriteCounts())
 
 
+def recounted_window(
+    store: EventStore, config: ExperimentsConfig, start: datetime, end: datetime
+) -> list[tuple]:
+    """The window's WindowCounts fields as tuples, by the full recount at its start and end."""
+    before = cumulative_counts(store.connection, config, start)
+    after = cumulative_counts(store.connection, config, end)
+    return [
+        (t, v, a.exposures - before[(t, v)].exposures,
+         a.successes - before[(t, v)].successes, a.exposures, a.successes)
+        for (t, v), a in after.items()
+    ]  # fmt: skip
+
+
 def as_tuples(counts: dict) -> dict:
     return {
         start: {r.variant: (r.exposures_inc, r.successes_inc, r.exposures_total, r.successes_total)
@@ -236,11 +249,5 @@ def test_one_pass_over_a_range_equals_the_rules_at_each_cutoff(
         )
         one_pass = window_counts(store.connection, config, windows)
         for start, end in windows:
-            before = cumulative_counts(store.connection, config, start)
-            after = cumulative_counts(store.connection, config, end)
-            expected = [
-                (t, v, a.exposures - before[(t, v)].exposures,
-                 a.successes - before[(t, v)].successes, a.exposures, a.successes)
-                for (t, v), a in after.items()
-            ]  # fmt: skip
+            expected = recounted_window(store, config, start, end)
             assert [tuple(vars(r).values()) for r in one_pass[start]] == expected

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import (
     CountingRules,
-    cumulative_counts,
     quality,
     recount_quality,
     window_counts,
@@ -24,7 +23,13 @@ from diana_pipeline.counting import (
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.events import EventColumns, ValidEvent
 from diana_pipeline.store import EventStore, WriteCounts
-from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, TEST, config_with_one_hour_window
+from diana_pipeline_tests.counting.test_rules import (
+    CLICK,
+    SHOW,
+    TEST,
+    config_with_one_hour_window,
+    recounted_window,
+)
 
 START = datetime(2026, 11, 21, 9)
 WINDOWS = [(START + timedelta(hours=h), START + timedelta(hours=h + 1)) for h in range(5)]
@@ -49,13 +54,7 @@ def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset:
 def assert_equals_recount(store: EventStore, config: ExperimentsConfig) -> None:
     counts = window_counts(store.connection, config, WINDOWS)
     for start, end in WINDOWS:
-        before = cumulative_counts(store.connection, config, start)
-        after = cumulative_counts(store.connection, config, end)
-        expected = [
-            (t, v, a.exposures - before[(t, v)].exposures,
-             a.successes - before[(t, v)].successes, a.exposures, a.successes)
-            for (t, v), a in after.items()
-        ]  # fmt: skip
+        expected = recounted_window(store, config, start, end)
         assert [tuple(vars(r).values()) for r in counts[start]] == expected, start
         assert quality(store.connection, config, end) == recount_quality(
             store.connection, config, end
