@@ -402,7 +402,7 @@ def through_counting(scale: float, seed: int, screened: list) -> list[tuple]:
             ]
             rows.append((name, tests, COUNTING_DAYS * 24, *outcomes))
             progress(
-                f"through counting.py: {name}, {tests} tests ({time.monotonic() - began:.0f}s)"
+                f"through counting: {name}, {tests} tests ({time.monotonic() - began:.0f}s)"
             )
     return rows
 
@@ -421,7 +421,7 @@ def screen_check(screened: list) -> str:
 
 def render_counting(rows: list[tuple]) -> str:
     return table(
-        ["events through counting.py", "tests", "looks", "today's rule", "Diana", "asymptotic CS"],
+        ["events through counting", "tests", "looks", "today's rule", "Diana", "asymptotic CS"],
         [
             (name, f"{tests:,}", f"{looks:,}", *(_outcome(name, o, tests) for o in outcomes))
             for name, tests, looks, *outcomes in rows

@@ -29,7 +29,7 @@ def test_the_backfill_benchmark_rebuilds_every_window(
 def test_the_sequential_benchmark_tells_the_rules_apart() -> None:
     """On 480 small A/A streams (20 per cell), today's rule calls false winners in a large
     share while Diana's stays consistent with its guarantee (the pooled share's 95% interval
-    reaches down to 5%); through counting.py the same holds, and the A/B streams find the
+    reaches down to 5%); through counting the same holds, and the A/B streams find the
     lift."""
     aa = sequential_benchmark.false_winners(0.02, 7, [])
     streams = sum(row[3] for row in aa)
