@@ -401,9 +401,7 @@ def through_counting(scale: float, seed: int, screened: list) -> list[tuple]:
                 for first, winner in results
             ]
             rows.append((name, tests, COUNTING_DAYS * 24, *outcomes))
-            progress(
-                f"through counting: {name}, {tests} tests ({time.monotonic() - began:.0f}s)"
-            )
+            progress(f"through counting: {name}, {tests} tests ({time.monotonic() - began:.0f}s)")
     return rows
 
 

@@ -17,17 +17,20 @@ def window_counts(
     connection: duckdb.DuckDBPyConnection,
     config: ExperimentsConfig,
     windows: list[tuple[datetime, datetime]],
+    steps_table: str = "window_steps",
 ) -> dict[datetime, list[WindowCounts]]:
     """Per window [start, end) (naive UTC, on the partition grid): increments within it and
     totals at its end, for every test and variant. Counts are cumulative functions of the
     cutoff, so a window's increments are totals(end) − totals(start), and a backfill of any
     range gives exactly what the live path gave. (An increment can be negative when a user
-    counted earlier shows up in a second variant during the window and leaves the counts.)"""
+    counted earlier shows up in a second variant during the window and leaves the counts.)
+    `steps_table` other than the state's holds steps recounted by `state.recount_steps`."""
     if not windows:
         return {}
-    state.ensure_current(connection, CountingRules.of(config))
+    if steps_table == "window_steps":
+        state.ensure_current(connection, CountingRules.of(config))
     steps = connection.execute(
-        "SELECT window_start, test_id, variant, measure, change FROM window_steps "
+        f"SELECT window_start, test_id, variant, measure, change FROM {steps_table} "
         "WHERE measure IN (?, ?) AND window_start < ? ORDER BY window_start",
         [EXPOSURES, SUCCESSES, max(end for _, end in windows)],
     ).fetchall()
@@ -69,12 +72,17 @@ def window_counts(
 
 
 def quality(
-    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+    connection: duckdb.DuckDBPyConnection,
+    config: ExperimentsConfig,
+    cutoff: datetime,
+    steps_table: str = "window_steps",
 ) -> dict[str, Quality]:
-    """Per configured test, the users left out of the counts as of `cutoff` (on the grid)."""
-    state.ensure_current(connection, CountingRules.of(config))
+    """Per configured test, the users left out of the counts as of `cutoff` (on the grid);
+    `steps_table` as for `window_counts`."""
+    if steps_table == "window_steps":
+        state.ensure_current(connection, CountingRules.of(config))
     rows = connection.execute(
-        "SELECT test_id, measure, sum(change) FROM window_steps "
+        f"SELECT test_id, measure, sum(change) FROM {steps_table} "
         "WHERE variant = '' AND window_start < ? GROUP BY ALL",
         [cutoff],
     ).fetchall()

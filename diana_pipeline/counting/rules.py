@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 from diana_pipeline.config import ExperimentsConfig
 
+# Bumped when the state's rows or steps change meaning: a state of another version is rebuilt.
+STATE_VERSION = 1
+
 # The measures a user's moments open and close: the counts per variant, and the quality
 # figures per test (variant '').
 EXPOSURES, SUCCESSES = "exposures", "successes"
@@ -62,7 +65,7 @@ class CountingRules:
 
     @property
     def fingerprint(self) -> str:
-        text = json.dumps([self.tests, self.origin_us, self.size_us])
+        text = json.dumps([STATE_VERSION, self.tests, self.origin_us, self.size_us])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tests_relation(self) -> tuple[str, list[object]]:
@@ -83,7 +86,8 @@ def rule_events_sql(source: str, tests: str) -> str:
     """The rows of `source` (columns of the events table) that the rules read, as
     (test_id, user_key, is_exposure, variant, event_time); `tests` is the tests' VALUES."""
     return f"""
-    SELECT e.test_id, md5_number(e.user_id) AS user_key, e.event_type = t.exposure_event
+    SELECT e.test_id, md5_number(e.test_id || chr(31) || e.user_id) AS user_key,
+           e.event_type = t.exposure_event
                AS is_exposure, e.variant, e.event_time
     FROM {source} e
     JOIN (SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us))

@@ -140,9 +140,9 @@ def test_state_merged_batch_by_batch_equals_the_full_recount(
 
 
 def test_a_late_event_changes_an_earlier_windows_totals(tmp_path: Path) -> None:
-    """bob clicks at 10:30 and is exposed at 10:45: no success. A late exposure at 10:20
-    (stored after the 11:00 window was computed) makes the click a success in window 10:00 and
-    moves his exposure there from window 10:00... and the totals of every later window."""
+    """bob clicks at 10:30 and is exposed at 10:45: no success. A late exposure at 10:20,
+    stored after windows 10:00 and 11:00 were computed, makes the click a success in window
+    10:00 and raises the totals of every window after it."""
     config = config_with_one_hour_window()
     with EventStore.open(tmp_path / "s.duckdb") as store:
         add(store, config, [("b1", CLICK, "control", "bob", 90),
