@@ -41,7 +41,9 @@ from diana_pipeline.store import EventStore
 TARGET = 3.0
 
 # Users arrive uniformly over the period; each has an exposure, and with the variant's rate
-# a click a few minutes later, else a second exposure. Two events per user.
+# a click a few minutes later, else a second exposure. Two events per user, stored in time
+# order as ingestion stores them (so that DuckDB's per-row-group min/max of window_start lets
+# a query of one window skip the others, as it does on a store that ingestion filled).
 _FILL_SQL = """
 INSERT INTO events BY NAME
 WITH users AS (
@@ -69,6 +71,7 @@ FROM (
                  $last)
     FROM users
 )
+ORDER BY event_time
 """
 
 
