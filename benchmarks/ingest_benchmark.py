@@ -38,7 +38,10 @@ from diana_pipeline.traffic import TrafficRun, build_spec
 SHARE_OF_RAW_TARGET = 0.5
 OVER_PER_EVENT_TARGET = 10.0
 RSS_TARGET_MB = 500.0
-STATE_SHARE_TARGET = 0.8  # issue 20: with the counting state, ≥ 0.8× ingestion without it
+STATE_SHARE_TARGET = 0.8  # issue 20: with the counting state, ≥ 0.8× ingestion before it
+# The last commit before issue 20's counting state: its ingestion is "before", run from a
+# copy of that commit's files (git archive) in the same venv, on the same backlog.
+BEFORE_REVISION = "6ce44d1"
 
 
 def progress(message: str) -> None:
@@ -110,16 +113,31 @@ def per_event_consumer(kafka: KafkaForTests, topic: str) -> float:
         consumer.close()
 
 
+def source_at(revision: str, into: Path) -> Path:
+    """The repository's files at `revision`, copied into `into`."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", revision], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
 def diana_ingest(
-    kafka: KafkaForTests, topic: str, store: Path, with_state: bool = True
+    kafka: KafkaForTests,
+    topic: str,
+    store: Path,
+    with_state: bool = True,
+    source: Path = REPO_ROOT,
 ) -> dict[str, float]:
     """One ingestion run over the whole backlog, in a child process (for its own peak RSS);
-    without the counting state's maintenance, as ingestion was before it (the baseline)."""
-    env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(store)}
+    without the counting state's maintenance (its marginal cost), or with the code of another
+    commit (`source`: the ingestion before issue 20)."""
+    env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(store), "PYTHONPATH": str(source)}
     child = subprocess.run(
         [sys.executable, "-m", "benchmarks.ingest_benchmark", "--child"]
         + ([] if with_state else ["--without-state"]),
-        cwd=REPO_ROOT,
+        cwd=source,
         env=env,
         capture_output=True,
         text=True,
@@ -185,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         private_stack(Path(home), with_dynamodb=False) as own,
     ):
         kafka = KafkaForTests(own.settings.bootstrap_servers, own.env)
+        before_code = source_at(BEFORE_REVISION, Path(home) / f"code-{BEFORE_REVISION}")
         for size in sizes:
             topic = kafka.new_topic(partitions=3)
             progress(f"{size:,} events: filling the topic")
@@ -195,9 +214,13 @@ def main(argv: list[str] | None = None) -> int:
             per_event = per_event_consumer(kafka, topic)
             progress(f"{size:,} events: Diana's ingestion into DuckDB (one run, child)")
             diana = diana_ingest(kafka, topic, Path(home) / f"events-{size}.duckdb")
-            progress(f"{size:,} events: the same without the counting state (before issue 20)")
+            progress(f"{size:,} events: the same without the counting state's merge")
+            without = diana_ingest(
+                kafka, topic, Path(home) / f"without-{size}.duckdb", with_state=False
+            )
+            progress(f"{size:,} events: the ingestion before issue 20 ({BEFORE_REVISION})")
             before = diana_ingest(
-                kafka, topic, Path(home) / f"before-{size}.duckdb", with_state=False
+                kafka, topic, Path(home) / f"before-{size}.duckdb", source=before_code
             )
             rows.append(
                 {
@@ -207,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     "per_event": per_event,
                     "diana": diana["messages"] / diana["seconds"],
                     "peak_mb": diana["peak_mb"],
+                    "without": without["messages"] / without["seconds"],
                     "before": before["messages"] / before["seconds"],
                 }
             )
@@ -233,10 +257,11 @@ def write_docs(figures: str, sizes: str) -> None:
         "A backlog of traffic_job events on a 3-partition topic of a local broker. "
         "Diana: `diana_pipeline.ingestion.ingest` over every offset in one run "
         "(validation, DuckDB insert, ledger, counting state, per-window counts) in a child "
-        "process; its peak RSS is that process's (VmHWM). 'Without state' is the same run "
-        "with the counting state's merge switched off, as ingestion was before issue 20. "
-        "Targets: ≥ 50% of the bare consumer, ≥ 10× the per-event consumer, peak RSS < 500 MB "
-        f"and flat, ≥ {STATE_SHARE_TARGET}× the run without state.",
+        "process; its peak RSS is that process's (VmHWM). 'Before issue 20' is the same run "
+        f"with the code of commit {BEFORE_REVISION}, the last before the counting state; "
+        "'without the merge' is today's code with the state's merge switched off (what the "
+        "state alone costs). Targets: ≥ 50% of the bare consumer, ≥ 10× the per-event "
+        f"consumer, peak RSS < 500 MB and flat, ≥ {STATE_SHARE_TARGET}× before issue 20.",
         figures,
     )
 
@@ -248,8 +273,10 @@ def render(rows: list[dict[str, float]]) -> str:
             "bare consumer (limit)",
             "per-event consumer",
             "Diana ingest",
-            "without state (before)",
-            "with / without state",
+            "before issue 20",
+            "Diana / before",
+            "without the merge",
+            "Diana / without",
             "Diana / bare",
             "Diana / per-event",
             "Diana peak RSS",
@@ -262,13 +289,15 @@ def render(rows: list[dict[str, float]]) -> str:
                 f"{r['diana']:,.0f}/s",
                 f"{r['before']:,.0f}/s",
                 f"{r['diana'] / r['before']:.2f}×",
+                f"{r['without']:,.0f}/s",
+                f"{r['diana'] / r['without']:.2f}×",
                 f"{r['diana'] / r['raw']:.0%}",
                 f"{r['diana'] / r['per_event']:.1f}×",
                 f"{r['peak_mb']:,.0f} MB",
             )
             for r in rows
         ],
-        align="rrrrrrrrr",
+        align="rrrrrrrrrrr",
     )
 
 

@@ -64,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             print("the counting state equals a recount of every event")
         current = counting_state.is_current(connection, rules)
         users, rows = connection.execute(
-            "SELECT count(DISTINCT (test_id, user_key)), count(*) FROM user_state"
+            "SELECT (SELECT count(*) FROM user_moments), (SELECT count(*) FROM user_rows)"
         ).fetchone()
         events = store.count_events()
         print(
-            f"{events:,} events; state of {users:,} users in {rows:,} rows; "
+            f"{events:,} events; state of {users:,} users ({rows:,} representative rows "
+            "for those whose moments cannot give them back); "
             + ("current" if current else "not current: the next refresh rebuilds it")
         )
     return 0

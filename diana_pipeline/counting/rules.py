@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from diana_pipeline.config import ExperimentsConfig
 
 # Bumped when the state's rows or steps change meaning: a state of another version is rebuilt.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 # The measures a user's moments open and close: the counts per variant, and the quality
 # figures per test (variant '').
@@ -95,63 +95,90 @@ def rule_events_sql(source: str, tests: str) -> str:
     WHERE e.event_type = t.exposure_event OR e.event_type = t.success_event"""
 
 
+# Each user's moments, from their rule events (or representatives) in `rows`, as
+# (test_id, user_key, t1, v, t2, c1, ca, co).
+MOMENTS_SQL = """
+WITH r AS ({rows}),
+first_exposure AS (
+    SELECT user_key, min(event_time) AS t1, arg_min(variant, event_time) AS v
+    FROM r WHERE is_exposure GROUP BY user_key
+)
+SELECT any_value(r.test_id) AS test_id, r.user_key, any_value(f.t1) AS t1, any_value(f.v) AS v,
+    min(r.event_time) FILTER (WHERE r.is_exposure AND r.variant <> f.v) AS t2,
+    min(r.event_time) FILTER (WHERE NOT r.is_exposure) AS c1,
+    min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.event_time >= f.t1) AS ca,
+    min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.variant <> f.v) AS co
+FROM r LEFT JOIN first_exposure f USING (user_key)
+GROUP BY r.user_key
+"""
+
 # A user's representative rows: the fewest of their rule events (within reason) that give the
 # same moments as all of them, now and after any events still to come, which can only move t1
 # earlier: the first exposure of each variant (t1, v and t2 for any v), every success before
 # t1 (one of them becomes ca when a late exposure moves t1 before it), and the first success
 # at or after t1 of each variant (c1, ca and co for any v). Most users keep one or two rows.
+# `first_exposures` gives each user's t1 (test_id, user_key, t1): their moments, when known.
 REPRESENTATIVES_SQL = """
-WITH r AS ({rows}),
-first_exposure AS (
-    SELECT test_id, user_key, min(event_time) FILTER (WHERE is_exposure) AS t1
-    FROM r GROUP BY test_id, user_key
-)
-SELECT r.test_id, r.user_key, r.is_exposure, r.variant, min(r.event_time) AS event_time
-FROM r JOIN first_exposure f USING (test_id, user_key)
-GROUP BY r.test_id, r.user_key, r.is_exposure, r.variant,
+WITH r AS ({rows})
+SELECT any_value(r.test_id) AS test_id, r.user_key, r.is_exposure, r.variant,
+    min(r.event_time) AS event_time
+FROM r JOIN ({first_exposures}) f USING (user_key)
+GROUP BY r.user_key, r.is_exposure, r.variant,
     -- each success before t1 in a group of its own
     CASE WHEN NOT r.is_exposure AND (f.t1 IS NULL OR r.event_time < f.t1) THEN r.event_time END
 """
+_FIRST_EXPOSURES = (
+    "SELECT user_key, min(event_time) FILTER (WHERE is_exposure) AS t1 FROM r GROUP BY user_key"
+)
 
-# The steps of each user's moments, from their rule events (or representatives) in `rows`.
+
+def representatives_sql(rows: str, first_exposures: str = _FIRST_EXPOSURES) -> str:
+    """The representatives of the users of `rows`, given their t1 (worked out by default)."""
+    return REPRESENTATIVES_SQL.format(rows=rows, first_exposures=first_exposures)
+
+
+# Most users are plain: exposed, every exposure and success in one variant v, no success
+# before t1. Their moments give their representatives back (the first exposure (v, t1) and the
+# first success (v, ca)), so they need no rows of their own; the others ("kept" users) do.
+PLAIN = "(t1 IS NOT NULL AND t2 IS NULL AND co IS NULL AND NOT coalesce(c1 < t1, false))"
+
+# The representatives of the plain users among `moments`.
+PLAIN_REPRESENTATIVES_SQL = f"""
+SELECT test_id, user_key, true AS is_exposure, v AS variant, t1 AS event_time
+FROM ({{moments}}) WHERE {PLAIN}
+UNION ALL
+SELECT test_id, user_key, false, v, ca FROM ({{moments}}) WHERE {PLAIN} AND ca IS NOT NULL
+"""
+
+
+# The steps of the users' moments in `moments` (columns of MOMENTS_SQL and a `sign`, +1 or -1:
+# a user's steps are added, or taken back when their moments are replaced).
 # least() and greatest() skip NULLs in DuckDB: a moment that never came closes nothing.
 STEPS_SQL = """
-WITH r AS ({rows}),
-tests AS (SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us)),
-first_exposure AS (
-    SELECT test_id, user_key, min(event_time) AS t1, arg_min(variant, event_time) AS v
-    FROM r WHERE is_exposure GROUP BY test_id, user_key
-),
-moments AS (
-    SELECT r.test_id, any_value(f.t1) AS t1, any_value(f.v) AS v,
-        min(r.event_time) FILTER (WHERE r.is_exposure AND r.variant <> f.v) AS t2,
-        min(r.event_time) FILTER (WHERE NOT r.is_exposure) AS c1,
-        min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.event_time >= f.t1) AS ca,
-        min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.variant <> f.v) AS co
-    FROM r LEFT JOIN first_exposure f USING (test_id, user_key)
-    GROUP BY r.test_id, r.user_key
+WITH tests AS (
+    SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us)
 ),
 users AS (
     SELECT m.*, CASE WHEN m.ca <= m.t1 + to_microseconds(t.window_us) THEN m.ca END AS s
-    FROM moments m JOIN tests t USING (test_id)
+    FROM ({moments}) m JOIN tests t USING (test_id)
 ),
-intervals(test_id, measure, variant, opens, closes) AS (
-    SELECT test_id, 'exposures', v, t1, t2 FROM users WHERE t1 IS NOT NULL
-    UNION ALL SELECT test_id, 'successes', v, s, t2 FROM users WHERE s IS NOT NULL
-    UNION ALL SELECT test_id, 'multi_variant_users', '', t2, NULL FROM users
+intervals(test_id, measure, variant, opens, closes, sign) AS (
+    SELECT test_id, 'exposures', v, t1, t2, sign FROM users WHERE t1 IS NOT NULL
+    UNION ALL SELECT test_id, 'successes', v, s, t2, sign FROM users WHERE s IS NOT NULL
+    UNION ALL SELECT test_id, 'multi_variant_users', '', t2, NULL, sign FROM users
         WHERE t2 IS NOT NULL
-    UNION ALL SELECT test_id, 'orphan_success_users', '', c1, t1 FROM users
+    UNION ALL SELECT test_id, 'orphan_success_users', '', c1, t1, sign FROM users
         WHERE c1 IS NOT NULL AND (t1 IS NULL OR c1 < t1)
-    UNION ALL SELECT test_id, 'clicks_before_exposure_users', '', t1, least(t2, ca) FROM users
-        WHERE c1 < t1
-    UNION ALL SELECT test_id, 'other_variant_click_users', '', greatest(t1, co), t2 FROM users
-        WHERE t1 IS NOT NULL AND co IS NOT NULL
+    UNION ALL SELECT test_id, 'clicks_before_exposure_users', '', t1, least(t2, ca), sign
+        FROM users WHERE c1 < t1
+    UNION ALL SELECT test_id, 'other_variant_click_users', '', greatest(t1, co), t2, sign
+        FROM users WHERE t1 IS NOT NULL AND co IS NOT NULL
 ),
 steps(test_id, measure, variant, moment, change) AS (
-    SELECT test_id, measure, variant, opens, 1 FROM intervals
-    UNION ALL SELECT test_id, measure, variant, greatest(opens, closes), -1 FROM intervals
+    SELECT test_id, measure, variant, opens, sign FROM intervals
+    UNION ALL SELECT test_id, measure, variant, greatest(opens, closes), -sign FROM intervals
         WHERE closes IS NOT NULL
 )
-SELECT test_id, measure, variant, {window_start} AS window_start, {sign} * sum(change) AS change
+SELECT test_id, measure, variant, {window_start} AS window_start, sum(change) AS change
 FROM steps GROUP BY ALL
 """

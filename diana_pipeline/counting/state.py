@@ -2,9 +2,10 @@
 whatever the history.
 
 Tables
-  user_state     per test and user, their representative rule events (counting/rules.py):
-                 the few rows that give the same moments as all of their events, now and
-                 after any events still to come
+  user_moments   per test and user, one row: their moments (counting/rules.py)
+  user_rows      the representative rule events of the users whose moments cannot give them
+                 back (rules.PLAIN): the few rows that give the same moments as all of their
+                 events, now and after any events still to come
   window_steps   per test, measure, variant and window: the sum of the users' +1/−1 steps;
                  a measure at a window's end is the sum over the windows before it
   counting_state one row: the rules the state was built under, and how many events of the
@@ -12,10 +13,10 @@ Tables
 
 A batch of new events (an ingestion chunk, a window rebuilt from Kafka) is merged in the
 same transaction that stores the events: the batch's users' old representatives and the
-batch's events give their new representatives, and window_steps moves by the new users'
-steps minus the old. Only the batch's users are touched (their state rows are found by a
-scan of the 16-byte user keys, not of the events). Exactly once comes with the events: a
-retried chunk stores no event, so it merges nothing.
+batch's events give their new moments (and representatives), and window_steps moves by the
+steps of their new moments minus their old. Only the batch's users are touched (their rows
+are found by a scan of the 16-byte user keys, not of the events). Exactly once comes with the
+events: a retried chunk stores no event, so it merges nothing.
 
 State that does not cover every event (a store written before this state existed, events
 written outside `add_events`) or was built under other rules (a changed conversion window
@@ -33,18 +34,27 @@ from datetime import datetime
 import duckdb
 
 from diana_pipeline.counting.rules import (
-    REPRESENTATIVES_SQL,
+    MOMENTS_SQL,
+    PLAIN,
+    PLAIN_REPRESENTATIVES_SQL,
     STEPS_SQL,
     CountingRules,
+    representatives_sql,
     rule_events_sql,
 )
 
 log = logging.getLogger(__name__)
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS user_state (
+DROP TABLE IF EXISTS user_state;  -- state version 1: every user's representatives
+CREATE TABLE IF NOT EXISTS user_moments (
+    test_id  VARCHAR  NOT NULL,
+    user_key UHUGEINT NOT NULL,  -- md5_number(test_id, chr(31), user_id)
+    t1 TIMESTAMP, v VARCHAR, t2 TIMESTAMP, c1 TIMESTAMP, ca TIMESTAMP, co TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS user_rows (
     test_id     VARCHAR   NOT NULL,
-    user_key    UHUGEINT  NOT NULL,  -- md5_number(test_id, chr(31), user_id)
+    user_key    UHUGEINT  NOT NULL,
     is_exposure BOOLEAN   NOT NULL,
     variant     VARCHAR   NOT NULL,
     event_time  TIMESTAMP NOT NULL
@@ -64,7 +74,8 @@ CREATE TABLE IF NOT EXISTS counting_state (
 );
 """
 
-_ROW = "test_id, user_key, is_exposure, variant, event_time"  # a user_state row
+_ROW = "test_id, user_key, is_exposure, variant, event_time"  # a user_rows row
+_MOMENTS = "test_id, user_key, t1, v, t2, c1, ca, co"  # a user_moments row
 
 _ADD_STEPS = """
 INSERT INTO window_steps
@@ -74,12 +85,18 @@ ON CONFLICT DO UPDATE SET change = change + excluded.change
 """
 
 
-def _steps(rules: CountingRules, rows: str, sign: int) -> tuple[str, list[object]]:
+def _steps(rules: CountingRules, moments: str) -> tuple[str, list[object]]:
+    """The steps of `moments` (columns of MOMENTS_SQL and a sign), with their parameters."""
     tests, params = rules.tests_relation()
     sql = STEPS_SQL.format(
-        rows=rows, tests=tests, window_start=rules.window_start_sql("moment"), sign=sign
+        moments=moments, tests=tests, window_start=rules.window_start_sql("moment")
     )
     return sql, params
+
+
+def _steps_of_rows(rules: CountingRules, rows: str) -> tuple[str, list[object]]:
+    """The steps of the users whose rule events (or representatives) are `rows`."""
+    return _steps(rules, f"SELECT *, 1 AS sign FROM ({MOMENTS_SQL.format(rows=rows)})")
 
 
 def _events_covered(connection: duckdb.DuckDBPyConnection) -> tuple[str, int] | None:
@@ -139,36 +156,52 @@ def merge_batch(
 
 
 def _merge(connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: str) -> None:
-    """The batch's users' old representatives and its events give their new representatives;
-    window_steps moves by their new steps minus their old."""
+    """The batch's users' old representatives and its events give their new moments and
+    representatives; window_steps moves by the steps of their new moments minus their old."""
     tests, params = rules.tests_relation()
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE batch_rows AS " + rule_events_sql(batch, tests), params
     )
-    # Their rows, by their keys alone (a 16-byte column scan), with row ids for the delete
+    # Their moments, by their keys alone (a 16-byte column scan), with row ids for the delete
     # below. Most users of a live batch are new and have none.
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT s.rowid AS row_id, s.* "
-        "FROM user_state s SEMI JOIN (SELECT DISTINCT user_key FROM batch_rows) b "
-        "ON s.user_key = b.user_key"
+        "CREATE OR REPLACE TEMP TABLE old_moments AS SELECT m.rowid AS row_id, m.* "
+        "FROM user_moments m SEMI JOIN (SELECT DISTINCT user_key FROM batch_rows) b "
+        "ON m.user_key = b.user_key"
     )
-    returning = connection.execute("SELECT count(*) FROM old_rows").fetchone()[0]
-    old = f"SELECT {_ROW} FROM old_rows"
-    rows = f"{old} UNION ALL SELECT {_ROW} FROM batch_rows" if returning else "FROM batch_rows"
-    connection.execute(
-        "CREATE OR REPLACE TEMP TABLE new_rows AS " + REPRESENTATIVES_SQL.format(rows=rows)
-    )
-    plus, step_params = _steps(rules, "SELECT * FROM new_rows", 1)
+    returning, kept = connection.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE NOT {PLAIN}) FROM old_moments"
+    ).fetchone()
+    rows = "SELECT * FROM batch_rows"
     if returning:
-        minus, _ = _steps(rules, old, -1)
-        both = f"SELECT * FROM ({plus}) UNION ALL SELECT * FROM ({minus})"
-        connection.execute(_ADD_STEPS.format(steps=both), [*step_params, *step_params])
-        connection.execute("DELETE FROM user_state WHERE rowid IN (SELECT row_id FROM old_rows)")
-    else:
-        connection.execute(_ADD_STEPS.format(steps=plus), step_params)
-    connection.execute("INSERT INTO user_state SELECT * FROM new_rows")
-    for table in ("batch_rows", "old_rows", "new_rows"):
-        connection.execute(f"DROP TABLE {table}")
+        old = f"SELECT {_MOMENTS} FROM old_moments"
+        rows += " UNION ALL " + PLAIN_REPRESENTATIVES_SQL.format(moments=old)
+    if kept:
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE old_rows AS SELECT r.rowid AS row_id, r.* "
+            f"FROM user_rows r SEMI JOIN (SELECT user_key FROM old_moments WHERE NOT {PLAIN}) k "
+            "ON r.user_key = k.user_key"
+        )
+        rows += f" UNION ALL SELECT {_ROW} FROM old_rows"
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE new_moments AS " + MOMENTS_SQL.format(rows=rows)
+    )
+    moments = "SELECT *, 1 AS sign FROM new_moments"
+    if returning:
+        moments += f" UNION ALL SELECT {_MOMENTS}, -1 FROM old_moments"
+    steps, step_params = _steps(rules, moments)
+    connection.execute(_ADD_STEPS.format(steps=steps), step_params)
+    if returning:
+        connection.execute(
+            "DELETE FROM user_moments WHERE rowid IN (SELECT row_id FROM old_moments)"
+        )
+    if kept:
+        connection.execute("DELETE FROM user_rows WHERE rowid IN (SELECT row_id FROM old_rows)")
+    connection.execute("INSERT INTO user_moments SELECT * FROM new_moments")
+    kept_users = f"SELECT user_key, t1 FROM new_moments WHERE NOT {PLAIN}"
+    connection.execute("INSERT INTO user_rows " + representatives_sql(rows, kept_users))
+    for table in ("batch_rows", "old_moments", "new_moments", "old_rows"):
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> float:
@@ -189,15 +222,31 @@ def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> flo
     tests, params = rules.tests_relation()
     # Row order means nothing here, and keeping it costs memory over millions of users.
     connection.execute("SET preserve_insertion_order = false")
-    connection.execute("DELETE FROM user_state")
-    events = rule_events_sql("events", tests)
-    connection.execute("INSERT INTO user_state " + REPRESENTATIVES_SQL.format(rows=events), params)
+    connection.execute("DELETE FROM user_moments")
+    connection.execute("DELETE FROM user_rows")
+    _add_users(connection, rule_events_sql("events", tests), params)
     _steps_from_state(connection, rules)
     _set_covered(connection, rules, _events_stored(connection), rebuilt=True)
     connection.execute("RESET preserve_insertion_order")
     seconds = time.monotonic() - started
     log.info("counting state rebuilt from all events in %.1f s", seconds)
     return seconds
+
+
+def _add_users(connection: duckdb.DuckDBPyConnection, events: str, params: list[object]) -> None:
+    """Add the moments and representatives of the users of `events` (all of their rule
+    events), who have no state yet."""
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE users_rows AS " + representatives_sql(events), params
+    )
+    connection.execute(
+        "INSERT INTO user_moments " + MOMENTS_SQL.format(rows="SELECT * FROM users_rows")
+    )
+    connection.execute(
+        f"INSERT INTO user_rows SELECT r.* FROM users_rows r SEMI JOIN "
+        f"(SELECT user_key FROM user_moments WHERE NOT {PLAIN}) k ON r.user_key = k.user_key"
+    )
+    connection.execute("DROP TABLE users_rows")
 
 
 def rebuild_users(
@@ -207,37 +256,35 @@ def rebuild_users(
     end: datetime,
 ) -> None:
     """A repair: recompute, from all of their events, the state of every user with an event
-    in the windows starting in [start, end), then every window's steps from the state of all
-    users (a pass over users, not events), so that steps no user accounts for go too. Call
+    in the windows starting in [start, end), then every window's steps from the moments of
+    all users (a pass over users, not events), so that steps no user accounts for go too. Call
     inside a transaction."""
     tests, params = rules.tests_relation()
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE range_users AS SELECT DISTINCT test_id, user_key FROM ("
+        "CREATE OR REPLACE TEMP TABLE range_users AS SELECT DISTINCT user_key FROM ("
         + rule_events_sql(
             "(SELECT * FROM events WHERE window_start >= ? AND window_start < ?)", tests
         )
         + ")",
         [start, end, *params],
     )
-    connection.execute(
-        "DELETE FROM user_state s USING range_users u "
-        "WHERE s.test_id = u.test_id AND s.user_key = u.user_key"
-    )
-    user_rows = (
+    for table in ("user_moments", "user_rows"):
+        connection.execute(
+            f"DELETE FROM {table} WHERE user_key IN (SELECT user_key FROM range_users)"
+        )
+    user_events = (
         f"SELECT r.* FROM ({rule_events_sql('events', tests)}) r "
-        "SEMI JOIN range_users u ON r.test_id = u.test_id AND r.user_key = u.user_key"
+        "SEMI JOIN range_users u ON r.user_key = u.user_key"
     )
-    connection.execute(
-        "INSERT INTO user_state " + REPRESENTATIVES_SQL.format(rows=user_rows), params
-    )
+    _add_users(connection, user_events, params)
     connection.execute("DROP TABLE range_users")
     _steps_from_state(connection, rules)
 
 
 def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
-    """Replace every window's steps by the sum of all users' steps in `user_state`."""
+    """Replace every window's steps by the sum of all users' steps in `user_moments`."""
     connection.execute("DELETE FROM window_steps")
-    steps, step_params = _steps(rules, "SELECT * FROM user_state", 1)
+    steps, step_params = _steps(rules, "SELECT *, 1 AS sign FROM user_moments")
     connection.execute(_ADD_STEPS.format(steps=steps), step_params)
 
 
@@ -246,8 +293,8 @@ def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, t
     table `table` (columns of window_steps), leaving the state alone: one pass over the
     events, what each refresh cost before the state existed."""
     tests, params = rules.tests_relation()
-    reps = REPRESENTATIVES_SQL.format(rows=rule_events_sql("events", tests))
-    steps, step_params = _steps(rules, reps, 1)
+    reps = representatives_sql(rule_events_sql("events", tests))
+    steps, step_params = _steps_of_rows(rules, reps)
     connection.execute(
         f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT test_id, measure, variant, "
         f"window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
