@@ -4,6 +4,8 @@
   one arm's CDF anywhere) and the input checks shared by every family of arms;
 - beta: the Beta-Bernoulli posteriors on it: prob_best, expected_loss (and both at once),
   prob_superiority, credible_interval, uplift_interval;
+- gamma: Gamma posteriors (count metrics): prob_best_gamma, expected_loss_gamma, both;
+- normal: normal posteriors (means, ratios): prob_best_normal, expected_loss_normal, both;
 - srm: srm_pvalue, the sample ratio mismatch test;
 - thompson: thompson_allocation, the bandit's traffic weights;
 - sequential: always_valid_pvalues and lift_confidence_sequence, anytime-valid inference
@@ -29,6 +31,16 @@ from diana_pipeline.stats.decision import (
     Verdict,
     decide,
 )
+from diana_pipeline.stats.gamma import (
+    expected_loss_gamma,
+    prob_best_and_expected_loss_gamma,
+    prob_best_gamma,
+)
+from diana_pipeline.stats.normal import (
+    expected_loss_normal,
+    prob_best_and_expected_loss_normal,
+    prob_best_normal,
+)
 from diana_pipeline.stats.sequential import (
     DEFAULT_EXPECTED_LIFT,
     always_valid_pvalues,
@@ -49,9 +61,15 @@ __all__ = [
     "credible_interval",
     "decide",
     "expected_loss",
+    "expected_loss_gamma",
+    "expected_loss_normal",
     "lift_confidence_sequence",
     "prob_best",
     "prob_best_and_expected_loss",
+    "prob_best_and_expected_loss_gamma",
+    "prob_best_and_expected_loss_normal",
+    "prob_best_gamma",
+    "prob_best_normal",
     "prob_superiority",
     "srm_pvalue",
     "thompson_allocation",

@@ -20,9 +20,8 @@ from scipy.optimize import elementwise
 
 from diana_pipeline.stats._types import ArrayLike, FloatArray
 from diana_pipeline.stats.quadrature import (
-    _CENTRAL_Z,
     _NODES_PER_PANEL,
-    _TAIL_POINTS,
+    BETA,
     _ArmCdf,
     _as_arms,
     _breakpoints,
@@ -30,32 +29,8 @@ from diana_pipeline.stats.quadrature import (
     _densities_and_cdfs,
     _grid,
     _logit_moments,
-    _others_product,
+    best_and_loss,
 )
-
-# Elements per (T, K, N) array in one vectorised block (32 MB), which bounds memory.
-_BLOCK_ELEMENTS = 4_000_000
-
-
-def _best_and_loss(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
-    grid = _grid(a, b)
-    density, cdf = _densities_and_cdfs(a, b, grid)
-    others = _others_product(cdf)
-    weights = grid.weights[:, None, :]
-    best = np.sum(weights * density * others, axis=-1)
-    best /= best.sum(axis=-1, keepdims=True)  # the tails left out hold ≤ K · 2e-15
-    dx_ds = np.exp(-(grid.minus_log_x + grid.minus_log_1mx))[:, None, :]  # x (1 − x)
-    loss = np.sum(weights * dx_ds * cdf * (1.0 - others), axis=-1)
-    return best, loss
-
-
-def _blocked(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
-    nodes_per_test = (
-        a.shape[1] * a.shape[1] * (_CENTRAL_Z.size + 2 * _TAIL_POINTS) * _NODES_PER_PANEL
-    )
-    block = max(1, _BLOCK_ELEMENTS // nodes_per_test)
-    parts = [_best_and_loss(a[i : i + block], b[i : i + block]) for i in range(0, len(a), block)]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def _shaped(result: FloatArray, like: ArrayLike) -> FloatArray:
@@ -68,13 +43,13 @@ def _shaped(result: FloatArray, like: ArrayLike) -> FloatArray:
 def prob_best(alphas: ArrayLike, betas: ArrayLike) -> FloatArray:
     """P(arm k has the highest rate), per arm; shape (K,) or (T, K), each row summing to 1."""
     a, b = _as_arms(alphas, betas)
-    return _shaped(_blocked(a, b)[0], alphas)
+    return _shaped(best_and_loss(a, b, BETA)[0], alphas)
 
 
 def expected_loss(alphas: ArrayLike, betas: ArrayLike) -> FloatArray:
     """E[max_j p_j − p_k]: the rate given up by choosing arm k; shape (K,) or (T, K)."""
     a, b = _as_arms(alphas, betas)
-    return _shaped(_blocked(a, b)[1], alphas)
+    return _shaped(best_and_loss(a, b, BETA)[1], alphas)
 
 
 def prob_best_and_expected_loss(
@@ -82,7 +57,7 @@ def prob_best_and_expected_loss(
 ) -> tuple[FloatArray, FloatArray]:
     """Both at the cost of one: they share the quadrature."""
     a, b = _as_arms(alphas, betas)
-    best, loss = _blocked(a, b)
+    best, loss = best_and_loss(a, b, BETA)
     return _shaped(best, alphas), _shaped(loss, alphas)
 
 

@@ -25,6 +25,7 @@ benchmarks/stats_benchmark.py). Smaller α or β are refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,20 +69,24 @@ _T, _W, _ANTIDERIVATIVES, _Q = _gauss_legendre_tables(_NODES_PER_PANEL)
 
 
 def _as_arms(
-    alphas: ArrayLike, betas: ArrayLike, name: str = "alphas/betas"
+    alphas: ArrayLike,
+    betas: ArrayLike,
+    name: str = "alphas/betas",
+    check: Callable[[FloatArray, FloatArray], None] | None = None,
 ) -> tuple[FloatArray, FloatArray]:
-    """(T, K) float arrays of posterior parameters, checked."""
+    """(T, K) float arrays of posterior parameters, checked (by `check`; Beta's by default)."""
     a = np.asarray(alphas, dtype=np.float64)
     b = np.asarray(betas, dtype=np.float64)
+    first, second = name.split("/")
     if a.shape != b.shape:
-        raise ValueError(f"{name}: alphas has shape {a.shape} but betas has shape {b.shape}")
+        raise ValueError(f"{name}: {first} has shape {a.shape} but {second} has shape {b.shape}")
     if a.ndim not in (1, 2):
         raise ValueError(f"{name}: expected shape (K,) or (T, K), got {a.shape}")
     if a.shape[-1] < 2:
         raise ValueError(f"{name}: need at least 2 arms, got {a.shape[-1]}")
     if a.ndim == 2 and a.shape[0] == 0:
         raise ValueError(f"{name}: no cases, the (T, K) input has T = 0 rows")
-    _check_parameters(a, b)
+    (check or _check_parameters)(a, b)
     return np.atleast_2d(a), np.atleast_2d(b)
 
 
@@ -101,17 +106,37 @@ def _check_parameters(a: FloatArray, b: FloatArray) -> None:
 
 @dataclass(frozen=True)
 class _Grid:
-    """Nodes and weights in logit space, shape (T, N); the same for every arm of a test."""
+    """Nodes and weights in the family's variable s, shape (T, N); the same for every arm of
+    a test."""
 
     s: FloatArray
     weights: FloatArray
     panel_half_widths: FloatArray  # (T, P)
-    minus_log_x: FloatArray  # −log x = softplus(−s)
-    minus_log_1mx: FloatArray  # −log(1 − x) = softplus(s)
 
 
 def _softplus(s: FloatArray) -> FloatArray:
     return np.logaddexp(0.0, s)
+
+
+@dataclass(frozen=True)
+class _Family:
+    """What the quadrature needs of a family of posteriors with two parameters (p, q) per arm,
+    in the variable s it integrates over (Beta: the logit of the rate; Gamma: the log of the
+    rate; normal: the mean itself)."""
+
+    moments: Callable[[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]  # of s
+    # Points with at most _TAIL_MASS of an arm's mass below and above.
+    tail_bounds: Callable[[FloatArray, FloatArray], tuple[FloatArray, FloatArray]]
+    # The log density of s, up to a constant that makes it ≤ about 0 near the mode (it is
+    # normalised numerically), for parameters (T, K, 1) at nodes (T, 1, N).
+    log_density: Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
+    # dx/ds, x the quantity whose loss is measured, at nodes (T, N).
+    dx_ds: Callable[[FloatArray], FloatArray]
+    # Fixed panel edges every test gets (where x turns, for Beta).
+    transition: FloatArray
+    # More edges per arm, (T, K, E), kept within the test's bounds: where an integrand turns
+    # on a scale finer than the arm's standard deviation (a small Gamma shape's cut-off).
+    arm_edges: Callable[[FloatArray, FloatArray], FloatArray] | None = None
 
 
 def _logit_moments(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -156,10 +181,29 @@ def _tail_bounds(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray]:
     return lower, upper
 
 
-def _breakpoints(a: FloatArray, b: FloatArray) -> FloatArray:
+def _beta_log_density(a: FloatArray, b: FloatArray, s: FloatArray) -> FloatArray:
+    """x^a (1 − x)^b relative to its mode (s_mode = log(a / b)), so that it peaks at 0 and
+    never overflows."""
+    mode = np.log(a) - np.log(b)
+    minus_log_1mx = _softplus(s)
+    density = (_softplus(-mode) - (minus_log_1mx - s)) * a  # −log x = softplus(s) − s
+    density += (_softplus(mode) - minus_log_1mx) * b
+    return density
+
+
+BETA = _Family(
+    moments=_logit_moments,
+    tail_bounds=_tail_bounds,
+    log_density=_beta_log_density,
+    dx_ds=lambda s: special.expit(s) * special.expit(-s),  # x (1 − x)
+    transition=_TRANSITION,
+)
+
+
+def _breakpoints(a: FloatArray, b: FloatArray, family: _Family = BETA) -> FloatArray:
     """Sorted panel edges per test, shape (T, K · points per arm)."""
-    mean, sd = _logit_moments(a, b)
-    lower, upper = _tail_bounds(a, b)
+    mean, sd = family.moments(a, b)
+    lower, upper = family.tail_bounds(a, b)
     central = mean[..., None] + sd[..., None] * _CENTRAL_Z
     central = np.clip(central, lower[..., None], upper[..., None])
     fractions = np.linspace(0.0, 1.0, _TAIL_POINTS)
@@ -167,39 +211,41 @@ def _breakpoints(a: FloatArray, b: FloatArray) -> FloatArray:
     right_start = np.minimum(upper, central[..., -1])
     left = lower[..., None] + (left_end - lower)[..., None] * fractions
     right = right_start[..., None] + (upper - right_start)[..., None] * fractions
-    edges = np.concatenate([left, central, right], axis=-1).reshape(lower.shape[0], -1)
+    pieces = [left, central, right]
+    low_end = lower.min(axis=-1, keepdims=True)
+    high_end = upper.max(axis=-1, keepdims=True)
+    if family.arm_edges is not None:
+        # Within the test's outermost bounds, not the arm's own: an arm's edges may serve
+        # the integrands between the arms (Gamma's loss weighs λ = e^s all the way up).
+        pieces.append(np.clip(family.arm_edges(a, b), low_end[..., None], high_end[..., None]))
+    edges = np.concatenate(pieces, axis=-1).reshape(lower.shape[0], -1)
     # The transition edges, kept within each test's outermost bounds (clipped ones make
     # zero-width panels, which hold nothing). Every test gets all of them, whatever else is
     # computed beside it: a window's figures must not depend on its batch.
-    inside = np.clip(
-        _TRANSITION, lower.min(axis=-1, keepdims=True), upper.max(axis=-1, keepdims=True)
-    )
+    inside = np.clip(family.transition, low_end, high_end)
     return np.sort(np.concatenate([edges, inside], axis=-1), axis=-1)
 
 
-def _grid(a: FloatArray, b: FloatArray) -> _Grid:
-    edges = _breakpoints(a, b)
+def _grid(a: FloatArray, b: FloatArray, family: _Family = BETA) -> _Grid:
+    edges = _breakpoints(a, b, family)
     mid = 0.5 * (edges[:, 1:] + edges[:, :-1])
     half = 0.5 * (edges[:, 1:] - edges[:, :-1])
     t_count = edges.shape[0]
     s = (mid[..., None] + half[..., None] * _T).reshape(t_count, -1)  # (T, P·M)
     weights = (half[..., None] * _W).reshape(t_count, -1)
-    minus_log_1mx = _softplus(s)
-    return _Grid(s, weights, half, minus_log_1mx - s, minus_log_1mx)
+    return _Grid(s, weights, half)
 
 
 # One matrix for both panel integrals (column 0) and partial integrals at each node (1..M).
 _PANEL_MATRIX = np.column_stack([_W, _Q.T])
 
 
-def _densities_and_cdfs(a: FloatArray, b: FloatArray, grid: _Grid) -> tuple[FloatArray, FloatArray]:
-    """Normalised logit-space densities g_k(s) and CDFs F_k(s) at the nodes, shape (T, K, N)."""
-    a3, b3 = a[..., None], b[..., None]
-    # Log density relative to its mode (s_mode = log(a / b)), so that it peaks at 0 and never
-    # overflows; the constant is then fixed by normalising numerically.
-    mode = np.log(a3) - np.log(b3)
-    density = (_softplus(-mode) - grid.minus_log_x[:, None, :]) * a3
-    density += (_softplus(mode) - grid.minus_log_1mx[:, None, :]) * b3
+def _densities_and_cdfs(
+    a: FloatArray, b: FloatArray, grid: _Grid, family: _Family = BETA
+) -> tuple[FloatArray, FloatArray]:
+    """Normalised densities g_k(s) and CDFs F_k(s) at the nodes, shape (T, K, N)."""
+    # The constant of the log density is fixed by normalising numerically.
+    density = family.log_density(a[..., None], b[..., None], grid.s[:, None, :])
     np.exp(density, out=density)  # (T, K, N)
     t_count, k_count, _ = density.shape
     panels = grid.panel_half_widths.shape[1]
@@ -276,3 +322,35 @@ class _ArmCdf:
         partial = np.einsum("mnl,mnl->mn", basis, self.values[row, panel]) * half
         cdf = np.clip(self.before[row, panel] + partial, 0.0, 1.0)
         return np.where(s <= low, 0.0, np.where(s >= high, 1.0, cdf))
+
+
+# ---- P(best) and expected loss, for any family -----------------------------------------------
+
+# Elements per (T, K, N) array in one vectorised block (32 MB), which bounds memory.
+_BLOCK_ELEMENTS = 4_000_000
+
+
+def _best_and_loss(a: FloatArray, b: FloatArray, family: _Family) -> tuple[FloatArray, FloatArray]:
+    """P(k best) = ∫ g_k ∏_{j≠k} F_j ds and E[max_j x_j − x_k] = ∫ F_k (1 − ∏_{j≠k} F_j) dx,
+    the latter non-negative term by term (no cancellation)."""
+    grid = _grid(a, b, family)
+    density, cdf = _densities_and_cdfs(a, b, grid, family)
+    others = _others_product(cdf)
+    weights = grid.weights[:, None, :]
+    best = np.sum(weights * density * others, axis=-1)
+    best /= best.sum(axis=-1, keepdims=True)  # the tails left out hold ≤ K · 2e-15
+    dx_ds = family.dx_ds(grid.s)[:, None, :]
+    loss = np.sum(weights * dx_ds * cdf * (1.0 - others), axis=-1)
+    return best, loss
+
+
+def best_and_loss(a: FloatArray, b: FloatArray, family: _Family) -> tuple[FloatArray, FloatArray]:
+    """P(best) and expected loss of checked (T, K) arms, in blocks that bound memory."""
+    nodes_per_test = (
+        a.shape[1] * a.shape[1] * (_CENTRAL_Z.size + 2 * _TAIL_POINTS) * _NODES_PER_PANEL
+    )
+    block = max(1, _BLOCK_ELEMENTS // nodes_per_test)
+    parts = [
+        _best_and_loss(a[i : i + block], b[i : i + block], family) for i in range(0, len(a), block)
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
