@@ -5,6 +5,9 @@ An event is one JSON object per Kafka message, keyed by `user_id`:
     {"event_id": "r1f3c-42", "event_type": "ButtonDisplayed", "test_id": "button-color-test",
      "variant": "control", "user_id": "u7-1234", "timestamp": "2026-11-21T21:50:00.123Z"}
 
+and optionally a `value`, a finite number with |value| ≤ 1e12 (revenue, in the event's
+currency units), which value metrics sum; `"value": null` is the same as no value.
+
 A user's variant in a test is a pure function of (test_id, user_id) and the allocation, so
 every producer, and every run, puts the same user in the same variant.
 """
@@ -12,6 +15,7 @@ every producer, and every run, puts the same user in the same variant.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
@@ -27,6 +31,9 @@ from diana_pipeline.windows import aware_utc, from_microseconds, naive_utc, to_m
 EVENT_FIELDS = ("event_id", "event_type", "test_id", "variant", "user_id", "timestamp")
 
 _HASH_SCALE = float(2**64)
+
+MAX_ABS_VALUE = 1e12  # an event's `value`
+NO_VALUE = math.nan  # in EventColumns.value: the event has none (a NaN value is refused)
 
 
 def assignment_point(test_id: str, user_id: str) -> float:
@@ -103,6 +110,7 @@ class ValidEvent:
     user_id: str
     event_time: datetime  # UTC, naive
     window_start: datetime  # UTC, naive
+    value: float | None = None
 
 
 @dataclass
@@ -119,6 +127,7 @@ class EventColumns:
     user_id: list[str] = field(default_factory=list)
     event_us: list[int] = field(default_factory=list)
     window_us: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)  # NO_VALUE where the event has none
 
     @classmethod
     def of(cls, rows: Iterable[tuple[int, int, ValidEvent]]) -> EventColumns:
@@ -141,12 +150,26 @@ class EventColumns:
         self.user_id.append(event.user_id)
         self.event_us.append(to_microseconds(event.event_time))
         self.window_us.append(to_microseconds(event.window_start))
+        self.value.append(NO_VALUE if event.value is None else event.value)
 
     def events(self) -> list[tuple[int, int, ValidEvent]]:
         """(partition, offset, event) per row, for tests and messages."""
         return [
-            (p, o, ValidEvent(i, k, t, v, u, from_microseconds(us), from_microseconds(w)))
-            for p, o, i, k, t, v, u, us, w in zip(
+            (
+                p,
+                o,
+                ValidEvent(
+                    i,
+                    k,
+                    t,
+                    v,
+                    u,
+                    from_microseconds(us),
+                    from_microseconds(w),
+                    None if math.isnan(x) else x,
+                ),
+            )
+            for p, o, i, k, t, v, u, us, w, x in zip(
                 self.kafka_partition,
                 self.kafka_offset,
                 self.event_id,
@@ -156,6 +179,7 @@ class EventColumns:
                 self.user_id,
                 self.event_us,
                 self.window_us,
+                self.value,
                 strict=True,
             )
         ]
@@ -165,8 +189,9 @@ class EventValidator:
     """Turns raw Kafka message values into events, or into a reason for rejecting them.
 
     Checks, in order: size, UTF-8 JSON object, every field present and a non-empty string of
-    at most 256 characters without control characters, known test and variant, a UTC
-    timestamp from the first window up to now + the allowed clock skew."""
+    at most 256 characters without control characters, a `value` (if any) a finite number
+    within ±1e12, known test and variant, a UTC timestamp from the first window up to now +
+    the allowed clock skew."""
 
     def __init__(self, config: ExperimentsConfig, now: datetime | None = None) -> None:
         self._variants = {t.test_id: set(t.variant_names) for t in config.tests}
@@ -201,9 +226,13 @@ class EventValidator:
             variant = event["variant"]
             user_id = event["user_id"]
             timestamp = event["timestamp"]
-        except (TypeError, KeyError, orjson.JSONDecodeError):
+            value = event.get("value")
+        except (TypeError, KeyError, AttributeError, orjson.JSONDecodeError):
             return self._append_validated(raw, partition, offset, columns)
         if (
+            value is None
+            or (type(value) in (int, float) and -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE)
+        ) and (
             type(event_id) is str
             and type(event_type) is str
             and type(test_id) is str
@@ -229,6 +258,7 @@ class EventValidator:
                 columns.user_id.append(user_id)
                 columns.event_us.append(microseconds)
                 columns.window_us.append(self._grid.window_start_us(microseconds))
+                columns.value.append(NO_VALUE if value is None else float(value))
                 return None
         return self._append_validated(raw, partition, offset, columns)
 
@@ -295,6 +325,10 @@ class EventValidator:
             control = _CONTROL.search(value)
             if control:
                 return f"field {name} contains a control character (U+{ord(control[0]):04X})"
+        value = event.get("value")
+        problem = _value_problem(value)
+        if problem:
+            return problem
         test_id, variant = event["test_id"], event["variant"]
         variants = self._variants.get(test_id)
         if variants is None:
@@ -319,4 +353,19 @@ class EventValidator:
             event["user_id"],
             naive_utc(moment),
             self._grid.window_start(moment),
+            None if value is None else float(value),
         )
+
+
+def _value_problem(value: object) -> str | None:
+    """Why an event's `value` is refused, if it is (None: no value, which is fine)."""
+    if value is None:
+        return None
+    # bool is an int in Python; true is not an amount.
+    if type(value) not in (int, float):
+        return f"field value must be a number, got {type(value).__name__}"
+    if not math.isfinite(value):
+        return f"field value must be finite, got {value}"
+    if abs(value) > MAX_ABS_VALUE:
+        return f"field value out of range: {value:g} (at most {MAX_ABS_VALUE:g} either side of 0)"
+    return None

@@ -87,6 +87,20 @@ def test_a_valid_event_gets_its_window() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "stored"),
+    [(12.5, 12.5), (7, 7.0), (0, 0.0), (-3.25, -3.25), (1e12, 1e12), (-1e12, -1e12), (None, None)],
+)
+def test_a_value_is_optional_and_kept_as_a_number(value: object, stored: float | None) -> None:
+    for raw in (orjson.dumps({**GOOD, "value": value}), orjson.dumps(GOOD)):
+        event = validator().validate(raw)
+        assert isinstance(event, ValidEvent)
+        assert event.value == (stored if b"value" in raw else None)
+        columns = EventColumns()
+        assert validator().validate_into(raw, 0, 0, columns) is None
+        assert columns.events()[-1][2] == event
+
+
+@pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (None, "empty message"),
@@ -119,6 +133,13 @@ def test_a_valid_event_gets_its_window() -> None:
             orjson.dumps({**GOOD, "variant": "purple"}),
             "unknown variant 'purple' of test 'button-color-test'",
         ),
+        (orjson.dumps({**GOOD, "value": "12.50"}), "field value must be a number, got str"),
+        (orjson.dumps({**GOOD, "value": True}), "field value must be a number, got bool"),
+        (orjson.dumps({**GOOD, "value": [1]}), "field value must be a number, got list"),
+        (orjson.dumps({**GOOD, "value": 1e13}), "field value out of range: 1e+13"),
+        (orjson.dumps({**GOOD, "value": -(10**13)}), "field value out of range"),
+        (orjson.dumps(GOOD)[:-1] + b', "value": NaN}', "not JSON"),
+        (orjson.dumps(GOOD)[:-1] + b', "value": 1e999}', "not JSON: number is infinity"),
         (orjson.dumps({**GOOD, "timestamp": "yesterday"}), "timestamp is not ISO-8601"),
         (orjson.dumps({**GOOD, "timestamp": "1970-01-01T00:00:00.000Z"}), "timestamp out of range"),
         (orjson.dumps({**GOOD, "timestamp": "2100-01-01T00:00:00.000Z"}), "timestamp out of range"),
@@ -214,6 +235,14 @@ def payloads(draw: st.DrawFn) -> bytes | None:
         "user_id": usually(st.text(min_size=1, max_size=20)),
         "timestamp": usually(timestamps()),
     }
+    if draw(st.booleans()):
+        event["value"] = usually(
+            st.one_of(
+                st.floats(-2e12, 2e12),
+                st.integers(-(10**13), 10**13),
+                st.sampled_from([1e12, -1e12, 0.0, -0.0]),
+            )
+        )
     if draw(st.integers(0, 9)) == 0:
         del event[draw(st.sampled_from(list(event)))]
     if draw(st.booleans()):

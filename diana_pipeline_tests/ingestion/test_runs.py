@@ -124,6 +124,50 @@ def test_event_fields_that_look_like_sql_are_stored_verbatim(
         assert con.execute("SELECT count(*) FROM ingested_ranges").fetchall()[0][0] > 0
 
 
+def test_values_are_stored_exactly_and_bad_ones_kept_with_their_reason(
+    setup: tuple[ExperimentsConfig, Path],
+) -> None:
+    """#21: an event's optional value lands in `events.value` as sent (NULL when absent); a
+    value that is no finite number within ±1e12 rejects its message, raw bytes and reason."""
+    config, path = setup
+    test = config.tests[0]
+    now = datetime.now(UTC)
+    base = {
+        "event_type": "Purchase",
+        "test_id": test.test_id,
+        "variant": test.variant_names[0],
+        "user_id": "buyer",
+        "timestamp": f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z",
+    }
+    good = {"v1": 24.9, "v2": 0, "v3": -1e12, "v4": None, "v5": 1234567.891}
+    bad = {"b1": ("9.99", "got str"), "b2": (True, "got bool"), "b3": (2e12, "out of range")}
+    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
+    for event_id, value in good.items():
+        event = {**base, "event_id": event_id, "value": value}
+        producer.produce(config.infrastructure.kafka.topic, json.dumps(event).encode())
+    producer.produce(  # no value at all
+        config.infrastructure.kafka.topic, json.dumps({**base, "event_id": "v6"}).encode()
+    )
+    for event_id, (value, _) in bad.items():
+        event = {**base, "event_id": event_id, "value": value}
+        producer.produce(config.infrastructure.kafka.topic, json.dumps(event).encode())
+    assert producer.flush(30) == 0
+    [ranges] = all_ranges(config)
+    result = ingest(config, ranges, run_id="values")
+    assert (result.counts.events, result.counts.rejected) == (6, 3)
+    with duckdb.connect(str(path), read_only=True) as con:
+        stored = dict(con.execute("SELECT event_id, value FROM events").fetchall())
+        reasons = [
+            (json.loads(raw)["event_id"], reason)
+            for raw, reason in con.execute("SELECT raw, reason FROM rejected_events").fetchall()
+        ]
+    assert stored == {**good, "v6": None}
+    rejected = dict(reasons)
+    assert len(reasons) == len(rejected) and rejected.keys() == bad.keys()
+    for event_id, (_, expected) in bad.items():
+        assert rejected[event_id].startswith("field value") and expected in rejected[event_id]
+
+
 def test_the_same_range_twice_changes_nothing(setup: tuple[ExperimentsConfig, Path]) -> None:
     config, path = setup
     produce(config, 5000, seed=12, noise=NoiseRates(malformed=0.05))
