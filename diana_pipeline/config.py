@@ -10,6 +10,7 @@ so that one file serves the local stack and docker compose.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,8 @@ from diana_pipeline.windows import WindowGrid, aware_utc
 
 CONFIG_ENV_VAR = "DIANA_CONFIG"
 DEFAULT_CONFIG_FILE = "experiments.yaml"
+log = logging.getLogger(__name__)
+
 OutputSink = Literal["console", "csv", "dynamodb"]
 OUTPUT_SINKS: tuple[str, ...] = ("console", "csv", "dynamodb")
 
@@ -227,6 +230,54 @@ class Variant(_Strict):
     allocation: float = Field(ge=0, le=1, allow_inf_nan=False)
 
 
+# How a metric sums a user's events (docs/metrics.md):
+#   binary   did `event` at least once from exposure within the conversion window (Beta)
+#   count    how many `event`s (Gamma-Poisson)
+#   revenue  the sum of their `value`s, 0 without any (normal approximation); `mean` is
+#            the same metric under its other name
+#   ratio    sum of one metric over sum of another, per variant (delta method)
+MetricType = Literal["binary", "count", "revenue", "mean", "ratio"]
+SUMMED = ("count", "revenue", "mean")  # the metrics a ratio may divide
+
+
+class Metric(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: MetricType
+    # primary: decides (exactly one per test); guardrail: may block a winner; secondary:
+    # shown, never decides.
+    role: Literal["primary", "guardrail", "secondary"] = "secondary"
+    direction: Literal["increase", "decrease"] = "increase"  # which way is good
+    event: str | None = Field(None, min_length=1)  # binary, count, revenue
+    numerator: str | None = Field(None, min_length=1)  # ratio: names of count or revenue
+    denominator: str | None = Field(None, min_length=1)  # metrics of the same test
+    # Guardrails: how much worse (relative) the variant may be before it blocks a winner.
+    margin: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
+    # Revenue: each user's sum capped at this quantile of all users' (outliers).
+    winsorize: float | None = Field(None, gt=0.5, lt=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> Metric:
+        if self.type == "ratio":
+            if self.event is not None:
+                raise ValueError("a ratio metric takes numerator and denominator, not event")
+            if self.numerator is None or self.denominator is None:
+                raise ValueError("a ratio metric needs numerator and denominator (metric names)")
+            if self.numerator == self.denominator:
+                raise ValueError(f"numerator and denominator are both {self.numerator!r}")
+        else:
+            if self.event is None:
+                raise ValueError(f"a {self.type} metric needs event (the event it counts)")
+            if self.numerator is not None or self.denominator is not None:
+                raise ValueError("only a ratio metric takes numerator and denominator")
+        if self.role == "guardrail" and self.margin is None:
+            raise ValueError("a guardrail needs margin (e.g. 0.01: 1% worse blocks a winner)")
+        if self.role != "guardrail" and self.margin is not None:
+            raise ValueError(f"margin applies to guardrails only, not to a {self.role} metric")
+        if self.winsorize is not None and self.type not in ("revenue", "mean"):
+            raise ValueError(f"winsorize applies to revenue metrics only, not to {self.type}")
+        return self
+
+
 class ExperimentTest(_Strict):
     test_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     prior: Prior = Prior()
@@ -245,6 +296,8 @@ class ExperimentTest(_Strict):
     # The relative lift the test is powered for: it tunes the test's mixture.
     expected_lift: float = Field(0.05, gt=0, le=5, allow_inf_nan=False)
     variants: list[Variant] = Field(min_length=2)
+    # Empty: one primary binary metric, `conversion`, of success_event (today's files).
+    metrics: list[Metric] = []
 
     @field_validator("variants")
     @classmethod
@@ -262,6 +315,55 @@ class ExperimentTest(_Strict):
                 f"exposure_event and success_event must differ, both are {self.exposure_event!r}"
             )
         return self
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, metrics: list[Metric]) -> list[Metric]:
+        if not metrics:
+            return metrics
+        _reject_duplicates([m.name for m in metrics], "metric name")
+        primaries = [m.name for m in metrics if m.role == "primary"]
+        if len(primaries) != 1:
+            raise ValueError(f"need exactly one primary metric, got {len(primaries)}")
+        types = {m.name: m.type for m in metrics}
+        for metric in metrics:
+            for part in (metric.numerator, metric.denominator):
+                if part is not None and types.get(part) not in SUMMED:
+                    raise ValueError(
+                        f"ratio {metric.name!r}: {part!r} is not a count or revenue metric "
+                        "of this test"
+                    )
+        return metrics
+
+    @model_validator(mode="after")
+    def _metrics_apart_from_exposure(self) -> ExperimentTest:
+        for metric in self.metrics:
+            if metric.event == self.exposure_event:
+                raise ValueError(
+                    f"metric {metric.name!r} counts the exposure event {metric.event!r}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _say_what_is_computed(self) -> ExperimentTest:
+        # Issue 21 is under way: the file takes every metric now, the counting and the
+        # statistics still judge the primary binary metric of success_event alone.
+        computed = [m for m in self.metrics if m.type == "binary" and m.event == self.success_event]
+        if self.metrics and (len(self.metrics) > 1 or not computed):
+            log.warning(
+                "test %s: only a binary metric of success_event (%s) is computed so far; "
+                "the other metrics are checked, not yet counted",
+                self.test_id,
+                self.success_event,
+            )
+        return self
+
+    @property
+    def metrics_in_effect(self) -> list[Metric]:
+        """The test's metrics; without `metrics:`, the primary binary `conversion`."""
+        return self.metrics or [
+            Metric(name="conversion", type="binary", role="primary", event=self.success_event)
+        ]
 
     @property
     def variant_names(self) -> list[str]:

@@ -144,3 +144,63 @@ def test_window_start_of_a_moment() -> None:
     config = parse_mutated(set_field("partitions.window", "15m"))
     moment = datetime(2026, 11, 21, 10, 44, 59, 999000, tzinfo=UTC)
     assert config.partitions.window_start(moment) == datetime(2026, 11, 21, 10, 30, tzinfo=UTC)
+
+
+def test_a_test_without_metrics_judges_its_conversion() -> None:
+    [test] = load_config(SHIPPED, env={}).tests
+    [metric] = test.metrics_in_effect
+    assert (metric.name, metric.type, metric.role, metric.event) == (
+        "conversion",
+        "binary",
+        "primary",
+        "ButtonClicked",
+    )
+    assert metric.direction == "increase" and metric.margin is None
+
+
+def test_metrics_of_every_type_and_role_load() -> None:
+    metrics = [
+        {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"},
+        {
+            "name": "revenue",
+            "type": "revenue",
+            "role": "guardrail",
+            "event": "Purchase",
+            "margin": 0.01,
+            "winsorize": 0.99,
+        },
+        {
+            "name": "errors",
+            "type": "count",
+            "role": "guardrail",
+            "direction": "decrease",
+            "event": "PageError",
+            "margin": 0.05,
+        },
+        {"name": "orders", "type": "count", "event": "Purchase"},
+        {"name": "aov", "type": "ratio", "numerator": "revenue", "denominator": "orders"},
+    ]
+    [test] = parse_mutated(set_field("tests.0.metrics", metrics)).tests
+    assert [(m.name, m.type, m.role) for m in test.metrics_in_effect] == [
+        ("ctr", "binary", "primary"),
+        ("revenue", "revenue", "guardrail"),
+        ("errors", "count", "guardrail"),
+        ("orders", "count", "secondary"),
+        ("aov", "ratio", "secondary"),
+    ]
+    revenue, errors = test.metrics[1], test.metrics[2]
+    assert (revenue.margin, revenue.winsorize) == (0.01, 0.99)
+    assert (errors.direction, errors.margin) == ("decrease", 0.05)
+
+
+def test_loading_says_which_metrics_are_not_counted_yet(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="diana_pipeline.config"):
+        load_config(SHIPPED, env={})
+        assert not caplog.records
+        counted = {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"}
+        parse_mutated(set_field("tests.0.metrics", [counted]))
+        assert not caplog.records
+        orders = {"name": "orders", "type": "count", "event": "Purchase"}
+        parse_mutated(set_field("tests.0.metrics", [counted, orders]))
+    [record] = caplog.records
+    assert "only a binary metric of success_event (ButtonClicked) is computed" in record.message

@@ -151,4 +151,52 @@ BAD_CASES: dict[str, tuple[Mutation, str]] = {
         set_field("tests.0.expected_lift", 0),
         r"tests\[0\]\.expected_lift: Input should be greater than 0",
     ),
+    "two primary metrics": (
+        set_field(
+            "tests.0.metrics",
+            [
+                {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"},
+                {"name": "orders", "type": "count", "role": "primary", "event": "Purchase"},
+            ],
+        ),
+        r"tests\[0\]\.metrics: need exactly one primary metric, got 2",
+    ),
+    "guardrail without margin": (
+        set_field(
+            "tests.0.metrics",
+            [
+                {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"},
+                {"name": "revenue", "type": "revenue", "role": "guardrail", "event": "Purchase"},
+            ],
+        ),
+        r"tests\[0\]\.metrics\[1\]: a guardrail needs margin",
+    ),
+    "unknown metric type": (
+        set_field(
+            "tests.0.metrics",
+            [{"name": "ctr", "type": "median", "role": "primary", "event": "ButtonClicked"}],
+        ),
+        r"tests\[0\]\.metrics\[0\]\.type: Input should be 'binary', 'count', 'revenue'",
+    ),
+    "ratio of a metric the test lacks": (
+        set_field(
+            "tests.0.metrics",
+            [
+                {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"},
+                {"name": "aov", "type": "ratio", "numerator": "revenue", "denominator": "ctr"},
+            ],
+        ),
+        r"tests\[0\]\.metrics: ratio 'aov': 'revenue' is not a count or revenue metric",
+    ),
+    "metric without its event": (
+        set_field("tests.0.metrics", [{"name": "orders", "type": "count", "role": "primary"}]),
+        r"tests\[0\]\.metrics\[0\]: a count metric needs event",
+    ),
+    "metric of the exposure event": (
+        set_field(
+            "tests.0.metrics",
+            [{"name": "views", "type": "count", "role": "primary", "event": "ButtonDisplayed"}],
+        ),
+        r"tests\[0\]: metric 'views' counts the exposure event 'ButtonDisplayed'",
+    ),
 }
