@@ -40,10 +40,12 @@ bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks
 
-# The statistics benchmark: Diana beside a numpy Monte Carlo and bayesian-testing.
+# The statistics benchmark: Diana beside a numpy Monte Carlo and bayesian-testing; then the
+# Gamma and normal families beside a numpy Monte Carlo.
 bench-stats: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stats_benchmark
+	$(BIN)/python -m benchmarks.stats_families_benchmark
 
 # The sequential benchmark: false winners under continuous monitoring and power, for today's
 # rule, Diana's anytime-valid rule and an asymptotic confidence sequence (simulation).

@@ -16,6 +16,7 @@ from benchmarks import (
     refresh_benchmark,
     sequential_benchmark,
     stats_benchmark,
+    stats_families_benchmark,
     traffic_benchmark,
 )
 from diana_pipeline.harness.suites import Outcome, run_suite
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "refresh": refresh_benchmark.main,
     "traffic": traffic_benchmark.main,
     "stats": stats_benchmark.main,
+    "stats-families": stats_families_benchmark.main,
     "sequential": sequential_benchmark.main,
 }
 

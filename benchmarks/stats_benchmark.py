@@ -57,21 +57,31 @@ def run_diana(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.nda
     return stats.prob_best_and_expected_loss(alphas, betas)
 
 
-def run_numpy_monte_carlo(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def monte_carlo(
+    draw: Callable[[np.random.Generator, np.ndarray, np.ndarray, tuple[int, ...]], np.ndarray],
+    p: np.ndarray,
+    q: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(best) and expected loss from DRAWS draws per arm of `draw(rng, p, q, size)`, a few
+    tests at a time (50 tests × 4 arms × 20,000 draws = 32 MB)."""
     rng = np.random.default_rng(1)
-    best = np.empty_like(alphas)
-    loss = np.empty_like(alphas)
-    chunk = 50  # 50 tests × 4 arms × 20,000 draws = 32 MB at a time
-    for start in range(0, len(alphas), chunk):
-        a = alphas[start : start + chunk, :, None]
-        b = betas[start : start + chunk, :, None]
-        draws = rng.beta(a, b, size=(a.shape[0], ARMS, DRAWS))
+    best = np.empty_like(p, dtype=float)
+    loss = np.empty_like(p, dtype=float)
+    chunk = 50
+    for start in range(0, len(p), chunk):
+        a = p[start : start + chunk, :, None]
+        b = q[start : start + chunk, :, None]
+        draws = draw(rng, a, b, (a.shape[0], p.shape[1], DRAWS))
         winners = draws.argmax(axis=1)
         best[start : start + chunk] = np.stack(
-            [(winners == k).mean(axis=1) for k in range(ARMS)], axis=1
+            [(winners == k).mean(axis=1) for k in range(p.shape[1])], axis=1
         )
         loss[start : start + chunk] = (draws.max(axis=1, keepdims=True) - draws).mean(axis=2)
     return best, loss
+
+
+def run_numpy_monte_carlo(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return monte_carlo(lambda rng, a, b, size: rng.beta(a, b, size=size), alphas, betas)
 
 
 def run_bayesian_testing(

@@ -271,29 +271,96 @@ def gamma_first_beats_second(a1: float, b1: float, a2: float, b2: float) -> floa
     return float(special.betaincc(a1, a2, b1 / (b1 + b2)))
 
 
-def quad_gamma_expected_loss(shapes: list[float], rates: list[float]) -> np.ndarray:
-    """E[max_j λ_j − λ_k] for Gamma arms with large shapes (where mpmath's incomplete gamma
-    does not converge): scipy's adaptive quad over Boost's incomplete gamma, in λ, between the
-    arms' 1e-15 and 1 − 1e-15 quantiles, split at their quantiles."""
-    a, r = np.asarray(shapes, float), np.asarray(rates, float)
-    levels = [1e-15, 1e-9, 1e-5, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1 - 1e-5, 1 - 1e-9, 1 - 1e-15]
-    quantiles = [special.gammaincinv(s, levels) / q for s, q in zip(a, r, strict=True)]
-    points = np.unique(np.concatenate(quantiles))
-    low, high = points[0], points[-1]
+def _quad_arms(pdf, cdf, points: np.ndarray, arms: int, want: str) -> np.ndarray:
+    """For each arm k, scipy's adaptive quad of f_k ∏_{j≠k} F_j (`want` = "best") or of
+    F_k (1 − ∏_{j≠k} F_j) ("loss") between the first and last point, split at the others."""
     result = []
-    for k in range(len(a)):
+    for k in range(arms):
 
         def integrand(x: float, k: int = k) -> float:
-            others = [special.gammainc(a[j], r[j] * x) for j in range(len(a)) if j != k]
-            return special.gammainc(a[k], r[k] * x) * (1.0 - math.prod(others))
+            others = math.prod(cdf(j, x) for j in range(arms) if j != k)
+            return pdf(k, x) * others if want == "best" else cdf(k, x) * (1.0 - others)
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", integrate.IntegrationWarning)
             value, _ = integrate.quad(
-                integrand, low, high, points=points[1:-1], limit=500, epsabs=1e-16, epsrel=1e-12
+                integrand,
+                points[0],
+                points[-1],
+                points=points[1:-1],
+                limit=500,
+                epsabs=1e-16,
+                epsrel=1e-12,
             )
         result.append(value)
     return np.array(result)
+
+
+_QUAD_LEVELS = [
+    1e-15,
+    1e-9,
+    1e-5,
+    0.01,
+    0.1,
+    0.3,
+    0.5,
+    0.7,
+    0.9,
+    0.99,
+    1 - 1e-5,
+    1 - 1e-9,
+    1 - 1e-15,
+]
+
+
+def _quad_gamma(shapes: list[float], rates: list[float], want: str) -> np.ndarray:
+    """Gamma arms (large shapes too, where mpmath's incomplete gamma does not converge): in
+    λ, over Boost's incomplete gamma, between the arms' 1e-15 and 1 − 1e-15 quantiles."""
+    a, r = np.asarray(shapes, float), np.asarray(rates, float)
+    quantiles = [special.gammaincinv(s, _QUAD_LEVELS) / q for s, q in zip(a, r, strict=True)]
+    points = np.unique(np.concatenate(quantiles))
+    log_norm = special.gammaln(a) - a * np.log(r)
+
+    def pdf(j: int, x: float) -> float:
+        return math.exp((a[j] - 1) * math.log(x) - r[j] * x - log_norm[j]) if x > 0 else 0.0
+
+    def cdf(j: int, x: float) -> float:
+        return float(special.gammainc(a[j], r[j] * x))
+
+    return _quad_arms(pdf, cdf, points, len(a), want)
+
+
+def quad_gamma_prob_best(shapes: list[float], rates: list[float]) -> np.ndarray:
+    """P(k best) for Gamma arms by adaptive quad (see _quad_gamma)."""
+    return _quad_gamma(shapes, rates, "best")
+
+
+def quad_gamma_expected_loss(shapes: list[float], rates: list[float]) -> np.ndarray:
+    """E[max_j λ_j − λ_k] for Gamma arms by adaptive quad (see _quad_gamma)."""
+    return _quad_gamma(shapes, rates, "loss")
+
+
+def _quad_normal(means: list[float], sds: list[float], want: str) -> np.ndarray:
+    """Normal arms by adaptive quad over scipy's normal CDF, between μ ± 8.3σ of the arms."""
+    m, s = np.asarray(means, float), np.asarray(sds, float)
+    points = np.unique(np.concatenate([m + z * s for z in np.linspace(-8.3, 8.3, 17)]))
+
+    def pdf(j: int, x: float) -> float:
+        z = (x - m[j]) / s[j]
+        return math.exp(-0.5 * z * z) / (s[j] * math.sqrt(2 * math.pi))
+
+    def cdf(j: int, x: float) -> float:
+        return float(special.ndtr((x - m[j]) / s[j]))
+
+    return _quad_arms(pdf, cdf, points, len(m), want)
+
+
+def quad_normal_prob_best(means: list[float], sds: list[float]) -> np.ndarray:
+    return _quad_normal(means, sds, "best")
+
+
+def quad_normal_expected_loss(means: list[float], sds: list[float]) -> np.ndarray:
+    return _quad_normal(means, sds, "loss")
 
 
 def _normal_arms(means: list[float], sds: list[float], integrand, dps: int) -> np.ndarray:
