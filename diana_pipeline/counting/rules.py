@@ -100,16 +100,16 @@ def rule_events_sql(source: str, tests: str) -> str:
 MOMENTS_SQL = """
 WITH r AS ({rows}),
 first_exposure AS (
-    SELECT user_key, min(event_time) AS t1, arg_min(variant, event_time) AS v
-    FROM r WHERE is_exposure GROUP BY user_key
+    SELECT test_id, user_key, min(event_time) AS t1, arg_min(variant, event_time) AS v
+    FROM r WHERE is_exposure GROUP BY test_id, user_key
 )
-SELECT any_value(r.test_id) AS test_id, r.user_key, any_value(f.t1) AS t1, any_value(f.v) AS v,
+SELECT r.test_id, r.user_key, any_value(f.t1) AS t1, any_value(f.v) AS v,
     min(r.event_time) FILTER (WHERE r.is_exposure AND r.variant <> f.v) AS t2,
     min(r.event_time) FILTER (WHERE NOT r.is_exposure) AS c1,
     min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.event_time >= f.t1) AS ca,
     min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.variant <> f.v) AS co
-FROM r LEFT JOIN first_exposure f USING (user_key)
-GROUP BY r.user_key
+FROM r LEFT JOIN first_exposure f USING (test_id, user_key)
+GROUP BY r.test_id, r.user_key
 """
 
 # A user's representative rows: the fewest of their rule events (within reason) that give the
@@ -120,15 +120,15 @@ GROUP BY r.user_key
 # `first_exposures` gives each user's t1 (test_id, user_key, t1): their moments, when known.
 REPRESENTATIVES_SQL = """
 WITH r AS ({rows})
-SELECT any_value(r.test_id) AS test_id, r.user_key, r.is_exposure, r.variant,
-    min(r.event_time) AS event_time
-FROM r JOIN ({first_exposures}) f USING (user_key)
-GROUP BY r.user_key, r.is_exposure, r.variant,
+SELECT r.test_id, r.user_key, r.is_exposure, r.variant, min(r.event_time) AS event_time
+FROM r JOIN ({first_exposures}) f USING (test_id, user_key)
+GROUP BY r.test_id, r.user_key, r.is_exposure, r.variant,
     -- each success before t1 in a group of its own
     CASE WHEN NOT r.is_exposure AND (f.t1 IS NULL OR r.event_time < f.t1) THEN r.event_time END
 """
 _FIRST_EXPOSURES = (
-    "SELECT user_key, min(event_time) FILTER (WHERE is_exposure) AS t1 FROM r GROUP BY user_key"
+    "SELECT test_id, user_key, min(event_time) FILTER (WHERE is_exposure) AS t1 "
+    "FROM r GROUP BY test_id, user_key"
 )
 
 

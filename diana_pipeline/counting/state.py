@@ -94,11 +94,6 @@ def _steps(rules: CountingRules, moments: str) -> tuple[str, list[object]]:
     return sql, params
 
 
-def _steps_of_rows(rules: CountingRules, rows: str) -> tuple[str, list[object]]:
-    """The steps of the users whose rule events (or representatives) are `rows`."""
-    return _steps(rules, f"SELECT *, 1 AS sign FROM ({MOMENTS_SQL.format(rows=rows)})")
-
-
 def _events_covered(connection: duckdb.DuckDBPyConnection) -> tuple[str, int] | None:
     row = connection.execute("SELECT rules, events FROM counting_state").fetchone()
     return None if row is None else (row[0], row[1])
@@ -198,7 +193,7 @@ def _merge(connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: s
     if kept:
         connection.execute("DELETE FROM user_rows WHERE rowid IN (SELECT row_id FROM old_rows)")
     connection.execute("INSERT INTO user_moments SELECT * FROM new_moments")
-    kept_users = f"SELECT user_key, t1 FROM new_moments WHERE NOT {PLAIN}"
+    kept_users = f"SELECT test_id, user_key, t1 FROM new_moments WHERE NOT {PLAIN}"
     connection.execute("INSERT INTO user_rows " + representatives_sql(rows, kept_users))
     for table in ("batch_rows", "old_moments", "new_moments", "old_rows"):
         connection.execute(f"DROP TABLE IF EXISTS {table}")
@@ -291,15 +286,28 @@ def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRule
 def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, table: str) -> None:
     """Recompute every window's steps from all events, as a rebuild would, into the temporary
     table `table` (columns of window_steps), leaving the state alone: one pass over the
-    events, what each refresh cost before the state existed."""
+    events, what each refresh cost before the state existed. In stages, each a table DuckDB
+    can spill (one query over 10M events ran out of 256 MB)."""
     tests, params = rules.tests_relation()
-    reps = representatives_sql(rule_events_sql("events", tests))
-    steps, step_params = _steps_of_rows(rules, reps)
+    connection.execute("SET preserve_insertion_order = false")
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE recount_rows AS "
+        + representatives_sql(rule_events_sql("events", tests)),
+        params,
+    )
+    connection.execute(
+        "CREATE OR REPLACE TEMP TABLE recount_moments AS "
+        + MOMENTS_SQL.format(rows="SELECT * FROM recount_rows")
+    )
+    connection.execute("DROP TABLE recount_rows")
+    steps, step_params = _steps(rules, "SELECT *, 1 AS sign FROM recount_moments")
     connection.execute(
         f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT test_id, measure, variant, "
         f"window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
-        [*params, *step_params],
+        step_params,
     )
+    connection.execute("DROP TABLE recount_moments")
+    connection.execute("RESET preserve_insertion_order")
 
 
 def differences(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> list[tuple]:
