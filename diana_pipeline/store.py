@@ -10,7 +10,7 @@ Tables
   rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
   ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
                    same transaction as its events, so a range is stored exactly once
-  user_state, window_steps, counting_state
+  user_moments, user_rows, window_steps, counting_state
                    the counting state, merged with every batch of new events in the batch's
                    own transaction (counting/state.py)
   variant_increments, posteriors, superiority, allocation
