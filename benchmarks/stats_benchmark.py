@@ -143,6 +143,17 @@ def benchmark(count: int, reference_sample: int, seed: int) -> list[Result]:
         (f"numpy Monte Carlo, {DRAWS:,} draws", lambda: run_numpy_monte_carlo(alphas, betas)),
         ("bayesian-testing 0.10 (defaults)", lambda: run_bayesian_testing(totals, positives)),
     ]
+    return compare(methods, count, sample, ref_best, ref_loss)
+
+
+def compare(
+    methods: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]],
+    count: int,
+    sample: np.ndarray,
+    ref_best: np.ndarray,
+    ref_loss: np.ndarray,
+) -> list[Result]:
+    """Each method timed, and its largest error against the references on the sample."""
     results = []
     for name, function in methods:
         progress(f"{count} tests: {name}")

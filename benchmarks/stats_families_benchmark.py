@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.stats_benchmark import ARMS, DRAWS, Result, monte_carlo, progress, timed
+from benchmarks.stats_benchmark import ARMS, DRAWS, Result, compare, monte_carlo, progress
 from diana_pipeline import stats
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
 from diana_pipeline.harness.stats_references import (
@@ -79,20 +79,7 @@ def benchmark(family: str, count: int, reference_sample: int, seed: int) -> list
         (f"{family}: diana (exact quadrature)", lambda: diana(p, q)),
         (f"{family}: numpy Monte Carlo, {DRAWS:,} draws", lambda: monte_carlo(draw, p, q)),
     ]
-    results = []
-    for name, function in methods:
-        progress(f"{count} tests: {name}")
-        seconds, best, loss = timed(function)
-        results.append(
-            Result(
-                name,
-                count,
-                seconds,
-                float(np.abs(best[sample] - ref_best).max()),
-                float(np.abs(loss[sample] - ref_loss).max()),
-            )
-        )
-    return results
+    return compare(methods, count, sample, ref_best, ref_loss)
 
 
 def render(results: list[Result]) -> str:
