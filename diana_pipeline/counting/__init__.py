@@ -2,24 +2,32 @@
 docs/design.md §3.
 
     rules.py       the rules as moments per user, and the SQL that turns them into steps
+    metric_sums.py the metrics beyond the conversion: per-user totals as steps of sums
     state.py       the per-user state and per-window steps, merged with every stored batch
     from_steps.py  counts and quality figures at window ends, read from the steps
     recount.py     the same rules as a full recount of the events: the reference
     figures.py     the dataclasses handed to the statistics
 """
 
-from diana_pipeline.counting.figures import Quality, VariantCounts, WindowCounts
-from diana_pipeline.counting.from_steps import quality, window_counts
-from diana_pipeline.counting.recount import cumulative_counts, recount_quality
+from diana_pipeline.counting.figures import MetricSums, Quality, VariantCounts, WindowCounts
+from diana_pipeline.counting.from_steps import metric_sums, quality, window_counts
+from diana_pipeline.counting.recount import (
+    cumulative_counts,
+    recount_metric_sums,
+    recount_quality,
+)
 from diana_pipeline.counting.rules import CountingRules
 
 __all__ = [
     "CountingRules",
+    "MetricSums",
     "Quality",
     "VariantCounts",
     "WindowCounts",
     "cumulative_counts",
+    "metric_sums",
     "quality",
+    "recount_metric_sums",
     "recount_quality",
     "window_counts",
 ]

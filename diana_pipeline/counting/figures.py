@@ -29,3 +29,14 @@ class WindowCounts:
     successes_inc: int
     exposures_total: int
     successes_total: int
+
+
+@dataclass(frozen=True)
+class MetricSums:
+    """One summed metric of one variant at a cutoff: over the counted users, the sum of each
+    user's total, of its square and, for a ratio, of the product of its parts' totals.
+    Revenue totals are in micro-units (counting/metric_sums.py), exact integers."""
+
+    total: int = 0
+    squares: int = 0
+    products: int = 0

@@ -9,7 +9,7 @@ import duckdb
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import state
-from diana_pipeline.counting.figures import Quality, VariantCounts, WindowCounts
+from diana_pipeline.counting.figures import MetricSums, Quality, VariantCounts, WindowCounts
 from diana_pipeline.counting.rules import EXPOSURES, QUALITY_MEASURES, SUCCESSES, CountingRules
 
 
@@ -91,3 +91,46 @@ def quality(
         t.test_id: Quality(*(figures.get((t.test_id, m), 0) for m in QUALITY_MEASURES))
         for t in config.tests
     }
+
+
+_SUMS = {"sum": "total", "sum_squares": "squares", "sum_products": "products"}
+
+
+def metric_sums(
+    connection: duckdb.DuckDBPyConnection,
+    config: ExperimentsConfig,
+    cutoffs: list[datetime],
+    steps_table: str = "metric_steps",
+) -> dict[datetime, dict[tuple[str, str, str], MetricSums]]:
+    """Per cutoff (on the grid), the sums of every summed metric, keyed by (test_id, metric,
+    variant) (all present, zeros for none); `steps_table` as for `window_counts`."""
+    rules = CountingRules.of(config)
+    if steps_table == "metric_steps":
+        state.ensure_current(connection, rules)
+    summed = {(test_id, metric) for test_id, metric, *_ in rules.metrics + rules.ratios}
+    keys = [
+        (t.test_id, m.name, v)
+        for t in config.tests
+        for m in t.metrics_in_effect
+        if (t.test_id, m.name) in summed
+        for v in t.variant_names
+    ]
+    if not cutoffs or not keys:
+        return {cutoff: {} for cutoff in cutoffs}
+    steps = connection.execute(
+        f"SELECT window_start, test_id, metric, variant, measure, change FROM {steps_table} "
+        "WHERE window_start < ? ORDER BY window_start",
+        [max(cutoffs)],
+    ).fetchall()
+    running = {key: dict.fromkeys(_SUMS.values(), 0) for key in keys}
+    result = {}
+    pending = iter(steps)
+    step = next(pending, None)
+    for cutoff in sorted(set(cutoffs)):
+        while step is not None and step[0] < cutoff:
+            _, test_id, metric, variant, measure, change = step
+            if (test_id, metric, variant) in running:
+                running[(test_id, metric, variant)][_SUMS[measure]] += change
+            step = next(pending, None)
+        result[cutoff] = {key: MetricSums(**sums) for key, sums in running.items()}
+    return result

@@ -19,7 +19,9 @@ from datetime import datetime
 import duckdb
 
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.counting.figures import Quality, VariantCounts
+from diana_pipeline.counting.figures import MetricSums, Quality, VariantCounts
+from diana_pipeline.counting.metric_sums import VALUE_SCALE
+from diana_pipeline.counting.rules import CountingRules
 
 _CUMULATIVE_SQL = """
 WITH tests(test_id, exposure_event, success_event, window_us) AS (
@@ -116,3 +118,66 @@ def recount_quality(
     sql = _QUALITY_SQL.format(tests=values).replace("$cutoff", "?")
     rows = connection.execute(sql, [*params, cutoff]).fetchall()
     return {test_id: Quality(*figures) for test_id, *figures in rows}
+
+
+# The metric sums of counting/metric_sums.py, stated per user at the cutoff: the users counted
+# (as in _CUMULATIVE_SQL), each one's total per metric, then summed per variant.
+_METRIC_SUMS_SQL = """
+WITH tests(test_id, exposure_event, success_event, window_us) AS (
+    SELECT * FROM (VALUES {tests})
+),
+metrics(test_id, metric, type, event) AS (SELECT * FROM (VALUES {metrics})),
+ratios(test_id, metric, numerator, denominator) AS (SELECT * FROM (VALUES {ratios})),
+counted AS (
+    SELECT e.test_id, e.user_id, min(e.event_time) AS t1, any_value(t.window_us) AS window_us,
+           min(e.variant) AS variant
+    FROM events e JOIN tests t ON t.test_id = e.test_id AND e.event_type = t.exposure_event
+    WHERE e.event_time < $cutoff
+    GROUP BY e.test_id, e.user_id HAVING count(DISTINCT e.variant) = 1
+),
+user_totals AS (
+    SELECT c.test_id, c.user_id, c.variant, m.metric,
+           CASE WHEN any_value(m.type) = 'binary' THEN 1 ELSE sum(
+               CASE WHEN m.type = 'revenue'
+                    THEN coalesce(round(e.value * {scale})::HUGEINT, 0) ELSE 1 END) END AS total
+    FROM counted c
+    JOIN events e ON e.test_id = c.test_id AND e.user_id = c.user_id
+    JOIN metrics m ON m.test_id = e.test_id AND m.event = e.event_type
+    WHERE e.event_time < $cutoff AND e.event_time >= c.t1
+      AND e.event_time <= c.t1 + to_microseconds(c.window_us)
+    GROUP BY ALL
+)
+SELECT test_id, metric, variant, sum(total), sum(total * total), 0 FROM user_totals GROUP BY ALL
+UNION ALL
+SELECT r.test_id, r.metric, n.variant, 0, 0, sum(n.total * d.total)
+FROM ratios r
+JOIN user_totals n ON n.test_id = r.test_id AND n.metric = r.numerator
+JOIN user_totals d ON d.test_id = r.test_id AND d.metric = r.denominator AND d.user_id = n.user_id
+GROUP BY ALL
+"""
+
+
+def recount_metric_sums(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[tuple[str, str, str], MetricSums]:
+    """(test_id, metric, variant) -> the sums of every summed metric (and ratio) counted from
+    the events before `cutoff`; keys with no users are left out."""
+    rules = CountingRules.of(config)
+    if not rules.metrics:
+        return {}
+    tests, params = rules.tests_relation()
+    metrics, metric_params = rules.metrics_relation()
+    ratios, ratio_params = rules.ratios_relation()
+    sql = _METRIC_SUMS_SQL.format(
+        tests=tests, metrics=metrics, ratios=ratios, scale=VALUE_SCALE
+    ).replace("$cutoff", "?")
+    rows = connection.execute(
+        sql, [*params, *metric_params, *ratio_params, cutoff, cutoff]
+    ).fetchall()
+    sums: dict[tuple[str, str, str], MetricSums] = {}
+    for test_id, metric, variant, total, squares, products in rows:
+        before = sums.get((test_id, metric, variant), MetricSums())
+        sums[(test_id, metric, variant)] = MetricSums(
+            before.total + total, before.squares + squares, before.products + products
+        )
+    return sums

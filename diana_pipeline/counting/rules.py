@@ -20,10 +20,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.config import ExperimentsConfig, ExperimentTest, Metric
 
 # Bumped when the state's rows or steps change meaning: a state of another version is rebuilt.
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 # The measures a user's moments open and close: the counts per variant, and the quality
 # figures per test (variant '').
@@ -36,6 +36,11 @@ QUALITY_MEASURES = (
 )
 
 
+def is_successes(test: ExperimentTest, metric: Metric) -> bool:
+    """A binary metric of the test's success event is the `successes` measure itself."""
+    return metric.type == "binary" and metric.event == test.success_event
+
+
 @dataclass(frozen=True)
 class CountingRules:
     """What the counting depends on in experiments.yaml: per test the exposure and success
@@ -45,6 +50,10 @@ class CountingRules:
     tests: tuple[tuple[str, str, str, int], ...]  # test_id, exposure, success, window in µs
     origin_us: int
     size_us: int
+    # The metrics summed per user (counting/metric_sums.py): test_id, metric, type, event;
+    # and the ratios of two of them: test_id, metric, numerator, denominator.
+    metrics: tuple[tuple[str, str, str, str], ...] = ()
+    ratios: tuple[tuple[str, str, str, str], ...] = ()
 
     @classmethod
     def of(cls, config: ExperimentsConfig) -> CountingRules:
@@ -61,11 +70,25 @@ class CountingRules:
             ),
             grid.origin_us,
             grid.size_us,
+            tuple(
+                (t.test_id, m.name, "revenue" if m.type == "mean" else m.type, m.event)
+                for t in config.tests
+                for m in t.metrics_in_effect
+                if m.event is not None and not is_successes(t, m)
+            ),
+            tuple(
+                (t.test_id, m.name, m.numerator, m.denominator)
+                for t in config.tests
+                for m in t.metrics_in_effect
+                if m.type == "ratio"
+            ),
         )
 
     @property
     def fingerprint(self) -> str:
-        text = json.dumps([STATE_VERSION, self.tests, self.origin_us, self.size_us])
+        text = json.dumps(
+            [STATE_VERSION, self.tests, self.origin_us, self.size_us, self.metrics, self.ratios]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tests_relation(self) -> tuple[str, list[object]]:
@@ -73,6 +96,18 @@ class CountingRules:
         with its parameters, for a CTE `tests`."""
         rows = ", ".join("(?, ?, ?, ?::BIGINT)" for _ in self.tests)
         return rows, [value for test in self.tests for value in test]
+
+    def metrics_relation(self) -> tuple[str, list[object]]:
+        """A VALUES list of the summed metrics (test_id, metric, type, event), for a CTE
+        `metrics`; only when there are some."""
+        return ", ".join("(?, ?, ?, ?)" for _ in self.metrics), [v for m in self.metrics for v in m]
+
+    def ratios_relation(self) -> tuple[str, list[object]]:
+        """A VALUES list of the ratios (test_id, metric, numerator, denominator), for a CTE
+        `ratios`; a dummy row that matches no metric when there are none."""
+        if not self.ratios:
+            return "(NULL, NULL, NULL, NULL)", []
+        return ", ".join("(?, ?, ?, ?)" for _ in self.ratios), [v for r in self.ratios for v in r]
 
     def window_start_sql(self, moment: str) -> str:
         """SQL for the start of the grid window holding `moment` (floored, also before the

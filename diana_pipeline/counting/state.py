@@ -33,6 +33,7 @@ from datetime import datetime
 
 import duckdb
 
+from diana_pipeline.counting.metric_sums import METRIC_STEPS_SQL, VALUE_SCALE, value_events_sql
 from diana_pipeline.counting.rules import (
     MOMENTS_SQL,
     PLAIN,
@@ -67,6 +68,22 @@ CREATE TABLE IF NOT EXISTS window_steps (
     change       BIGINT    NOT NULL,
     PRIMARY KEY (test_id, measure, variant, window_start)
 );
+CREATE TABLE IF NOT EXISTS user_values (
+    test_id    VARCHAR   NOT NULL,
+    user_key   UHUGEINT  NOT NULL,
+    event_type VARCHAR   NOT NULL,  -- the event of a summed metric (counting/metric_sums.py)
+    event_time TIMESTAMP NOT NULL,
+    value      DOUBLE
+);
+CREATE TABLE IF NOT EXISTS metric_steps (
+    test_id      VARCHAR   NOT NULL,
+    metric       VARCHAR   NOT NULL,
+    measure      VARCHAR   NOT NULL,  -- sum, sum_squares, sum_products (of a ratio's parts)
+    variant      VARCHAR   NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    change       HUGEINT   NOT NULL,  -- revenue in micro-units (metric_sums.VALUE_SCALE)
+    PRIMARY KEY (test_id, metric, measure, variant, window_start)
+);
 CREATE TABLE IF NOT EXISTS counting_state (
     rules    VARCHAR NOT NULL,  -- CountingRules.fingerprint
     events   BIGINT  NOT NULL,  -- rows of the events table the state covers
@@ -74,12 +91,19 @@ CREATE TABLE IF NOT EXISTS counting_state (
 );
 """
 
+_MERGE_TABLES = ("batch_rows", "old_moments", "new_moments", "old_rows")
 _ROW = "test_id, user_key, is_exposure, variant, event_time"  # a user_rows row
 _MOMENTS = "test_id, user_key, t1, v, t2, c1, ca, co"  # a user_moments row
 
 _ADD_STEPS = """
 INSERT INTO window_steps
 SELECT test_id, measure, variant, window_start, sum(change) FROM ({steps}) GROUP BY ALL
+HAVING sum(change) <> 0
+ON CONFLICT DO UPDATE SET change = change + excluded.change
+"""
+_ADD_METRIC_STEPS = """
+INSERT INTO metric_steps
+SELECT test_id, metric, measure, variant, window_start, sum(change) FROM ({steps}) GROUP BY ALL
 HAVING sum(change) <> 0
 ON CONFLICT DO UPDATE SET change = change + excluded.change
 """
@@ -92,6 +116,25 @@ def _steps(rules: CountingRules, moments: str) -> tuple[str, list[object]]:
         moments=moments, tests=tests, window_start=rules.window_start_sql("moment")
     )
     return sql, params
+
+
+def _metric_steps(rules: CountingRules, moments: str, values: str) -> tuple[str, list[object]]:
+    """The metric steps of `moments` with their `values` (each with a sign), with their
+    parameters."""
+    tests, params = rules.tests_relation()
+    metrics, metric_params = rules.metrics_relation()
+    ratios, ratio_params = rules.ratios_relation()
+    sql = METRIC_STEPS_SQL.format(
+        tests=tests,
+        metrics=metrics,
+        ratios=ratios,
+        moments=moments,
+        values=values,
+        scale=VALUE_SCALE,
+        event_window=rules.window_start_sql("x.event_time"),
+        exit_window=rules.window_start_sql("t2"),
+    )
+    return sql, params + metric_params + ratio_params
 
 
 def _events_covered(connection: duckdb.DuckDBPyConnection) -> tuple[str, int] | None:
@@ -157,12 +200,23 @@ def _merge(connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: s
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE batch_rows AS " + rule_events_sql(batch, tests), params
     )
+    batch_users = "SELECT DISTINCT user_key FROM batch_rows"
+    if rules.metrics:
+        metrics, metric_params = rules.metrics_relation()
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE batch_values AS " + value_events_sql(batch, metrics),
+            metric_params,
+        )
+        batch_users = "SELECT user_key FROM batch_rows UNION SELECT user_key FROM batch_values"
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE old_values AS SELECT x.* FROM user_values x "
+            f"SEMI JOIN ({batch_users}) b ON x.user_key = b.user_key"
+        )
     # Their moments, by their keys alone (a 16-byte column scan), with row ids for the delete
     # below. Most users of a live batch are new and have none.
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE old_moments AS SELECT m.rowid AS row_id, m.* "
-        "FROM user_moments m SEMI JOIN (SELECT DISTINCT user_key FROM batch_rows) b "
-        "ON m.user_key = b.user_key"
+        f"FROM user_moments m SEMI JOIN ({batch_users}) b ON m.user_key = b.user_key"
     )
     returning, kept = connection.execute(
         f"SELECT count(*), count(*) FILTER (WHERE NOT {PLAIN}) FROM old_moments"
@@ -186,6 +240,15 @@ def _merge(connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: s
         moments += f" UNION ALL SELECT {_MOMENTS}, -1 FROM old_moments"
     steps, step_params = _steps(rules, moments)
     connection.execute(_ADD_STEPS.format(steps=steps), step_params)
+    if rules.metrics:
+        # Old moments with old values out, new moments with all values in.
+        values = (
+            "SELECT *, -1 AS sign FROM old_values UNION ALL SELECT *, 1 FROM old_values "
+            "UNION ALL SELECT *, 1 FROM batch_values"
+        )
+        steps, step_params = _metric_steps(rules, moments, values)
+        connection.execute(_ADD_METRIC_STEPS.format(steps=steps), step_params)
+        connection.execute("INSERT INTO user_values SELECT * FROM batch_values")
     if returning:
         connection.execute(
             "DELETE FROM user_moments WHERE rowid IN (SELECT row_id FROM old_moments)"
@@ -195,7 +258,15 @@ def _merge(connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: s
     connection.execute("INSERT INTO user_moments SELECT * FROM new_moments")
     kept_users = f"SELECT test_id, user_key, t1 FROM new_moments WHERE NOT {PLAIN}"
     connection.execute("INSERT INTO user_rows " + representatives_sql(rows, kept_users))
-    for table in ("batch_rows", "old_moments", "new_moments", "old_rows"):
+    temporary = (
+        "batch_rows",
+        "old_moments",
+        "new_moments",
+        "old_rows",
+        "batch_values",
+        "old_values",
+    )
+    for table in temporary:
         connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -217,9 +288,10 @@ def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> flo
     tests, params = rules.tests_relation()
     # Row order means nothing here, and keeping it costs memory over millions of users.
     connection.execute("SET preserve_insertion_order = false")
-    connection.execute("DELETE FROM user_moments")
-    connection.execute("DELETE FROM user_rows")
+    for table in ("user_moments", "user_rows", "user_values"):
+        connection.execute(f"DELETE FROM {table}")
     _add_users(connection, rule_events_sql("events", tests), params)
+    _add_values(connection, rules, "events")
     _steps_from_state(connection, rules)
     _set_covered(connection, rules, _events_stored(connection), rebuilt=True)
     connection.execute("RESET preserve_insertion_order")
@@ -244,6 +316,20 @@ def _add_users(connection: duckdb.DuckDBPyConnection, events: str, params: list[
     connection.execute("DROP TABLE users_rows")
 
 
+def _add_values(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str, users: str = ""
+) -> None:
+    """Add the value events of `source` (columns of the events table), of the users in
+    `users` (a relation of user_key) when given."""
+    if not rules.metrics:
+        return
+    metrics, params = rules.metrics_relation()
+    sql = f"SELECT x.* FROM ({value_events_sql(source, metrics)}) x"
+    if users:
+        sql += f" SEMI JOIN ({users}) u ON x.user_key = u.user_key"
+    connection.execute("INSERT INTO user_values " + sql, params)
+
+
 def rebuild_users(
     connection: duckdb.DuckDBPyConnection,
     rules: CountingRules,
@@ -255,15 +341,18 @@ def rebuild_users(
     all users (a pass over users, not events), so that steps no user accounts for go too. Call
     inside a transaction."""
     tests, params = rules.tests_relation()
+    in_range = "(SELECT * FROM events WHERE window_start >= ? AND window_start < ?)"
+    users = f"SELECT user_key FROM ({rule_events_sql(in_range, tests)})"
+    users_params: list[object] = [start, end, *params]
+    if rules.metrics:
+        metrics, metric_params = rules.metrics_relation()
+        users += f" UNION SELECT user_key FROM ({value_events_sql(in_range, metrics)})"
+        users_params += [start, end, *metric_params]
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE range_users AS SELECT DISTINCT user_key FROM ("
-        + rule_events_sql(
-            "(SELECT * FROM events WHERE window_start >= ? AND window_start < ?)", tests
-        )
-        + ")",
-        [start, end, *params],
+        f"CREATE OR REPLACE TEMP TABLE range_users AS SELECT DISTINCT user_key FROM ({users})",
+        users_params,
     )
-    for table in ("user_moments", "user_rows"):
+    for table in ("user_moments", "user_rows", "user_values"):
         connection.execute(
             f"DELETE FROM {table} WHERE user_key IN (SELECT user_key FROM range_users)"
         )
@@ -272,6 +361,7 @@ def rebuild_users(
         "SEMI JOIN range_users u ON r.user_key = u.user_key"
     )
     _add_users(connection, user_events, params)
+    _add_values(connection, rules, "events", "SELECT user_key FROM range_users")
     connection.execute("DROP TABLE range_users")
     _steps_from_state(connection, rules)
 
@@ -279,8 +369,14 @@ def rebuild_users(
 def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
     """Replace every window's steps by the sum of all users' steps in `user_moments`."""
     connection.execute("DELETE FROM window_steps")
-    steps, step_params = _steps(rules, "SELECT *, 1 AS sign FROM user_moments")
+    connection.execute("DELETE FROM metric_steps")
+    moments = "SELECT *, 1 AS sign FROM user_moments"
+    steps, step_params = _steps(rules, moments)
     connection.execute(_ADD_STEPS.format(steps=steps), step_params)
+    if rules.metrics:
+        values = "SELECT *, 1 AS sign FROM user_values"
+        steps, step_params = _metric_steps(rules, moments, values)
+        connection.execute(_ADD_METRIC_STEPS.format(steps=steps), step_params)
 
 
 def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, table: str) -> None:
@@ -306,6 +402,18 @@ def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, t
         f"window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
         step_params,
     )
+    if rules.metrics:
+        metrics, metric_params = rules.metrics_relation()
+        values = f"SELECT *, 1 AS sign FROM ({value_events_sql('events', metrics)})"
+        steps, step_params = _metric_steps(
+            rules, "SELECT *, 1 AS sign FROM recount_moments", values
+        )
+        connection.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table}_metrics AS SELECT test_id, metric, measure, "
+            f"variant, window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
+            # the values' parameters last, where the values sit in the query
+            step_params + metric_params,
+        )
     connection.execute("DROP TABLE recount_moments")
     connection.execute("RESET preserve_insertion_order")
 
@@ -314,18 +422,30 @@ def differences(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> 
     """Recompute the steps from all events (as a rebuild would, without writing) and return
     the (test_id, measure, variant, window_start, stored, recomputed) rows that differ."""
     recount_steps(connection, rules, "recounted_steps")
-    different = connection.execute(
-        """
-        SELECT test_id, measure, variant, window_start,
-               coalesce(s.change, 0) AS stored, coalesce(f.change, 0) AS recomputed
-        FROM (SELECT * FROM window_steps WHERE change <> 0) s
-        FULL JOIN recounted_steps f USING (test_id, measure, variant, window_start)
-        WHERE coalesce(s.change, 0) <> coalesce(f.change, 0)
-        ORDER BY ALL
-        """
-    ).fetchall()
-    connection.execute("DROP TABLE recounted_steps")
+    compared = [("window_steps", "recounted_steps", "measure")]
+    if rules.metrics:
+        # a metric's measures as "metric.measure" (e.g. revenue.sum_squares)
+        compared.append(("metric_steps", "recounted_steps_metrics", "metric || '.' || measure"))
+    different = []
+    for stored, recounted, measure in compared:
+        sql = _DIFFERENT.format(stored=stored, recounted=recounted, measure=measure)
+        different += connection.execute(sql).fetchall()
+        connection.execute(f"DROP TABLE {recounted}")
     return different
+
+
+_DIFFERENT = """
+WITH s AS (
+    SELECT test_id, {measure} AS measure, variant, window_start, change
+    FROM {stored} WHERE change <> 0
+),
+f AS (SELECT test_id, {measure} AS measure, variant, window_start, change FROM {recounted})
+SELECT test_id, measure, variant, window_start,
+       coalesce(s.change, 0) AS stored, coalesce(f.change, 0) AS recomputed
+FROM s FULL JOIN f USING (test_id, measure, variant, window_start)
+WHERE coalesce(s.change, 0) <> coalesce(f.change, 0)
+ORDER BY ALL
+"""
 
 
 def ensure_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
