@@ -6,10 +6,12 @@
   prob_superiority, credible_interval, uplift_interval;
 - gamma: Gamma posteriors (count metrics): prob_best_gamma, expected_loss_gamma, both;
 - normal: normal posteriors (means, ratios): prob_best_normal, expected_loss_normal, both;
+  relative_lift and prob_lift_below (a guardrail's P(worse by its margin), any family);
 - srm: srm_pvalue, the sample ratio mismatch test;
 - thompson: thompson_allocation, the bandit's traffic weights;
 - sequential: always_valid_pvalues and lift_confidence_sequence, anytime-valid inference
-  that stays valid under continuous monitoring;
+  that stays valid under continuous monitoring; sequential_normal: the same for metrics
+  summarised by a mean and a standard error (the normal mSPRT on the relative lift);
 - decision: decide, Decision, Verdict, PROB_BEST_TO_WIN, the decision rule (policy, not maths).
 
 Everything public is re-exported here, so callers write `stats.prob_best(...)`.
@@ -40,11 +42,17 @@ from diana_pipeline.stats.normal import (
     expected_loss_normal,
     prob_best_and_expected_loss_normal,
     prob_best_normal,
+    prob_lift_below,
+    relative_lift,
 )
 from diana_pipeline.stats.sequential import (
     DEFAULT_EXPECTED_LIFT,
     always_valid_pvalues,
     lift_confidence_sequence,
+)
+from diana_pipeline.stats.sequential_normal import (
+    always_valid_pvalues_normal,
+    lift_confidence_sequence_normal,
 )
 from diana_pipeline.stats.srm import srm_pvalue
 from diana_pipeline.stats.thompson import thompson_allocation
@@ -58,19 +66,23 @@ __all__ = [
     "FloatArray",
     "Verdict",
     "always_valid_pvalues",
+    "always_valid_pvalues_normal",
     "credible_interval",
     "decide",
     "expected_loss",
     "expected_loss_gamma",
     "expected_loss_normal",
     "lift_confidence_sequence",
+    "lift_confidence_sequence_normal",
     "prob_best",
     "prob_best_and_expected_loss",
     "prob_best_and_expected_loss_gamma",
     "prob_best_and_expected_loss_normal",
     "prob_best_gamma",
     "prob_best_normal",
+    "prob_lift_below",
     "prob_superiority",
+    "relative_lift",
     "srm_pvalue",
     "thompson_allocation",
     "uplift_interval",

@@ -12,6 +12,7 @@ two arms both have closed forms, which the tests hold it to; the quadrature serv
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 
 from diana_pipeline.stats._types import ArrayLike, FloatArray
 from diana_pipeline.stats.quadrature import _TAIL_MASS, _as_arms, _Family, best_and_loss
@@ -59,3 +60,34 @@ def prob_best_and_expected_loss_normal(
     """Both at the cost of one: they share the quadrature."""
     best, loss = best_and_loss(*_arms(means, sds), NORMAL)
     return best.reshape(np.shape(means)), loss.reshape(np.shape(means))
+
+
+def relative_lift(
+    means: FloatArray, sds: FloatArray, control: int
+) -> tuple[FloatArray, FloatArray]:
+    """Per arm (last axis): the relative lift m_k / m_c − 1 over the control and its
+    delta-method variance (m_k / m_c)² (s_k² / m_k² + s_c² / m_c²); NaN where the control's
+    mean is not positive."""
+    m_c, s_c = means[..., [control]], sds[..., [control]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = means / m_c
+        variance = ratio**2 * ((sds / means) ** 2 + (s_c / m_c) ** 2)
+        # an arm at 0 has a lift of −1 with the control's share of the variance alone
+        variance = np.where(means == 0, (sds / m_c) ** 2, variance)
+    undefined = (m_c <= 0) | ~np.isfinite(variance) | (variance <= 0)
+    return np.where(undefined, np.nan, ratio - 1.0), np.where(undefined, np.nan, variance)
+
+
+def prob_lift_below(
+    means: ArrayLike, sds: ArrayLike, threshold: float, control: int = 0
+) -> FloatArray:
+    """Per arm, P(relative lift over the control < threshold) by the normal approximation of
+    the lift (relative_lift): what a guardrail weighs for any family, from each arm's
+    posterior mean and sd. NaN for the control and where the lift is undefined."""
+    m = np.asarray(means, dtype=np.float64)
+    s = np.asarray(sds, dtype=np.float64)
+    lift, variance = relative_lift(m, s, control)
+    with np.errstate(invalid="ignore"):
+        p = special.ndtr((threshold - lift) / np.sqrt(variance))
+    p[..., control] = np.nan
+    return p

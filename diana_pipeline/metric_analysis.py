@@ -1,0 +1,179 @@
+"""The metrics beyond the conversion (docs/metrics.md): from each variant's counted users and
+metric sums (counting/metric_sums.py) to its posterior, and the figures a record carries.
+
+    binary   Beta(prior α + converters, prior β + users − converters), as the conversion
+    count    Gamma(1 + events, 1 + users) for the events per user (Gamma-Poisson)
+    revenue  N(mean, sd / √n) per user, the sample's mean and sd (normal approximation)
+    ratio    N(Σ numerator / Σ denominator, delta-method se), the users' sums as the units
+
+P(best) and expected loss come from the family's exact quadrature (stats.beta, stats.gamma,
+stats.normal), for "decrease is good" metrics of the lowest mean: a Beta's failures are
+Beta(β, α), a normal is mirrored, and a Gamma's lowest is found on its normal approximation.
+The anytime-valid test is the conversion's for binary metrics and the normal mSPRT on the
+relative lift (stats.sequential_normal) for the others. A guardrail's figure is P(the variant
+is worse than the control by more than its margin), by the normal approximation of the
+relative lift.
+
+Pure functions; no Dagster, no DuckDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from diana_pipeline import stats
+from diana_pipeline.config import ExperimentTest, Metric
+from diana_pipeline.counting.metric_sums import VALUE_SCALE
+from diana_pipeline.stats import FloatArray
+
+COUNT_PRIOR = (1.0, 1.0)  # Gamma(shape, rate): one event in one user's worth of evidence
+_Z95 = float(special.ndtri(0.975))
+
+
+@dataclass(frozen=True)
+class MetricData:
+    """One metric of one test over T windows (cumulative to each window's end) and K variants:
+    users, and the sums of counting/metric_sums.py in the metric's units, (T, K) each. For a
+    ratio, `parts` holds its numerator's and denominator's data."""
+
+    users: FloatArray
+    total: FloatArray
+    squares: FloatArray
+    products: FloatArray
+    parts: tuple[MetricData, MetricData] | None = None
+
+
+def scale_of(metric_type: str) -> float:
+    """What one unit of a stored sum is worth in the metric's units."""
+    return 1.0 / VALUE_SCALE if metric_type in ("revenue", "mean") else 1.0
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """Per window and variant: the family's two parameters, (T, K); `defined` (T,) where
+    every variant has a posterior (a normal needs two users and some spread)."""
+
+    family: str  # beta | gamma | normal
+    a: FloatArray  # α, shape or mean
+    b: FloatArray  # β, rate or sd
+    defined: np.ndarray
+
+    @property
+    def mean(self) -> FloatArray:
+        if self.family == "beta":
+            return self.a / (self.a + self.b)
+        return self.a / self.b if self.family == "gamma" else self.a
+
+    @property
+    def sd(self) -> FloatArray:
+        if self.family == "beta":
+            n = self.a + self.b
+            return np.sqrt(self.a * self.b / (n * n * (n + 1)))
+        return np.sqrt(self.a) / self.b if self.family == "gamma" else self.b
+
+
+def posterior(test: ExperimentTest, metric: Metric, data: MetricData) -> Posterior:
+    """The metric's posterior per window and variant."""
+    n = data.users
+    everywhere = np.ones(n.shape[0], dtype=bool)
+    if metric.type == "binary":
+        a, b = test.prior.alpha + data.total, test.prior.beta + n - data.total
+        return Posterior("beta", a, b, everywhere)
+    if metric.type == "count":
+        return Posterior("gamma", COUNT_PRIOR[0] + data.total, COUNT_PRIOR[1] + n, everywhere)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric.type == "ratio":
+            assert data.parts is not None
+            top, bottom = data.parts
+            x, y = top.total / n, bottom.total / n
+            var_x = (top.squares - top.total * x) / (n - 1)
+            var_y = (bottom.squares - bottom.total * y) / (n - 1)
+            cov = (data.products - top.total * y) / (n - 1)
+            mean = x / y
+            var = (var_x - 2 * mean * cov + mean**2 * var_y) / (n * y * y)
+        else:
+            mean = data.total / n
+            var = (data.squares - data.total * mean) / (n - 1) / n
+    ok = (n >= 2) & np.isfinite(mean) & np.isfinite(var) & (var > 0)
+    sd = np.sqrt(np.where(ok, var, 1.0))
+    return Posterior("normal", np.where(ok, mean, 0.0), sd, ok.all(axis=1))
+
+
+def figures(test: ExperimentTest, metric: Metric, data: MetricData) -> dict[str, FloatArray]:
+    """The record's figures per window and variant, (T, K), NaN where undefined: mean, 95%
+    credible interval, P(best), expected loss, the anytime-valid p-value and lift confidence
+    sequence against the control, and for a guardrail P(worse than the control by more than
+    its margin)."""
+    post = posterior(test, metric, data)
+    shape = post.a.shape
+    nan = np.full(shape, np.nan)
+    out = {name: nan.copy() for name in _FIGURES}
+    rows = post.defined
+    if not rows.any():
+        return out
+    a, b = post.a[rows], post.b[rows]
+    sub = Posterior(post.family, a, b, post.defined[rows])
+    mean, sd = sub.mean, sub.sd
+    decrease = metric.direction == "decrease"
+    if post.family == "beta":
+        low, high = stats.credible_interval(a, b)
+        best, loss = stats.prob_best_and_expected_loss(*((b, a) if decrease else (a, b)))
+    elif post.family == "gamma":
+        low, high = special.gammaincinv(a, 0.025) / b, special.gammaincinv(a, 0.975) / b
+        best, loss = (
+            stats.prob_best_and_expected_loss_normal(-mean, sd)
+            if decrease
+            else stats.prob_best_and_expected_loss_gamma(a, b)
+        )
+    else:
+        low, high = mean - _Z95 * sd, mean + _Z95 * sd
+        best, loss = stats.prob_best_and_expected_loss_normal(-mean if decrease else mean, sd)
+    tuning = {"expected_lift": test.expected_lift}
+    level = 1 - test.alpha / (len(test.variants) - 1)
+    if post.family == "beta":
+        counts = (data.users[rows], data.total[rows])
+        p_value = stats.always_valid_pvalues(*counts, allocation=test.allocation, **tuning)
+        cs_low, cs_high = stats.lift_confidence_sequence(
+            *counts, allocation=test.allocation, level=level, **tuning
+        )
+    else:
+        p_value = stats.always_valid_pvalues_normal(mean, sd, **tuning)
+        cs_low, cs_high = stats.lift_confidence_sequence_normal(mean, sd, level=level, **tuning)
+    worse = np.full(a.shape, np.nan)
+    if metric.role == "guardrail":
+        margin = float(metric.margin or 0.0)
+        worse = (
+            1.0 - stats.prob_lift_below(mean, sd, margin)
+            if decrease
+            else stats.prob_lift_below(mean, sd, -margin)
+        )
+    values = {
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "prob_best": best,
+        "expected_loss": loss,
+        "p_value_always_valid": p_value,
+        "lift_cs_low": cs_low,
+        "lift_cs_high": cs_high,
+        "prob_worse_by_margin": worse,
+    }
+    for name, value in values.items():
+        out[name][rows] = value
+    return out
+
+
+_FIGURES = (
+    "mean",
+    "ci_low",
+    "ci_high",
+    "prob_best",
+    "expected_loss",
+    "p_value_always_valid",
+    "lift_cs_low",
+    "lift_cs_high",
+    "prob_worse_by_margin",
+)
