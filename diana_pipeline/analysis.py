@@ -55,6 +55,10 @@ def posterior_records(
             **_posterior_figures(alphas, betas),
             **_anytime_figures(test, exposures, successes),
         }
+        if test.conversion_metric.role == "guardrail":
+            sds = np.sqrt(alphas * betas / ((alphas + betas) ** 2 * (alphas + betas + 1)))
+            margin = float(test.conversion_metric.margin or 0.0)
+            figures["prob_worse_by_margin"] = stats.prob_lift_below(figures["mean"], sds, -margin)
         by_test[test.test_id] = (rows, alphas, betas, figures)
     records: list[dict[str, object]] = []
     for t, (window_start, window_end) in enumerate(windows):
@@ -79,13 +83,25 @@ def posterior_records(
                             if row.exposures_total
                             else 0.0
                         ),
-                        **{name: _finite(values[t, k]) for name, values in figures.items()},
+                        **{name: finite_or_none(values[t, k]) for name, values in figures.items()},
+                        **_conversion_fields(test),
                     }
                 )
     return records
 
 
-def _finite(value: float) -> float | None:
+def _conversion_fields(test: ExperimentTest) -> dict[str, object]:
+    """What names the conversion among the test's metrics (docs/metrics.md)."""
+    metric = test.conversion_metric
+    return {"metric": metric.name, "metric_type": "binary", "metric_role": metric.role}
+
+
+def is_conversion(test: ExperimentTest, record: Mapping[str, object]) -> bool:
+    """A record of the test's conversion (records written before metrics have none)."""
+    return record.get("metric") in (None, test.conversion_metric.name)
+
+
+def finite_or_none(value: float) -> float | None:
     """A figure as a record holds it: None where it has no finite value (the control's own
     p-value, an unbounded end of a confidence sequence)."""
     return float(value) if np.isfinite(value) else None
@@ -175,7 +191,11 @@ def _by_window(
     grouped: dict[object, list[dict[str, object]]] = {}
     for record in records:
         # A variant no longer configured has no arm in the comparison.
-        if record["test_id"] == test.test_id and record["variant"] in names:
+        if (
+            record["test_id"] == test.test_id
+            and record["variant"] in names
+            and is_conversion(test, record)
+        ):
             grouped.setdefault(record["window_start"], []).append(record)
     partial = [start for start, rows in grouped.items() if len(rows) != len(names)]
     if any(required is None or start in required for start in partial):
@@ -276,9 +296,9 @@ def _running_evidence(
 def _evidence_of(evidence: stats.AnytimeEvidence, arm: int) -> dict[str, float | None]:
     """An arm's anytime-valid figures against the control, as rows and reports show them."""
     return {
-        "p_value_always_valid": _finite(np.asarray(evidence.p_values)[arm, 0]),
-        "lift_cs_low": _finite(np.asarray(evidence.lift_low)[arm]),
-        "lift_cs_high": _finite(np.asarray(evidence.lift_high)[arm]),
+        "p_value_always_valid": finite_or_none(np.asarray(evidence.p_values)[arm, 0]),
+        "lift_cs_low": finite_or_none(np.asarray(evidence.lift_low)[arm]),
+        "lift_cs_high": finite_or_none(np.asarray(evidence.lift_high)[arm]),
     }
 
 

@@ -236,6 +236,7 @@ class Variant(_Strict):
 #   revenue  the sum of their `value`s, 0 without any (normal approximation); `mean` is
 #            the same metric under its other name
 #   ratio    sum of one metric over sum of another, per variant (delta method)
+DEFAULT_METRIC = "conversion"  # a test's conversion, unless its metrics name it otherwise
 MetricType = Literal["binary", "count", "revenue", "mean", "ratio"]
 SUMMED = ("count", "revenue", "mean")  # the metrics a ratio may divide
 
@@ -275,6 +276,10 @@ class Metric(_Strict):
             raise ValueError(f"margin applies to guardrails only, not to a {self.role} metric")
         if self.winsorize is not None and self.type not in ("revenue", "mean"):
             raise ValueError(f"winsorize applies to revenue metrics only, not to {self.type}")
+        if self.winsorize is not None:
+            # TODO(issue 21): cap each user's total at the quantile (needs per-user totals
+            # at each window's end; the sums alone cannot do it).
+            log.warning("metric %s: winsorize is not applied yet; the raw sums count", self.name)
         return self
 
 
@@ -345,25 +350,37 @@ class ExperimentTest(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _say_what_is_computed(self) -> ExperimentTest:
-        # Issue 21 is under way: the file takes every metric now, the counting and the
-        # statistics still judge the primary binary metric of success_event alone.
-        computed = [m for m in self.metrics if m.type == "binary" and m.event == self.success_event]
-        if self.metrics and (len(self.metrics) > 1 or not computed):
-            log.warning(
-                "test %s: only a binary metric of success_event (%s) is computed so far; "
-                "the other metrics are checked, not yet counted",
-                self.test_id,
-                self.success_event,
-            )
+    def _conversion_named_once(self) -> ExperimentTest:
+        conversion = self.conversion_metric
+        for metric in self.metrics:
+            if metric.name == conversion.name and metric is not conversion:
+                raise ValueError(
+                    f"metric {metric.name!r}: that name is the binary metric of success_event "
+                    f"{self.success_event!r}, which every test reports; choose another"
+                )
         return self
 
     @property
     def metrics_in_effect(self) -> list[Metric]:
         """The test's metrics; without `metrics:`, the primary binary `conversion`."""
-        return self.metrics or [
-            Metric(name="conversion", type="binary", role="primary", event=self.success_event)
-        ]
+        return self.metrics or [self.conversion_metric]
+
+    @property
+    def conversion_metric(self) -> Metric:
+        """The binary metric of success_event, which every test reports (the Beta posterior,
+        the bandit's allocation and the quality checks read it): the one listed, or
+        `conversion` (primary without `metrics:`, secondary beside them)."""
+        for metric in self.metrics:
+            if metric.type == "binary" and metric.event == self.success_event:
+                return metric
+        role = "secondary" if self.metrics else "primary"
+        return Metric(name=DEFAULT_METRIC, type="binary", role=role, event=self.success_event)
+
+    @property
+    def other_metrics(self) -> list[Metric]:
+        """The metrics counted from their sums (counting/metric_sums.py)."""
+        conversion = self.conversion_metric
+        return [metric for metric in self.metrics if metric is not conversion]
 
     @property
     def variant_names(self) -> list[str]:

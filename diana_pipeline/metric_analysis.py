@@ -19,13 +19,17 @@ Pure functions; no Dagster, no DuckDB.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from scipy import special
 
 from diana_pipeline import stats
+from diana_pipeline.analysis import finite_or_none
 from diana_pipeline.config import ExperimentTest, Metric
+from diana_pipeline.counting import MetricSums
 from diana_pipeline.counting.metric_sums import VALUE_SCALE
 from diana_pipeline.stats import FloatArray
 
@@ -177,3 +181,96 @@ _FIGURES = (
     "lift_cs_high",
     "prob_worse_by_margin",
 )
+
+
+def metric_records(
+    test: ExperimentTest,
+    users: dict[datetime, dict[str, tuple[int, int]]],
+    sums: Mapping[datetime, Mapping[tuple[str, str, str], MetricSums]],
+    windows: list[tuple[datetime, datetime]],
+    timestamp: datetime,
+) -> list[dict[str, object]]:
+    """The posterior records of the test's metrics other than its conversion, per window and
+    variant: `users` gives per window start and variant the (new, total) users counted, `sums`
+    the metric sums at every window's start and end."""
+    by_name = {m.name: m for m in test.metrics_in_effect}
+    names = test.variant_names
+    records: list[dict[str, object]] = []
+    for metric in test.other_metrics:
+        data = _data(test, metric, by_name, users, sums, windows)
+        values = figures(test, metric, data)
+        post = posterior(test, metric, data)
+        summed = metric.type in ("count", "revenue", "mean")
+        for t, (start, end) in enumerate(windows):
+            for k, variant in enumerate(names):
+                new_users, total_users = users[start][variant]
+                record: dict[str, object] = {
+                    "test_id": test.test_id,
+                    "variant": variant,
+                    "window_start": start,
+                    "window_end": end,
+                    "timestamp": timestamp,
+                    "metric": metric.name,
+                    "metric_type": metric.type,
+                    "metric_role": metric.role,
+                    "alpha": float(post.a[t, k]) if post.family != "normal" else None,
+                    "beta": float(post.b[t, k]) if post.family != "normal" else None,
+                    "exposures_inc": new_users,
+                    "exposures_total": total_users,
+                    "success_rate_total": finite_or_none(
+                        post.mean[t, k] if post.defined[t] else np.nan
+                    ),
+                    **{name: finite_or_none(v[t, k]) for name, v in values.items()},
+                }
+                if metric.type in ("binary", "count"):
+                    key = (test.test_id, metric.name, variant)
+                    record["successes_total"] = sums[end][key].total
+                    record["successes_inc"] = sums[end][key].total - sums[start][key].total
+                record["success_rate_total"] = _observed(data, t, k)
+                if summed:
+                    record["value_total"] = float(data.total[t, k])
+                    record["value_squares_total"] = float(data.squares[t, k])
+                if metric.type == "ratio":
+                    record["value_products_total"] = float(data.products[t, k])
+                records.append(record)
+    return records
+
+
+def _data(
+    test: ExperimentTest,
+    metric: Metric,
+    by_name: dict[str, Metric],
+    users: dict[datetime, dict[str, tuple[int, int]]],
+    sums: Mapping[datetime, Mapping[tuple[str, str, str], MetricSums]],
+    windows: list[tuple[datetime, datetime]],
+) -> MetricData:
+    """The metric's MetricData over the windows, in its units."""
+    names = test.variant_names
+    n = np.array([[users[start][v][1] for v in names] for start, _ in windows], float)
+
+    def column(name: str, field: str, scale: float) -> FloatArray:
+        return np.array(
+            [[getattr(sums[end][(test.test_id, name, v)], field) * scale for v in names]
+             for _, end in windows],
+            float,
+        )  # fmt: skip
+
+    if metric.type != "ratio":
+        scale = scale_of(metric.type)
+        zeros = np.zeros_like(n)
+        return MetricData(n, column(metric.name, "total", scale),
+                          column(metric.name, "squares", scale * scale), zeros)  # fmt: skip
+    assert metric.numerator is not None and metric.denominator is not None
+    top, bottom = by_name[metric.numerator], by_name[metric.denominator]
+    parts = tuple(_data(test, m, by_name, users, sums, windows) for m in (top, bottom))
+    products = column(metric.name, "products", scale_of(top.type) * scale_of(bottom.type))
+    return MetricData(n, np.zeros_like(n), np.zeros_like(n), products, parts)  # type: ignore[arg-type]
+
+
+def _observed(data: MetricData, t: int, k: int) -> float | None:
+    """The observed mean per user (a ratio: of its parts' totals), as the conversion's record
+    gives its observed rate; None for a ratio with no denominator yet."""
+    if data.parts is not None:
+        top, bottom = data.parts
+        return float(top.total[t, k] / bottom.total[t, k]) if bottom.total[t, k] else None
+    return float(data.total[t, k] / data.users[t, k]) if data.users[t, k] else 0.0

@@ -91,6 +91,17 @@ _COUNTS = {
 }
 # Anytime-valid figures against the control (NULL: the control's p-value, an open bound).
 _ANYTIME = {"p_value_always_valid": "DOUBLE", "lift_cs_low": "DOUBLE", "lift_cs_high": "DOUBLE"}
+# Posterior records of every metric (docs/metrics.md): which metric, its sums in its units
+# (NULL for binary metrics), a guardrail's P(worse by its margin).
+_METRIC = {
+    "metric": "VARCHAR",
+    "metric_type": "VARCHAR",
+    "metric_role": "VARCHAR",
+    "value_total": "DOUBLE",
+    "value_squares_total": "DOUBLE",
+    "value_products_total": "DOUBLE",
+    "prob_worse_by_margin": "DOUBLE",
+}
 RESULT_COLUMNS: dict[str, dict[str, str]] = {
     "variant_increments": {
         "test_id": "VARCHAR",
@@ -113,6 +124,7 @@ RESULT_COLUMNS: dict[str, dict[str, str]] = {
         "prob_best": "DOUBLE",
         "expected_loss": "DOUBLE",
         **_ANYTIME,
+        **_METRIC,
     },
     "superiority": {
         **_WINDOW_KEY,
@@ -144,7 +156,7 @@ RESULTS_COLUMNS_ADDED = "\n".join(
     f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind};"
     for table, columns in RESULT_COLUMNS.items()
     for name, kind in columns.items()
-    if name in _ANYTIME
+    if name in _ANYTIME or name in _METRIC
 )
 
 # Stores written before events had event_key kept a PRIMARY KEY on event_id, whose index

@@ -193,14 +193,14 @@ def test_metrics_of_every_type_and_role_load() -> None:
     assert (errors.direction, errors.margin) == ("decrease", 0.05)
 
 
-def test_loading_says_which_metrics_are_not_counted_yet(caplog: pytest.LogCaptureFixture) -> None:
+def test_loading_says_winsorize_is_not_applied_yet(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="diana_pipeline.config"):
         load_config(SHIPPED, env={})
         assert not caplog.records
-        counted = {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"}
-        parse_mutated(set_field("tests.0.metrics", [counted]))
+        revenue = {"name": "revenue", "type": "revenue", "event": "Purchase"}
+        ctr = {"name": "ctr", "type": "binary", "role": "primary", "event": "ButtonClicked"}
+        parse_mutated(set_field("tests.0.metrics", [ctr, revenue]))
         assert not caplog.records
-        orders = {"name": "orders", "type": "count", "event": "Purchase"}
-        parse_mutated(set_field("tests.0.metrics", [counted, orders]))
+        parse_mutated(set_field("tests.0.metrics", [ctr, {**revenue, "winsorize": 0.99}]))
     [record] = caplog.records
-    assert "only a binary metric of success_event (ButtonClicked) is computed" in record.message
+    assert "winsorize is not applied yet" in record.message

@@ -34,6 +34,7 @@ from pydantic import Field
 from diana_pipeline.analysis import (
     allocation_rows,
     decision_level,
+    is_conversion,
     posterior_records,
     quality_checks,
     superiority_rows,
@@ -41,9 +42,16 @@ from diana_pipeline.analysis import (
 from diana_pipeline.assets.ingestion import DUCKDB_POOL, EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.counting import CountingRules, WindowCounts, quality, window_counts
+from diana_pipeline.counting import (
+    CountingRules,
+    WindowCounts,
+    metric_sums,
+    quality,
+    window_counts,
+)
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.markdown import table
+from diana_pipeline.metric_analysis import metric_records
 from diana_pipeline.partitions import (
     cumulative_mapping,
     partition_key,
@@ -52,6 +60,7 @@ from diana_pipeline.partitions import (
 )
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
+from diana_pipeline.store import EventStore
 from diana_pipeline.windows import utc_now
 
 INCREMENTS = AssetKey("variant_increments")
@@ -118,6 +127,28 @@ def _from_posteriors(
     return MaterializeResult(
         metadata={"windows": len(windows), table: MetadataValue.md(_table(latest, columns))}
     )
+
+
+def _metric_records(
+    store: EventStore,
+    config: ExperimentsConfig,
+    counts: dict[datetime, list[WindowCounts]],
+    windows: list[tuple[datetime, datetime]],
+    timestamp: datetime,
+) -> list[dict]:
+    """The posterior records of every test's metrics other than its conversion."""
+    if not any(test.other_metrics for test in config.tests):
+        return []
+    sums = metric_sums(store.connection, config, sorted({m for w in windows for m in w}))
+    records = []
+    for test in config.tests:
+        users = {
+            start: {c.variant: (c.exposures_inc, c.exposures_total)
+                    for c in rows if c.test_id == test.test_id}
+            for start, rows in counts.items()
+        }  # fmt: skip
+        records += metric_records(test, users, sums, windows, timestamp)
+    return records
 
 
 def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, object]:
@@ -224,22 +255,31 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 counts[row["window_start"]].append(
                     WindowCounts(**{k: row[k] for k in WindowCounts.__dataclass_fields__})
                 )
-            records = posterior_records(settings, counts, windows, utc_now())
+            now = utc_now()
+            records = posterior_records(settings, counts, windows, now)
+            records += _metric_records(store, settings, counts, windows, now)
             store.replace_windows("posteriors", list(counts), records)
-            fields = ("window_start", "test_id", "variant", "prob_best", "p_value_always_valid")
-            history = store.connection.execute(
-                f"SELECT {', '.join(fields)} FROM posteriors "
-                "WHERE window_start <= ? ORDER BY window_start",
-                [windows[-1][0]],
-            ).fetchall()
+            fields = ("window_start", "test_id", "variant", "prob_best", "p_value_always_valid",
+                      "metric")  # fmt: skip
+            history = [
+                dict(zip(fields, row, strict=True))
+                for row in store.connection.execute(
+                    f"SELECT {', '.join(fields)} FROM posteriors "
+                    "WHERE window_start <= ? ORDER BY window_start",
+                    [windows[-1][0]],
+                ).fetchall()
+            ]
+        tests = {test.test_id: test for test in settings.tests}
         latest = [r for r in records if r["window_start"] == windows[-1][0]]
+        # The picture shows the conversions; the table every metric.
         picture = posterior_figure(
-            latest,
-            [dict(zip(fields, h, strict=True)) for h in history],
+            [r for r in latest if is_conversion(tests[r["test_id"]], r)],
+            [r for r in history if r["test_id"] in tests and is_conversion(tests[r["test_id"]], r)],
             levels={test.test_id: decision_level(test) for test in settings.tests},
         )
         columns = [
             "test_id",
+            "metric",
             "variant",
             "exposures_total",
             "successes_total",

@@ -107,14 +107,8 @@ def metric_sums(
     rules = CountingRules.of(config)
     if steps_table == "metric_steps":
         state.ensure_current(connection, rules)
-    summed = {(test_id, metric) for test_id, metric, *_ in rules.metrics + rules.ratios}
-    keys = [
-        (t.test_id, m.name, v)
-        for t in config.tests
-        for m in t.metrics_in_effect
-        if (t.test_id, m.name) in summed
-        for v in t.variant_names
-    ]
+    keys = [(t.test_id, m.name, v) for t in config.tests for m in t.other_metrics
+            for v in t.variant_names]  # fmt: skip
     if not cutoffs or not keys:
         return {cutoff: {} for cutoff in cutoffs}
     steps = connection.execute(

@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from diana_pipeline.config import ExperimentsConfig, ExperimentTest, Metric
+from diana_pipeline.config import ExperimentsConfig
 
 # Bumped when the state's rows or steps change meaning: a state of another version is rebuilt.
 STATE_VERSION = 3
@@ -34,11 +34,6 @@ QUALITY_MEASURES = (
     "clicks_before_exposure_users",  # exposed in one variant, every success before it
     "other_variant_click_users",  # exposed in one variant, a success tagged with another
 )
-
-
-def is_successes(test: ExperimentTest, metric: Metric) -> bool:
-    """A binary metric of the test's success event is the `successes` measure itself."""
-    return metric.type == "binary" and metric.event == test.success_event
 
 
 @dataclass(frozen=True)
@@ -73,13 +68,13 @@ class CountingRules:
             tuple(
                 (t.test_id, m.name, "revenue" if m.type == "mean" else m.type, m.event)
                 for t in config.tests
-                for m in t.metrics_in_effect
-                if m.event is not None and not is_successes(t, m)
+                for m in t.other_metrics
+                if m.event is not None
             ),
             tuple(
                 (t.test_id, m.name, m.numerator, m.denominator)
                 for t in config.tests
-                for m in t.metrics_in_effect
+                for m in t.other_metrics
                 if m.type == "ratio"
             ),
         )

@@ -199,4 +199,11 @@ BAD_CASES: dict[str, tuple[Mutation, str]] = {
         ),
         r"tests\[0\]: metric 'views' counts the exposure event 'ButtonDisplayed'",
     ),
+    "another metric named conversion": (
+        set_field(
+            "tests.0.metrics",
+            [{"name": "conversion", "type": "count", "role": "primary", "event": "Purchase"}],
+        ),
+        r"tests\[0\]: metric 'conversion': that name is the binary metric of success_event",
+    ),
 }

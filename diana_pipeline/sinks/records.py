@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
+from diana_pipeline.config import DEFAULT_METRIC
 from diana_pipeline.windows import naive_utc
 
 POSTERIOR_FIELDS: tuple[str, ...] = (
@@ -37,12 +38,29 @@ POSTERIOR_FIELDS: tuple[str, ...] = (
     "p_value_always_valid",
     "lift_cs_low",
     "lift_cs_high",
+    # which metric (docs/metrics.md): records written before metrics are the conversion's
+    "metric",
+    "metric_type",
+    "metric_role",
+    "value_total",
+    "value_squares_total",
+    "value_products_total",
+    "prob_worse_by_margin",
 )
 # Added later, so records written before them lack them; None where a figure has no finite
-# value (the control's own p-value, the open end of a confidence sequence).
-OPTIONAL_FIELDS = frozenset({"p_value_always_valid", "lift_cs_low", "lift_cs_high"})
+# value (the control's own p-value, the open end of a confidence sequence) or does not apply
+# to the metric (the sums of a binary metric, a guardrail's figure of another).
+OPTIONAL_FIELDS = frozenset(
+    {"p_value_always_valid", "lift_cs_low", "lift_cs_high"}
+    | set(POSTERIOR_FIELDS[POSTERIOR_FIELDS.index("metric") :])
+)
 REQUIRED_FIELDS: tuple[str, ...] = tuple(f for f in POSTERIOR_FIELDS if f not in OPTIONAL_FIELDS)
-TEXT_FIELDS = frozenset({"test_id", "variant"})
+# A metric of a normal posterior (a mean, a ratio) has no α, β or successes.
+NORMAL_METRICS = frozenset({"revenue", "mean", "ratio"})
+NOT_OF_NORMAL_METRICS = frozenset(
+    {"alpha", "beta", "successes_inc", "successes_total", "success_rate_total"}
+)
+TEXT_FIELDS = frozenset({"test_id", "variant", "metric", "metric_type", "metric_role"})
 TIME_FIELDS = frozenset({"window_start", "window_end", "timestamp"})
 INT_FIELDS = frozenset({"exposures_inc", "successes_inc", "exposures_total", "successes_total"})
 FLOAT_FIELDS = frozenset(POSTERIOR_FIELDS) - TEXT_FIELDS - TIME_FIELDS - INT_FIELDS
@@ -74,7 +92,7 @@ def parse_time(text: str) -> datetime:
 
 def encode(field: str, value: object) -> str | int | float | None:
     """A field's value for JSON (times as text) and, through str(), for CSV."""
-    if value is None and field in OPTIONAL_FIELDS:
+    if value is None and (field in OPTIONAL_FIELDS or field in NOT_OF_NORMAL_METRICS):
         return None
     if field in TIME_FIELDS:
         return format_time(value)  # type: ignore[arg-type]
@@ -110,10 +128,11 @@ def decode(
 ) -> Record:
     """A record from text or JSON values. Missing required fields, unknown test ids and values
     of the wrong kind raise RecordError naming `where` and the field."""
-    missing = [f for f in required if raw.get(f) in (None, "")]
+    absent = NOT_OF_NORMAL_METRICS if raw.get("metric_type") in NORMAL_METRICS else frozenset()
+    missing = [f for f in required if raw.get(f) in (None, "") and f not in absent]
     if missing:
         raise RecordError(f"{where}: missing {', '.join(missing)}")
-    record: Record = dict.fromkeys(OPTIONAL_FIELDS)
+    record: Record = dict.fromkeys(OPTIONAL_FIELDS | absent)
     for field in POSTERIOR_FIELDS:
         value = raw.get(field)
         if value in (None, ""):
@@ -146,5 +165,8 @@ def record_key(record: Mapping[str, object]) -> str:
 
 
 def sort_key(record: Mapping[str, object]) -> str:
-    """`variant#window_start`: the DynamoDB sort key under the test_id partition key."""
-    return f"{record['variant']}#{format_time(record['window_start'])}"  # type: ignore[arg-type]
+    """The DynamoDB sort key under the test_id partition key: `variant#window_start` for the
+    conversion (as before metrics), `metric#variant#window_start` for any other metric."""
+    key = f"{record['variant']}#{format_time(record['window_start'])}"  # type: ignore[arg-type]
+    metric = record.get("metric")
+    return key if metric in (None, "", DEFAULT_METRIC) else f"{metric}#{key}"

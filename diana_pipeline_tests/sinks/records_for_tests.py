@@ -38,6 +38,38 @@ def make_records(
                     "p_value_always_valid": None if k == 0 else 0.05 - 1e-17 * generation,
                     "lift_cs_low": 0.0 if k == 0 else -0.123456789012345678,
                     "lift_cs_high": 0.0 if k == 0 else (None if generation % 2 else 1.5),
+                    "metric": "conversion",
+                    "metric_type": "binary",
+                    "metric_role": "primary",
+                    "value_total": None,
+                    "value_squares_total": None,
+                    "value_products_total": None,
+                    "prob_worse_by_margin": None,
                 }
             )
+    return records
+
+
+def make_revenue_records(window_start: datetime, test_id: str = "t1") -> list[Record]:
+    """A revenue guardrail's records for the same keys as make_records': a normal posterior,
+    so no α, β or successes."""
+    records = []
+    for conversion in make_records(window_start, (test_id,)):
+        records.append(
+            {
+                **conversion,
+                "alpha": None,
+                "beta": None,
+                "successes_inc": None,
+                "successes_total": None,
+                "success_rate_total": 12.5,
+                "mean": 12.5,
+                "metric": "revenue",
+                "metric_type": "revenue",
+                "metric_role": "guardrail",
+                "value_total": 0.1 + 0.2 + 1e6,
+                "value_squares_total": 1.5e13,
+                "prob_worse_by_margin": None if conversion["variant"] == "control" else 0.01,
+            }
+        )
     return records

@@ -20,7 +20,7 @@ from diana_pipeline.sinks.dynamodb_table import (
     dynamodb_client,
 )
 from diana_pipeline.windows import WindowSpan
-from diana_pipeline_tests.sinks.records_for_tests import make_records
+from diana_pipeline_tests.sinks.records_for_tests import make_records, make_revenue_records
 
 pytestmark = pytest.mark.servers
 
@@ -74,6 +74,19 @@ def test_writing_a_window_twice_leaves_the_same_items_exactly(dynamodb_endpoint:
     first_window = sorted(table.read(WindowSpan(START, START + HOUR)), key=key)
     assert [r["alpha"] for r in first_window] == [2.0, 3.0, 1.0, 2.0]  # t1 newer, t2 as before
     assert len(table.read()) == 40
+
+
+def test_another_metric_of_the_same_variant_and_window_is_an_item_of_its_own(
+    dynamodb_endpoint: str,
+) -> None:
+    table = new_table(dynamodb_endpoint)
+    table.ensure_table()
+    records = make_records(START) + make_revenue_records(START)
+    assert table.write(records) == 4
+    by_metric = sorted(table.read(), key=lambda r: (str(r["metric"]), *key(r)))
+    expected = [{**r, "ci_low": 0.0, "expected_loss": 0.0} for r in records]
+    assert by_metric == sorted(expected, key=lambda r: (str(r["metric"]), *key(r)))
+    assert by_metric[2]["alpha"] is None and by_metric[2]["value_total"] == 0.1 + 0.2 + 1e6
 
 
 def test_an_unreachable_endpoint_fails_fast_with_one_line() -> None:

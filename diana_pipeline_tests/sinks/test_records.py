@@ -19,7 +19,7 @@ from diana_pipeline.sinks.records import (
     to_cells,
     to_json,
 )
-from diana_pipeline_tests.sinks.records_for_tests import make_records
+from diana_pipeline_tests.sinks.records_for_tests import make_records, make_revenue_records
 
 START = datetime(2026, 11, 21, 10)
 
@@ -30,6 +30,22 @@ def test_json_and_cells_read_back_to_the_same_record() -> None:
         assert list(from_json) == list(POSTERIOR_FIELDS)
         assert decode(from_json, "json") == record
         assert decode(to_cells(record), "csv") == record
+
+
+def test_a_revenue_metric_reads_back_without_alpha_beta_or_successes() -> None:
+    for record in make_revenue_records(START):
+        assert decode(json.loads(to_json(record)), "json") == record
+        assert decode(to_cells(record), "csv") == record
+    conversion = to_cells(make_records(START)[0])
+    with pytest.raises(RecordError, match="csv: missing alpha, beta"):
+        decode({**conversion, "alpha": "", "beta": ""}, "csv")
+
+
+def test_keys_of_another_metric_never_collide_with_the_conversion() -> None:
+    conversion, revenue = make_records(START)[0], make_revenue_records(START)[0]
+    assert sort_key(conversion) == "control#2026-11-21T10:00:00Z"  # as before metrics
+    assert sort_key(revenue) == "revenue#control#2026-11-21T10:00:00Z"
+    assert record_key(revenue) == "t1/revenue#control#2026-11-21T10:00:00Z"
 
 
 def test_counts_read_from_dynamodb_decimals_and_text() -> None:
