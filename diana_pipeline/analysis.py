@@ -237,7 +237,7 @@ def superiority_rows(
         evidence = _running_evidence(test, table)
         table, evidence = [table[t] for t in keep], [evidence[t] for t in keep]
         alphas, betas = alphas[keep], betas[keep]
-        compared = _compare(test, table, alphas, betas, evidence)
+        compared = _compare(test, table, alphas, betas, evidence, _guardrails(test, records))
         zeros = np.zeros(len(keep))
         lifts = [(zeros, zeros)] + [
             stats.uplift_interval(alphas[:, 0], betas[:, 0], alphas[:, k], betas[:, k])
@@ -308,6 +308,7 @@ def _compare(
     alphas: FloatArray,
     betas: FloatArray,
     evidence: list[stats.AnytimeEvidence],
+    guardrails: Mapping[tuple[object, str], list[stats.Guardrail]],
 ) -> list[tuple[dict[str, dict[str, float]], stats.Decision]]:
     """Per window of one test: the probability that each variant beats each other (variant ->
     other -> P) and the test's decision. `table` holds the test's posterior records by window,
@@ -334,11 +335,39 @@ def _compare(
             evidence[t],
             names=names,
         )
+        if decision.winner is not None:
+            found = guardrails.get((mine[0]["window_start"], decision.winner), [])
+            missing = [
+                stats.Guardrail(m.name, float(m.margin or 0), None)
+                for m in test.metrics_in_effect
+                if m.role == "guardrail" and m.name not in {g.metric for g in found}
+            ]
+            decision = stats.guard(decision, found + missing, names[0])
         window_beats = {
             names[k]: {names[j]: float(beats[(k, j)][t]) for j in arms if j != k} for k in arms
         }
         compared.append((window_beats, decision))
     return compared
+
+
+def _guardrails(
+    test: ExperimentTest, records: Iterable[Mapping[str, object]]
+) -> dict[tuple[object, str], list[stats.Guardrail]]:
+    """(window_start, variant) -> the test's guardrails there, from their records, in the
+    order the test lists them."""
+    margins = {
+        m.name: float(m.margin or 0) for m in test.metrics_in_effect if m.role == "guardrail"
+    }
+    order = list(margins)
+    found: dict[tuple[object, str], list[stats.Guardrail]] = defaultdict(list)
+    for record in records:
+        metric = str(record.get("metric"))
+        if record["test_id"] == test.test_id and metric in margins:
+            worse = record.get("prob_worse_by_margin")
+            found[(record["window_start"], str(record["variant"]))].append(
+                stats.Guardrail(metric, margins[metric], None if worse is None else float(worse))  # type: ignore[arg-type]
+            )
+    return {key: sorted(rails, key=lambda g: order.index(g.metric)) for key, rails in found.items()}
 
 
 def allocation_rows(
@@ -481,7 +510,8 @@ def summarize_test(test: ExperimentTest, records: list[dict[str, object]]) -> di
         {**record, **{name: float(values[0, k]) for name, values in figures.items()}}
         for k, record in enumerate(table[-1])
     ]
-    [(beats, decision)] = _compare(test, [window], alphas, betas, [evidence])
+    guardrails = _guardrails(test, records)
+    [(beats, decision)] = _compare(test, [window], alphas, betas, [evidence], guardrails)
     first = window[0]
     return {
         "test_id": test.test_id,

@@ -207,3 +207,57 @@ def test_clicks_before_exposure_and_in_another_variant_warn_above_one_percent() 
         "clicks_before_exposure": False,
         "clicks_in_another_variant": False,
     }
+
+
+GUARDED = parse_config(
+    """
+tests:
+  - test_id: t
+    minimum_sample: 10
+    metrics:
+      - {name: clicked, type: binary, role: primary, event: ButtonClicked}
+      - {name: revenue, type: revenue, role: guardrail, margin: 0.02, event: Purchase}
+    variants:
+      - {name: zcontrol, allocation: 0.5}
+      - {name: treatment, allocation: 0.5}
+"""
+)
+
+
+def guardrail_record(variant: str, prob_worse: float | None) -> dict[str, object]:
+    return {"test_id": "t", "variant": variant, "window_start": START, "metric": "revenue",
+            "metric_role": "guardrail", "prob_worse_by_margin": prob_worse}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("prob_worse", "verdict", "reason"),
+    [
+        (0.01, "winner", "guardrails hold, P(worse by margin) < 0.05: revenue 0.010"),
+        (0.30, "keep running", "guardrail revenue blocks treatment: P(treatment worse than "
+                               "zcontrol by more than 2.0%) = 0.300 ≥ 0.05"),
+        (None, "keep running", "guardrail revenue blocks treatment: it has no posterior yet"),
+    ],
+)  # fmt: skip
+def test_a_guardrail_blocks_a_winner_until_it_holds(
+    prob_worse: float | None, verdict: str, reason: str
+) -> None:
+    conversions = posterior_records(GUARDED, {START: records_counts()}, [(START, END)], END)
+    assert {r["metric"] for r in conversions} == {"clicked"}
+    rails = [guardrail_record("zcontrol", None), guardrail_record("treatment", prob_worse)]
+    [row, _] = [r for r in superiority_rows(GUARDED, conversions + rails)]
+    assert (row["decision"], reason in row["reason"]) == (verdict, True), row["reason"]
+    report = summarize_test(GUARDED.tests[0], conversions + rails)
+    assert report["decision"]["verdict"] == verdict
+
+
+def test_without_its_guardrails_records_a_winner_is_held_back() -> None:
+    conversions = posterior_records(GUARDED, {START: records_counts()}, [(START, END)], END)
+    [row, _] = superiority_rows(GUARDED, conversions)
+    assert row["decision"] == "keep running" and "revenue" in str(row["reason"])
+
+
+def records_counts() -> list[WindowCounts]:
+    return [
+        WindowCounts("t", "zcontrol", 1000, 100, 1000, 100),
+        WindowCounts("t", "treatment", 1000, 300, 1000, 300),
+    ]

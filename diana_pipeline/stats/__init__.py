@@ -12,7 +12,8 @@
 - sequential: always_valid_pvalues and lift_confidence_sequence, anytime-valid inference
   that stays valid under continuous monitoring; sequential_normal: the same for metrics
   summarised by a mean and a standard error (the normal mSPRT on the relative lift);
-- decision: decide, Decision, Verdict, PROB_BEST_TO_WIN, the decision rule (policy, not maths).
+- decision: decide, Decision, Verdict, PROB_BEST_TO_WIN, the decision rule, and guard,
+  Guardrail, GUARDRAIL_RISK, the guardrails a winner must pass (policy, not maths).
 
 Everything public is re-exported here, so callers write `stats.prob_best(...)`.
 """
@@ -27,11 +28,14 @@ from diana_pipeline.stats.beta import (
     uplift_interval,
 )
 from diana_pipeline.stats.decision import (
+    GUARDRAIL_RISK,
     PROB_BEST_TO_WIN,
     AnytimeEvidence,
     Decision,
+    Guardrail,
     Verdict,
     decide,
+    guard,
 )
 from diana_pipeline.stats.gamma import (
     expected_loss_gamma,
@@ -59,11 +63,13 @@ from diana_pipeline.stats.thompson import thompson_allocation
 
 __all__ = [
     "DEFAULT_EXPECTED_LIFT",
+    "GUARDRAIL_RISK",
     "PROB_BEST_TO_WIN",
     "AnytimeEvidence",
     "ArrayLike",
     "Decision",
     "FloatArray",
+    "Guardrail",
     "Verdict",
     "always_valid_pvalues",
     "always_valid_pvalues_normal",
@@ -72,6 +78,7 @@ __all__ = [
     "expected_loss",
     "expected_loss_gamma",
     "expected_loss_normal",
+    "guard",
     "lift_confidence_sequence",
     "lift_confidence_sequence_normal",
     "prob_best",

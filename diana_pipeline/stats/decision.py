@@ -171,3 +171,48 @@ def _check_inputs(
             )
     if np.any(np.isinf(seen)) or np.any(seen != np.floor(seen)):
         raise ValueError(f"exposures must be whole numbers, got {seen}")
+
+
+# A guardrail blocks a winner while P(the winner is worse than the control by more than the
+# guardrail's margin) is at least this.
+GUARDRAIL_RISK = 0.05
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """A guardrail metric of one variant at one look: its margin (relative) and P(worse than
+    the control by more than it); None while it has no posterior (too few users)."""
+
+    metric: str
+    margin: float
+    prob_worse: float | None
+
+
+def guard(decision: Decision, guardrails: list[Guardrail], control: str) -> Decision:
+    """A winner other than the control stands only when every one of its guardrails holds:
+    P(worse than the control by more than the margin) < GUARDRAIL_RISK. Otherwise keep
+    running, naming the guardrail that blocks it (the first, in the order given)."""
+    if decision.verdict != "winner" or decision.winner == control or not guardrails:
+        return decision
+    for rail in guardrails:
+        if rail.prob_worse is None:
+            why = "it has no posterior yet"
+        elif rail.prob_worse >= GUARDRAIL_RISK:
+            why = (
+                f"P({decision.winner} worse than {control} by more than {rail.margin:.1%}) = "
+                f"{rail.prob_worse:.3f} ≥ {GUARDRAIL_RISK}"
+            )
+        else:
+            continue
+        return Decision(
+            "keep running",
+            None,
+            f"guardrail {rail.metric} blocks {decision.winner}: {why} "
+            f"(otherwise: {decision.reason})",
+        )
+    held = ", ".join(f"{rail.metric} {rail.prob_worse:.3f}" for rail in guardrails)
+    return Decision(
+        "winner",
+        decision.winner,
+        f"{decision.reason}; guardrails hold, P(worse by margin) < {GUARDRAIL_RISK}: {held}",
+    )

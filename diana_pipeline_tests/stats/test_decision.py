@@ -111,3 +111,15 @@ def test_bad_figures_are_refused_not_decided_on(change: dict, message: str) -> N
             args["best"], args["loss"], args["exposures"], args["threshold"],
             args["minimum_sample"], args["evidence"], args["names"],
         )  # fmt: skip
+
+
+def test_guardrails_bind_a_winner_other_than_the_control_only() -> None:
+    won = stats.Decision("winner", "control", "control wins")
+    rails = [stats.Guardrail("revenue", 0.01, 0.5)]
+    assert stats.guard(won, rails, "control") == won  # the control is what they compare to
+    treated = stats.Decision("winner", "treatment", "treatment wins")
+    blocked = stats.guard(treated, [stats.Guardrail("errors", 0.05, 0.01), *rails], "control")
+    assert (blocked.verdict, blocked.winner) == ("keep running", None)
+    assert blocked.reason.startswith("guardrail revenue blocks treatment")
+    keep = stats.Decision("keep running", None, "leader treatment")
+    assert stats.guard(keep, rails, "control") == keep
