@@ -217,6 +217,11 @@ def metric_records(
                     "beta": float(post.b[t, k]) if post.family != "normal" else None,
                     "exposures_inc": new_users,
                     "exposures_total": total_users,
+                    "successes_inc": None,
+                    "successes_total": None,
+                    "value_total": None,
+                    "value_squares_total": None,
+                    "value_products_total": None,
                     "success_rate_total": finite_or_none(
                         post.mean[t, k] if post.defined[t] else np.nan
                     ),

@@ -55,11 +55,13 @@ OPTIONAL_FIELDS = frozenset(
     | set(POSTERIOR_FIELDS[POSTERIOR_FIELDS.index("metric") :])
 )
 REQUIRED_FIELDS: tuple[str, ...] = tuple(f for f in POSTERIOR_FIELDS if f not in OPTIONAL_FIELDS)
-# A metric of a normal posterior (a mean, a ratio) has no α, β or successes.
+# A metric of a normal posterior (a mean, a ratio) has no α, β or successes, and no figures
+# while it has no posterior (fewer than two users, or no spread yet).
 NORMAL_METRICS = frozenset({"revenue", "mean", "ratio"})
-NOT_OF_NORMAL_METRICS = frozenset(
-    {"alpha", "beta", "successes_inc", "successes_total", "success_rate_total"}
-)
+NORMAL_OPTIONAL_FIELDS = frozenset(
+    {"alpha", "beta", "successes_inc", "successes_total", "success_rate_total", "mean",
+     "ci_low", "ci_high", "prob_best", "expected_loss"}
+)  # fmt: skip
 TEXT_FIELDS = frozenset({"test_id", "variant", "metric", "metric_type", "metric_role"})
 TIME_FIELDS = frozenset({"window_start", "window_end", "timestamp"})
 INT_FIELDS = frozenset({"exposures_inc", "successes_inc", "exposures_total", "successes_total"})
@@ -92,7 +94,7 @@ def parse_time(text: str) -> datetime:
 
 def encode(field: str, value: object) -> str | int | float | None:
     """A field's value for JSON (times as text) and, through str(), for CSV."""
-    if value is None and (field in OPTIONAL_FIELDS or field in NOT_OF_NORMAL_METRICS):
+    if value is None and (field in OPTIONAL_FIELDS or field in NORMAL_OPTIONAL_FIELDS):
         return None
     if field in TIME_FIELDS:
         return format_time(value)  # type: ignore[arg-type]
@@ -128,7 +130,7 @@ def decode(
 ) -> Record:
     """A record from text or JSON values. Missing required fields, unknown test ids and values
     of the wrong kind raise RecordError naming `where` and the field."""
-    absent = NOT_OF_NORMAL_METRICS if raw.get("metric_type") in NORMAL_METRICS else frozenset()
+    absent = NORMAL_OPTIONAL_FIELDS if raw.get("metric_type") in NORMAL_METRICS else frozenset()
     missing = [f for f in required if raw.get(f) in (None, "") and f not in absent]
     if missing:
         raise RecordError(f"{where}: missing {', '.join(missing)}")

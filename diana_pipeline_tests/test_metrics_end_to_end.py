@@ -1,0 +1,150 @@
+"""Every metric type end to end: hand-written events with values through a real Kafka topic,
+an ingestion run, the statistics and output assets, into the CSV sink, where each metric's
+records hold exactly the sums worked out by hand; a revenue guardrail that lost holds back
+the conversion's winner; a file without `metrics:` gives the same conversion records as
+before metrics existed (no record of another metric)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, materialize
+
+from diana_pipeline.assets.ingestion import build_events
+from diana_pipeline.assets.outputs import PUBLISHED
+from diana_pipeline.assets.statistics import STATISTICS, build_statistics
+from diana_pipeline.config import load_config
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.ingestion import ingest
+from diana_pipeline.producer import make_producer
+from diana_pipeline.resources import pipeline_resources
+from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
+from diana_pipeline.store import EventStore
+from diana_pipeline_tests.ingestion.conftest import all_ranges
+
+pytestmark = pytest.mark.servers
+
+METRICS = """
+    metrics:
+      - {name: clicked, type: binary, role: primary, event: ButtonClicked}
+      - {name: bought, type: binary, event: Purchase}
+      - {name: orders, type: count, event: Purchase}
+      - {name: revenue, type: revenue, role: guardrail, margin: 0.01, event: Purchase}
+      - {name: errors, type: count, direction: decrease, event: PageError}
+      - {name: order_value, type: ratio, numerator: revenue, denominator: orders}
+"""
+PARTITION = "2026-11-25-10:00"
+
+
+def at(minute: int) -> str:
+    return f"2026-11-25T10:{minute:02d}:00.000Z"
+
+
+# 300 users a variant, so that the conversion has a winner: 30% of control's click, 60% of
+# treatment's. Purchases (values chosen so every sum below is exact in binary) and errors:
+#   control:   users 0-99 buy once for 10.0; users 0-9 also buy again for 2.5
+#   treatment: users 0-49 buy once for 4.0, users 0-9 again for 2.0 (revenue falls: the
+#              guardrail must block)
+#   errors:    control users 0-19 once; treatment users 0-39 twice
+def events() -> list[dict]:
+    rows = []
+    for variant, clickers in (("control", 90), ("treatment", 180)):
+        for u in range(300):
+            user = f"{variant}-{u}"
+            rows.append(("ButtonDisplayed", variant, user, 1, None))
+            if u < clickers:
+                rows.append(("ButtonClicked", variant, user, 5, None))
+    for u in range(100):
+        rows.append(("Purchase", "control", f"control-{u}", 10, 10.0))
+    for u in range(10):
+        rows.append(("Purchase", "control", f"control-{u}", 20, 2.5))
+    for u in range(50):
+        rows.append(("Purchase", "treatment", f"treatment-{u}", 10, 4.0))
+    for u in range(10):
+        rows.append(("Purchase", "treatment", f"treatment-{u}", 20, 2.0))
+    for u in range(20):
+        rows.append(("PageError", "control", f"control-{u}", 30, None))
+    for u in range(40):
+        rows += [("PageError", "treatment", f"treatment-{u}", 30 + k, None) for k in (0, 1)]
+    return [
+        {"event_id": f"e{i}", "event_type": kind, "test_id": "button-color-test",
+         "variant": variant, "user_id": user, "timestamp": at(minute),
+         **({"value": value} if value is not None else {})}
+        for i, (kind, variant, user, minute, value) in enumerate(rows)
+    ]  # fmt: skip
+
+
+def run_pipeline(
+    kafka: KafkaForTests, tmp_path: Path, metrics: str
+) -> tuple[list[dict], list[dict]]:
+    """The events through Kafka, one ingestion run and the assets of the window; the CSV
+    sink's records."""
+    experiments = tmp_path / "experiments.yaml"
+    text = (REPO_ROOT / "experiments.yaml").read_text()
+    experiments.write_text(text.replace("    variants:\n", metrics + "    variants:\n", 1))
+    topic = kafka.new_topic(partitions=3)
+    env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb"),
+           "DIANA_CSV_DIR": str(tmp_path / "output"), "DIANA_OUTPUT_SINK": "csv"}  # fmt: skip
+    config = load_config(experiments, env=env)
+    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
+    for event in events():
+        producer.produce(topic, json.dumps(event).encode(), key=event["user_id"].encode())
+    assert producer.flush(30) == 0
+    [ranges] = all_ranges(config)
+    assert ingest(config, ranges).counts.rejected == 0
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assets = [*build_statistics(config)[0], build_events(config).to_source_asset()]
+        materialize(
+            assets,
+            resources=pipeline_resources(config, experiments),
+            selection=[*STATISTICS, PUBLISHED],
+            instance=DagsterInstance.ephemeral(),
+            partition_key=PARTITION,
+        )
+    with EventStore.open(tmp_path / "events.duckdb") as store:
+        superiority = store.read_window_range("superiority", None, None)
+    records = PosteriorCsvFiles(config.infrastructure.csv.directory).read()
+    return records, superiority
+
+
+def test_each_metric_type_reaches_the_sink_with_exact_sums(
+    kafka: KafkaForTests, tmp_path: Path
+) -> None:
+    records, superiority = run_pipeline(kafka, tmp_path, METRICS)
+    got = {(r["metric"], r["variant"]): r for r in records}
+    assert len(got) == len(records) == 6 * 2
+    for variant in ("control", "treatment"):
+        assert {got[(m, variant)]["exposures_total"] for m in ("clicked", "orders")} == {300}
+    assert got[("clicked", "control")]["successes_total"] == 90
+    assert got[("clicked", "treatment")]["successes_total"] == 180
+    assert got[("bought", "control")]["successes_total"] == 100
+    assert got[("orders", "control")]["successes_total"] == 110
+    assert got[("orders", "control")]["value_squares_total"] == 10 * 4 + 90
+    assert got[("orders", "treatment")]["successes_total"] == 60
+    assert got[("revenue", "control")]["value_total"] == 100 * 10.0 + 10 * 2.5
+    assert got[("revenue", "control")]["value_squares_total"] == 10 * 12.5**2 + 90 * 10.0**2
+    assert got[("revenue", "treatment")]["value_total"] == 50 * 4.0 + 10 * 2.0
+    assert got[("errors", "treatment")]["successes_total"] == 80
+    assert got[("order_value", "control")]["value_products_total"] == 10 * 12.5 * 2 + 90 * 10.0
+    assert got[("order_value", "control")]["success_rate_total"] == 1025.0 / 110
+    assert got[("revenue", "treatment")]["metric_role"] == "guardrail"
+    assert got[("revenue", "treatment")]["prob_worse_by_margin"] > 0.999
+    # fewer errors is better: control has fewer
+    assert got[("errors", "control")]["prob_best"] > 0.99
+    [decision] = {(r["decision"], r["reason"]) for r in superiority}
+    assert decision[0] == "keep running"
+    assert decision[1].startswith("guardrail revenue blocks treatment")
+
+
+def test_a_file_without_metrics_gives_the_conversion_alone(
+    kafka: KafkaForTests, tmp_path: Path
+) -> None:
+    records, superiority = run_pipeline(kafka, tmp_path, "")
+    assert {(r["metric"], r["metric_role"]) for r in records} == {("conversion", "primary")}
+    assert [r["successes_total"] for r in records] == [90, 180]
+    assert {r["decision"] for r in superiority} == {"winner"}
