@@ -34,8 +34,8 @@ def test_json_and_cells_read_back_to_the_same_record() -> None:
 
 def test_a_revenue_metric_reads_back_without_alpha_beta_or_successes() -> None:
     revenue = make_revenue_records(START)
-    no_spread = {**revenue[0], **dict.fromkeys(("mean", "ci_low", "ci_high", "prob_best",
-                                                "expected_loss", "success_rate_total"))}  # fmt: skip
+    figures = ("mean", "ci_low", "ci_high", "prob_best", "expected_loss", "success_rate_total")
+    no_spread = {**revenue[0], **dict.fromkeys(figures)}
     for record in [*revenue, no_spread]:
         assert decode(json.loads(to_json(record)), "json") == record
         assert decode(to_cells(record), "csv") == record
