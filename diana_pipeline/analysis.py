@@ -17,6 +17,8 @@ import numpy as np
 from diana_pipeline import stats
 from diana_pipeline.config import ExperimentsConfig, ExperimentTest
 from diana_pipeline.counting import Quality, WindowCounts
+from diana_pipeline.metric_analysis import PrimaryLook, primary_looks
+from diana_pipeline.sinks.records import finite_or_none
 from diana_pipeline.stats import FloatArray
 
 SRM_ERROR_P = 0.001
@@ -99,12 +101,6 @@ def _conversion_fields(test: ExperimentTest) -> dict[str, object]:
 def is_conversion(test: ExperimentTest, record: Mapping[str, object]) -> bool:
     """A record of the test's conversion (records written before metrics have none)."""
     return record.get("metric") in (None, test.conversion_metric.name)
-
-
-def finite_or_none(value: float) -> float | None:
-    """A figure as a record holds it: None where it has no finite value (the control's own
-    p-value, an unbounded end of a confidence sequence)."""
-    return float(value) if np.isfinite(value) else None
 
 
 def _anytime_figures(
@@ -237,7 +233,15 @@ def superiority_rows(
         evidence = _running_evidence(test, table)
         table, evidence = [table[t] for t in keep], [evidence[t] for t in keep]
         alphas, betas = alphas[keep], betas[keep]
-        compared = _compare(test, table, alphas, betas, evidence, _guardrails(test, records))
+        compared = _compare(
+            test,
+            table,
+            alphas,
+            betas,
+            evidence,
+            _guardrails(test, records),
+            _primary(test, records),
+        )
         zeros = np.zeros(len(keep))
         lifts = [(zeros, zeros)] + [
             stats.uplift_interval(alphas[:, 0], betas[:, 0], alphas[:, k], betas[:, k])
@@ -309,11 +313,14 @@ def _compare(
     betas: FloatArray,
     evidence: list[stats.AnytimeEvidence],
     guardrails: Mapping[tuple[object, str], list[stats.Guardrail]],
+    primary: Mapping[object, PrimaryLook] | None = None,
 ) -> list[tuple[dict[str, dict[str, float]], stats.Decision]]:
     """Per window of one test: the probability that each variant beats each other (variant ->
-    other -> P) and the test's decision. `table` holds the test's posterior records by window,
+    other -> P) and the test's decision. `table` holds the test's conversion records by window,
     each window's in variant order; `alphas` and `betas` are theirs as (windows, variants)
-    arrays; `evidence` the anytime-valid test's per window. Every window is computed together."""
+    arrays; `evidence` the anytime-valid test's per window; `guardrails` the guardrails' by
+    window and variant. The decision weighs the conversion, or with `primary` (by window)
+    the primary metric. Every window is computed together."""
     arms = range(alphas.shape[1])
     beats = {
         (k, j): np.atleast_1d(
@@ -326,15 +333,18 @@ def _compare(
     compared = []
     for t, mine in enumerate(table):
         names = [str(r["variant"]) for r in mine]
-        decision = stats.decide(
-            [r["prob_best"] for r in mine],
-            [r["expected_loss"] for r in mine],
-            [r["exposures_total"] for r in mine],
-            test.threshold_of_caring,
-            test.minimum_sample,
-            evidence[t],
-            names=names,
-        )
+        if primary is None:
+            decision = stats.decide(
+                [r["prob_best"] for r in mine],
+                [r["expected_loss"] for r in mine],
+                [r["exposures_total"] for r in mine],
+                test.threshold_of_caring,
+                test.minimum_sample,
+                evidence[t],
+                names=names,
+            )
+        else:
+            decision = _decide_on_primary(test, primary.get(mine[0]["window_start"]), names)
         if decision.winner is not None:
             found = guardrails.get((mine[0]["window_start"], decision.winner), [])
             missing = [
@@ -348,6 +358,34 @@ def _compare(
         }
         compared.append((window_beats, decision))
     return compared
+
+
+def _primary(
+    test: ExperimentTest, records: Iterable[Mapping[str, object]]
+) -> dict[object, PrimaryLook] | None:
+    """The primary metric's looks by window when it is not the conversion; else None."""
+    if test.conversion_metric.role == "primary":
+        return None
+    return primary_looks(test, records)
+
+
+def _decide_on_primary(
+    test: ExperimentTest, look: PrimaryLook | None, names: list[str]
+) -> stats.Decision:
+    """The decision on a primary metric other than the conversion; its reason names it."""
+    metric = next(m for m in test.metrics_in_effect if m.role == "primary")
+    if look is None:
+        return stats.Decision("not enough data", None, f"{metric.name}: no posterior yet")
+    decision = stats.decide(
+        look.prob_best,
+        look.relative_loss,
+        look.users,
+        test.threshold_of_caring,
+        test.minimum_sample,
+        look.evidence,
+        names=names,
+    )
+    return stats.Decision(decision.verdict, decision.winner, f"{metric.name}: {decision.reason}")
 
 
 def _guardrails(
@@ -510,8 +548,8 @@ def summarize_test(test: ExperimentTest, records: list[dict[str, object]]) -> di
         {**record, **{name: float(values[0, k]) for name, values in figures.items()}}
         for k, record in enumerate(table[-1])
     ]
-    guardrails = _guardrails(test, records)
-    [(beats, decision)] = _compare(test, [window], alphas, betas, [evidence], guardrails)
+    guardrails, primary = _guardrails(test, records), _primary(test, records)
+    [(beats, decision)] = _compare(test, [window], alphas, betas, [evidence], guardrails, primary)
     first = window[0]
     return {
         "test_id": test.test_id,

@@ -19,7 +19,7 @@ Pure functions; no Dagster, no DuckDB.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,10 +27,10 @@ import numpy as np
 from scipy import special
 
 from diana_pipeline import stats
-from diana_pipeline.analysis import finite_or_none
 from diana_pipeline.config import ExperimentTest, Metric
 from diana_pipeline.counting import MetricSums
 from diana_pipeline.counting.metric_sums import VALUE_SCALE
+from diana_pipeline.sinks.records import finite_or_none
 from diana_pipeline.stats import FloatArray
 
 COUNT_PRIOR = (1.0, 1.0)  # Gamma(shape, rate): one event in one user's worth of evidence
@@ -279,3 +279,71 @@ def _observed(data: MetricData, t: int, k: int) -> float | None:
         top, bottom = data.parts
         return float(top.total[t, k] / bottom.total[t, k]) if bottom.total[t, k] else None
     return float(data.total[t, k] / data.users[t, k]) if data.users[t, k] else 0.0
+
+
+@dataclass(frozen=True)
+class PrimaryLook:
+    """What the decision weighs at one window when the primary metric is not the conversion:
+    per variant P(best), expected loss relative to the control's mean (so that the test's
+    threshold of caring reads as a share), users, and the anytime-valid evidence so far."""
+
+    prob_best: list[float]
+    relative_loss: list[float]
+    users: list[int]
+    evidence: stats.AnytimeEvidence
+
+
+def primary_looks(
+    test: ExperimentTest, records: Iterable[Mapping[str, object]]
+) -> dict[object, PrimaryLook]:
+    """window_start -> the primary metric's PrimaryLook, for the windows where every variant
+    has its posterior; the p-values run (minimum) and the confidence sequences intersect over
+    those windows, in order."""
+    metric = next(m for m in test.metrics_in_effect if m.role == "primary")
+    names = test.variant_names
+    grouped: dict[object, dict[str, Mapping[str, object]]] = {}
+    for record in records:
+        if record["test_id"] == test.test_id and record.get("metric") == metric.name:
+            grouped.setdefault(record["window_start"], {})[str(record["variant"])] = record
+    wanted = ("prob_best", "expected_loss", "mean", "ci_low", "ci_high")
+    starts = sorted(
+        (s for s, rows in grouped.items()
+         if all(v in rows and all(rows[v].get(f) is not None for f in wanted) for v in names)),
+    )  # type: ignore[type-var]  # fmt: skip
+    if not starts:
+        return {}
+    table = [[grouped[s][v] for v in names] for s in starts]
+    column = lambda field: np.array([[float(r[field]) for r in row] for row in table])  # type: ignore[arg-type]  # noqa: E731
+    users = np.array([[int(r["exposures_total"]) for r in row] for row in table])  # type: ignore[call-overload]
+    tuning = {"expected_lift": test.expected_lift}
+    level = 1 - test.alpha / (len(names) - 1)
+    if metric.type == "binary":
+        counts = (users, column("successes_total"))
+        tuning["allocation"] = test.allocation  # type: ignore[assignment]
+        pairs = [
+            stats.always_valid_pvalues(*counts, control=j, **tuning) for j in range(len(names))
+        ]
+        low, high = stats.lift_confidence_sequence(*counts, level=level, **tuning)
+    else:
+        means = column("mean")
+        if metric.type == "count":
+            sds = np.sqrt(column("alpha")) / column("beta")
+        else:
+            sds = (column("ci_high") - column("ci_low")) / (2 * _Z95)
+        pairs = [stats.always_valid_pvalues_normal(means, sds, control=j, **tuning)
+                 for j in range(len(names))]  # fmt: skip
+        low, high = stats.lift_confidence_sequence_normal(means, sds, level=level, **tuning)
+    p_values = np.fmin.accumulate(np.stack(pairs, axis=-1), axis=0)
+    low, high = np.maximum.accumulate(low, axis=0), np.minimum.accumulate(high, axis=0)
+    control_mean = np.abs(column("mean")[:, :1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.where(control_mean > 0, column("expected_loss") / control_mean, np.inf)
+    return {
+        start: PrimaryLook(
+            [float(x) for x in column("prob_best")[t]],
+            [min(float(x), 1.0) for x in relative[t]],
+            [int(n) for n in users[t]],
+            stats.AnytimeEvidence(p_values[t], low[t], high[t], test.alpha, test.rope),
+        )
+        for t, start in enumerate(starts)
+    }

@@ -18,7 +18,8 @@ from diana_pipeline.analysis import (
     superiority_rows,
 )
 from diana_pipeline.config import parse_config
-from diana_pipeline.counting import Quality, WindowCounts
+from diana_pipeline.counting import MetricSums, Quality, WindowCounts
+from diana_pipeline.metric_analysis import metric_records
 
 # "treatment" sorts before "zcontrol"; the configured control is listed first all the same.
 CONFIG = parse_config(
@@ -261,3 +262,41 @@ def records_counts() -> list[WindowCounts]:
         WindowCounts("t", "zcontrol", 1000, 100, 1000, 100),
         WindowCounts("t", "treatment", 1000, 300, 1000, 300),
     ]
+
+
+REVENUE_FIRST = parse_config(
+    """
+tests:
+  - test_id: t
+    minimum_sample: 10
+    metrics:
+      - {name: revenue, type: revenue, role: primary, event: Purchase}
+    variants:
+      - {name: zcontrol, allocation: 0.5}
+      - {name: treatment, allocation: 0.5}
+"""
+)
+
+
+def revenue_records(control_mean: float, treatment_mean: float) -> list[dict[str, object]]:
+    """Metric records of 20,000 users an arm whose revenue has sd 5 per user around the
+    means, with the conversion equal in both arms."""
+    test, n, micro = REVENUE_FIRST.tests[0], 20_000, 1_000_000
+    sums = {}
+    for variant, mean in (("zcontrol", control_mean), ("treatment", treatment_mean)):
+        total = mean * n
+        squares = (25.0 * (n - 1) + total * total / n) * micro * micro
+        sums[("t", "revenue", variant)] = MetricSums(int(total * micro), int(squares))
+    users = {START: {"zcontrol": (n, n), "treatment": (n, n)}}
+    zeros = {key: MetricSums() for key in sums}
+    metric = metric_records(test, users, {START: zeros, END: sums}, [(START, END)], END)
+    counts = [WindowCounts("t", v, n, 2000, n, 2000) for v in ("zcontrol", "treatment")]
+    return posterior_records(REVENUE_FIRST, {START: counts}, [(START, END)], END) + metric
+
+
+def test_a_primary_metric_other_than_the_conversion_decides() -> None:
+    [row, _] = superiority_rows(REVENUE_FIRST, revenue_records(10.0, 10.5))
+    assert (row["decision"], row["winner"]) == ("winner", "treatment")
+    assert str(row["reason"]).startswith("revenue: treatment: P(best) = 1.0000")
+    [row, _] = superiority_rows(REVENUE_FIRST, revenue_records(10.0, 10.0))
+    assert row["decision"] != "winner" and str(row["reason"]).startswith("revenue: ")

@@ -82,6 +82,12 @@ class RecordError(ValueError):
     """A stored posterior record cannot be read back; the message says where and why."""
 
 
+def finite_or_none(value: float) -> float | None:
+    """A figure as a record holds it: None where it has no finite value (the control's own
+    p-value, an unbounded end of a confidence sequence, a posterior not defined yet)."""
+    return float(value) if math.isfinite(value) else None
+
+
 def format_time(moment: datetime) -> str:
     """ISO-8601 in UTC with a Z; microseconds only when there are some."""
     return naive_utc(moment).isoformat() + "Z"
