@@ -160,17 +160,24 @@ def in_config_order(
     config: ExperimentsConfig, records: list[dict[str, object]]
 ) -> list[dict[str, object]]:
     """Records by window, then tests in their configured order (tests it does not name last,
-    by id), each test's in_variant_order."""
-    variant_names = {test.test_id: test.variant_names for test in config.tests}
-    rank = {test_id: t for t, test_id in enumerate(variant_names)}
-    groups: dict[tuple[object, int, str], list[dict[str, object]]] = defaultdict(list)
+    by id), then metrics (the conversion first, the others as listed), each group's
+    in_variant_order."""
+    tests = {test.test_id: test for test in config.tests}
+    rank = {test_id: t for t, test_id in enumerate(tests)}
+    groups: dict[tuple[object, ...], list[dict[str, object]]] = defaultdict(list)
     for record in records:
         test_id = str(record["test_id"])
-        groups[(record["window_start"], rank.get(test_id, len(rank)), test_id)].append(record)
+        names = [m.name for m in tests[test_id].reported_metrics] if test_id in tests else []
+        metric = names[0] if record.get("metric") is None and names else str(record["metric"])
+        order = names.index(metric) if metric in names else len(names)
+        key = (record["window_start"], rank.get(test_id, len(rank)), test_id, order, metric)
+        groups[key].append(record)
     return [
         record
         for key in sorted(groups)  # type: ignore[type-var]
-        for record in in_variant_order(groups[key], variant_names.get(key[2], []))
+        for record in in_variant_order(
+            groups[key], tests[key[2]].variant_names if key[2] in tests else []
+        )
     ]
 
 

@@ -377,6 +377,11 @@ class ExperimentTest(_Strict):
         return Metric(name=DEFAULT_METRIC, type="binary", role=role, event=self.success_event)
 
     @property
+    def reported_metrics(self) -> list[Metric]:
+        """Every metric a record is written for: the conversion first, then the others."""
+        return [self.conversion_metric, *self.other_metrics]
+
+    @property
     def other_metrics(self) -> list[Metric]:
         """The metrics counted from their sums (counting/metric_sums.py)."""
         conversion = self.conversion_metric

@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
+from diana_pipeline.config import DEFAULT_METRIC
+
 # (test_id, variant, "exposures" | "successes") -> users
 Totals = Counter[tuple[str, str, str]]
 
@@ -15,17 +17,29 @@ R = TypeVar("R", bound=Mapping[str, object])
 
 
 def latest_records(records: Iterable[R]) -> list[R]:
-    """One record per test, variant and window: of a window written more than once (refreshed,
-    or kept in two files) the last one given counts. In the order each was first seen."""
-    latest: dict[tuple[object, object, object], R] = {}
+    """One record per test, metric, variant and window: of a window written more than once
+    (refreshed, or kept in two files) the last one given counts. In the order each was first
+    seen."""
+    latest: dict[tuple[object, ...], R] = {}
     for record in records:
-        latest[(record["test_id"], record["variant"], record["window_start"])] = record
+        key = (record["test_id"], record.get("metric"), record["variant"], record["window_start"])
+        latest[key] = record
     return list(latest.values())
 
 
-def latest_totals(records: Iterable[Mapping[str, object]]) -> Totals:
-    """Per variant, exposed and converted users at the latest window (totals are cumulative);
-    a record written twice (a window refreshed) counts once: the newest timestamp wins."""
+def latest_totals(
+    records: Iterable[Mapping[str, object]], conversions: Mapping[str, str] | None = None
+) -> Totals:
+    """Per variant, exposed and converted users at the latest window (totals are cumulative),
+    from the records of each test's conversion (named in `conversions` by test, else
+    `conversion`); a record written twice (a window refreshed) counts once: the newest
+    timestamp wins."""
+    names = conversions or {}
+    records = [
+        r
+        for r in records
+        if r.get("metric") in (None, names.get(str(r["test_id"]), DEFAULT_METRIC))
+    ]
     # A sink gives its records back in no particular order: put them in the order written.
     written = sorted(records, key=lambda r: (r["window_start"], r["timestamp"]))  # type: ignore[index]
     newest: dict[tuple[object, object], Mapping[str, object]] = {}

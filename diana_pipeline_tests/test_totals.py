@@ -59,3 +59,13 @@ def test_totals_of_rows_and_expected_totals_of_a_traffic_summary() -> None:
          ("t", "b", "exposures"): 4, ("t", "b", "successes"): 0}
     )  # fmt: skip
     assert baseline == Counter({("t", "a", "exposures"): 10, ("t", "a", "successes"): 2})
+
+
+def test_other_metrics_neither_replace_nor_count_as_the_conversion() -> None:
+    clicked = {**record("a", TEN, TEN + MINUTE, 10, 2), "metric": "clicked"}
+    revenue = {**record("a", TEN, TEN + MINUTE, 10, 0), "metric": "revenue",
+               "successes_total": None}  # fmt: skip
+    assert latest_records([clicked, revenue]) == [clicked, revenue]
+    expected = Counter({("t", "a", "exposures"): 10, ("t", "a", "successes"): 2})
+    assert latest_totals([clicked, revenue], conversions={"t": "clicked"}) == expected
+    assert latest_totals([{**clicked, "metric": "conversion"}, revenue]) == expected

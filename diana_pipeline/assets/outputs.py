@@ -7,7 +7,7 @@ keeps the posteriors, and re-materialising the window writes the same records.""
 
 from dagster import AssetKey, AssetsDefinition, Failure, MetadataValue, Output, asset
 
-from diana_pipeline.analysis import in_config_order
+from diana_pipeline.analysis import in_config_order, is_conversion
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.io_managers import POSTERIOR_SINK
 from diana_pipeline.partitions import run_windows
@@ -47,11 +47,17 @@ def build_published_posteriors(
                 f"no posteriors in DuckDB for {len(missing)} window(s), first {missing[0]} UTC: "
                 "materialise `posteriors` for them first"
             )
-        # The latest window's totals (cumulative): what diana-demo watches to know the
+        # The latest window's conversion totals (cumulative): what diana-demo watches to know the
         # pipeline has caught up, without opening any sink or DuckDB. The IO manager adds
         # what it wrote where.
         shown = ("test_id", "variant", "exposures_total", "successes_total", "prob_best")
-        latest = [{k: r[k] for k in shown} for r in records if r["window_start"] == starts[-1]]
+        tests = {test.test_id: test for test in settings.tests}
+        latest = [
+            {k: r[k] for k in shown}
+            for r in records
+            if r["window_start"] == starts[-1]
+            and (r["test_id"] not in tests or is_conversion(tests[r["test_id"]], r))
+        ]
         metadata = {"windows": len(windows), "latest_window": MetadataValue.json(latest)}
         return Output(records, metadata=metadata)
 
