@@ -347,3 +347,62 @@ def primary_looks(
         )
         for t, start in enumerate(starts)
     }
+
+
+def metric_summaries(
+    test: ExperimentTest, window: Iterable[Mapping[str, object]]
+) -> list[dict[str, object]]:
+    """Per metric other than the conversion, recomputed from one window's records (users and
+    sums only; the figures they hold are not trusted): per variant the users, observed mean,
+    posterior mean and 95% interval, P(best), expected loss, the anytime-valid p-value and
+    lift confidence sequence of this look, and for a guardrail P(worse by its margin).
+    Metrics whose records are missing are left out."""
+    names = test.variant_names
+    rows: dict[tuple[str, str], Mapping[str, object]] = {
+        (str(r.get("metric")), str(r["variant"])): r for r in window
+    }
+    by_name = {m.name: m for m in test.metrics_in_effect}
+
+    def data_of(metric: Metric) -> MetricData | None:
+        if any((metric.name, v) not in rows for v in names):
+            return None
+        records = [rows[(metric.name, v)] for v in names]
+        get = lambda field: np.array([[float(r.get(field) or 0) for r in records]])  # type: ignore[arg-type]  # noqa: E731
+        users = get("exposures_total")
+        if metric.type == "ratio":
+            assert metric.numerator is not None and metric.denominator is not None
+            parts = (data_of(by_name[metric.numerator]), data_of(by_name[metric.denominator]))
+            if parts[0] is None or parts[1] is None:
+                return None
+            zeros = np.zeros_like(users)
+            return MetricData(users, zeros, zeros, get("value_products_total"), parts)  # type: ignore[arg-type]
+        if metric.type == "binary":
+            return MetricData(users, get("successes_total"), get("successes_total"), 0 * users)
+        total = get("successes_total") if metric.type == "count" else get("value_total")
+        return MetricData(users, total, get("value_squares_total"), 0 * users)
+
+    summaries = []
+    for metric in test.other_metrics:
+        data = data_of(metric)
+        if data is None:
+            continue
+        values = figures(test, metric, data)
+        summaries.append(
+            {
+                "metric": metric.name,
+                "type": metric.type,
+                "role": metric.role,
+                "direction": metric.direction,
+                "margin": metric.margin,
+                "variants": [
+                    {
+                        "variant": variant,
+                        "users": int(data.users[0, k]),
+                        "observed": _observed(data, 0, k),
+                        **{name: finite_or_none(v[0, k]) for name, v in values.items()},
+                    }
+                    for k, variant in enumerate(names)
+                ],
+            }
+        )
+    return summaries

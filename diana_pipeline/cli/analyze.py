@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from diana_pipeline.analysis import summarize_test
+from diana_pipeline.analysis import is_conversion, summarize_test
 from diana_pipeline.config import (
     CONFIG_ENV_VAR,
     ConfigError,
@@ -29,6 +29,7 @@ from diana_pipeline.config import (
     config_path,
     load_config,
 )
+from diana_pipeline.metric_analysis import metric_summaries
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.sinks.csv_files import FILE_PATTERN, read_csv_file
 from diana_pipeline.sinks.dynamodb_table import DynamoDBError, PosteriorTable
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--at", help="the window to report, by its start: 2026-11-21T10:00 (default: latest)"
     )
     parser.add_argument("--test", action="append", help="only this test (repeatable)")
+    parser.add_argument(
+        "--metric", help="only this metric (default: every one; the decision is always shown)"
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw posterior densities")
     return parser
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_settings(args.config)
         records = read_records(args.source, args.files, config)
-        reports, history = analyze(records, config, args.at, args.test)
+        reports, history = analyze(records, config, args.at, args.test, args.metric)
         if args.plot:
             _plot(args.plot, reports, history)
     except AnalyzeError as exc:
@@ -185,9 +189,11 @@ def analyze(
     config: ExperimentsConfig | None,
     at: str | None = None,
     only: list[str] | None = None,
+    metric: str | None = None,
 ) -> tuple[list[dict[str, object]], list[Record]]:
     """One report per test (at its latest window, or `at`), and the records up to that
-    window (for the P(best) history of the plot)."""
+    window (for the P(best) history of the plot). A report holds the conversion's figures
+    and a block per other metric (`metric`: that one alone)."""
     by_test: dict[str, list[Record]] = defaultdict(list)
     for record in latest_records(records):
         by_test[str(record["test_id"])].append(record)
@@ -229,8 +235,17 @@ def analyze(
                 f"{format_time(chosen)}"
             )
         upto = [r for r in rows if r["window_start"] <= chosen and r["window_start"] in complete]  # type: ignore[operator]
-        reports.append(summarize_test(test, upto))
-        history += [r for r in upto if "prob_best" in r]
+        report = summarize_test(test, upto)
+        report["metrics"] = metric_summaries(test, window)
+        report["conversion_metric"] = test.conversion_metric.name
+        if metric is not None:
+            known = [m.name for m in test.reported_metrics]
+            if metric not in known:
+                raise AnalyzeError(f"test {test_id} has no metric {metric} (has: {_list(known)})")
+            report["metrics"] = [m for m in report["metrics"] if m["metric"] == metric]  # type: ignore[attr-defined,index]
+            report["conversion_shown"] = metric == test.conversion_metric.name
+        reports.append(report)
+        history += [r for r in upto if "prob_best" in r and is_conversion(test, r)]
     return reports, history
 
 
@@ -302,9 +317,29 @@ def render(report: dict[str, object]) -> str:
     if report.get("timestamp"):
         when += f" · computed {report['timestamp']:%Y-%m-%d %H:%M:%S} UTC"
     width = max(9, *(len(v["variant"]) for v in variants))
+    lines = [f"{report['test_id']} · {when}"]
+    if report.get("conversion_shown", True):
+        lines += _conversion_lines(report, width)
+    for block in report.get("metrics", []):  # type: ignore[attr-defined]
+        lines += _metric_lines(block, width)
+    decision: dict[str, str] = report["decision"]  # type: ignore[assignment]
+    verdict = {
+        "winner": f"{decision['winner']} is the likely winner",
+        "no meaningful difference": "no meaningful difference: the test can stop",
+        "keep running": "no winner yet: keep running",
+        "not enough data": "not enough data",
+    }[decision["verdict"]]
+    lines += ["", f"  → {verdict} ({decision['reason']})"]
+    return "\n".join(lines)
+
+
+def _conversion_lines(report: dict[str, object], width: int) -> list[str]:
+    """The conversion's table, its anytime-valid figures and the pairwise probabilities."""
+    variants: list[dict] = report["variants"]  # type: ignore[assignment]
+    name = report.get("conversion_metric", "conversion")
     lines = [
-        f"{report['test_id']} · {when}",
         "",
+        f"  {name} (binary, Beta)",
         f"  {'variant':<{width}}  {'exposures':>10}  {'successes':>10}  {'mean':>7}  "
         f"{'95% credible interval':>21}  {'alpha':>10}  {'beta':>10}  {'P(best)':>7}  "
         f"{'exp. loss':>9}",
@@ -333,15 +368,42 @@ def render(report: dict[str, object]) -> str:
     for a in names:
         cells = "".join(f"  {'—' if a == b else f'{beats[a][b]:.4f}':>9}" for b in names)
         lines.append(f"  {a:<{width + 10}}{cells}")
-    decision: dict[str, str] = report["decision"]  # type: ignore[assignment]
-    verdict = {
-        "winner": f"{decision['winner']} is the likely winner",
-        "no meaningful difference": "no meaningful difference: the test can stop",
-        "keep running": "no winner yet: keep running",
-        "not enough data": "not enough data",
-    }[decision["verdict"]]
-    lines += ["", f"  → {verdict} ({decision['reason']})"]
-    return "\n".join(lines)
+    return lines
+
+
+def _metric_lines(block: dict, width: int) -> list[str]:
+    """One metric's table: users, observed and posterior mean with its 95% interval, P(best),
+    expected loss, the anytime-valid figures of this look, and a guardrail's P(worse)."""
+    role = block["role"] + (f", margin {block['margin']:.1%}" if block["margin"] else "")
+    better = "lower" if block["direction"] == "decrease" else "higher"
+    guardrail = block["role"] == "guardrail"
+    lines = [
+        "",
+        f"  {block['metric']} ({block['type']}, {role}; {better} is better)"
+        + ("  ◆ guardrail" if guardrail else ""),
+        f"  {'variant':<{width}}  {'users':>10}  {'observed':>10}  {'mean':>10}  "
+        f"{'95% interval':>23}  {'P(best)':>7}  {'exp. loss':>9}  {'anytime p':>9}  "
+        f"{'lift confidence sequence':>26}" + ("  P(worse)" if guardrail else ""),
+    ]
+    for v in block["variants"]:
+        interval = "—" if v["ci_low"] is None else f"[{v['ci_low']:.4g}, {v['ci_high']:.4g}]"
+        cells = [
+            _figure(v["observed"], ".4g", 10),
+            _figure(v["mean"], ".4g", 10),
+            f"{interval:>23}",
+            _figure(v["prob_best"], ".4f", 7),
+            _figure(v["expected_loss"], ".2e", 9),
+            _figure(v["p_value_always_valid"], ".4g", 9),
+            f"{_bounds(v['lift_cs_low'], v['lift_cs_high']):>26}",
+        ]
+        if guardrail:
+            cells.append(_figure(v["prob_worse_by_margin"], ".4f", 8))
+        lines.append(f"  {v['variant']:<{width}}  {v['users']:>10,}  " + "  ".join(cells))
+    return lines
+
+
+def _figure(value: float | None, spec: str, width: int) -> str:
+    return f"{'—' if value is None else format(value, spec):>{width}}"
 
 
 def _bounds(low: float | None, high: float | None) -> str:

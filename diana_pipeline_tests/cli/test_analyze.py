@@ -283,3 +283,87 @@ def test_analyze_does_not_load_dagster() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     )
     assert result.stdout.strip() == "False"
+
+
+METRICS_CONFIG = """
+tests:
+  - test_id: shop
+    minimum_sample: 10
+    metrics:
+      - {name: clicked, type: binary, role: primary, event: ButtonClicked}
+      - {name: orders, type: count, event: Purchase}
+      - {name: revenue, type: revenue, role: guardrail, margin: 0.05, event: Purchase}
+    variants:
+      - {name: control, allocation: 0.5}
+      - {name: treatment, allocation: 0.5}
+"""
+
+
+def metric_file(tmp_path: Path) -> tuple[Path, Path]:
+    """A config with three metrics and a CSV file of one window's records: 1,000 users an
+    arm; orders 200 and 260; revenue 2,000.0 and 1,900.0 with squares 30,000 and 29,000."""
+    from diana_pipeline.analysis import posterior_records
+    from diana_pipeline.config import load_config
+    from diana_pipeline.counting import MetricSums, WindowCounts
+    from diana_pipeline.metric_analysis import metric_records
+
+    config_file = tmp_path / "metrics.yaml"
+    config_file.write_text(METRICS_CONFIG)
+    config = load_config(config_file)
+    start, micro = DAY + 10 * HOUR, 1_000_000
+    clicks = {"control": 100, "treatment": 150}
+    counts = [WindowCounts("shop", v, 1000, c, 1000, c) for v, c in clicks.items()]
+    sums = {
+        ("shop", "orders", "control"): MetricSums(200, 260),
+        ("shop", "orders", "treatment"): MetricSums(260, 400),
+        ("shop", "revenue", "control"): MetricSums(2000 * micro, 30000 * micro**2),
+        ("shop", "revenue", "treatment"): MetricSums(1900 * micro, 29000 * micro**2),
+    }
+    users = {start: {"control": (1000, 1000), "treatment": (1000, 1000)}}
+    none = {key: MetricSums() for key in sums}
+    windows = [(start, start + HOUR)]
+    records = posterior_records(config, {start: counts}, windows, start + HOUR)
+    records += metric_records(config.tests[0], users, {start: none, start + HOUR: sums},
+                              windows, start + HOUR)  # fmt: skip
+    for record in records:  # figures the report must not trust
+        record["prob_best"] = 0.5
+    [path] = PosteriorCsvFiles(tmp_path / "out").write(records, WindowSpan(start, start + HOUR))
+    return config_file, path
+
+
+def test_every_metric_gets_a_block_recomputed_from_its_sums(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file, path = metric_file(tmp_path)
+    [report] = analyze_json(capsys, str(path), "--config", str(config_file))["tests"]
+    orders, revenue = report["metrics"]
+    assert (orders["metric"], revenue["metric"], revenue["role"]) == ("orders", "revenue",
+                                                                      "guardrail")  # fmt: skip
+    # Independent of the records' figures: Gamma(1 + orders, 1 + users), and the normal
+    # posterior of the mean from the sums.
+    shapes, rates = np.array([201.0, 261.0]), np.array([1001.0, 1001.0])
+    want = stats.prob_best_gamma(shapes, rates)
+    assert [v["prob_best"] for v in orders["variants"]] == pytest.approx(want, abs=1e-12)
+    means = np.array([2.0, 1.9])
+    sds = np.sqrt((np.array([30000.0, 29000.0]) - 1000 * means**2) / 999 / 1000)
+    worse = stats.prob_lift_below(means, sds, -0.05)[1]
+    [control, treatment] = revenue["variants"]
+    assert (control["mean"], treatment["mean"]) == (2.0, 1.9)
+    assert control["prob_worse_by_margin"] is None
+    assert treatment["prob_worse_by_margin"] == pytest.approx(worse, rel=1e-12)
+    # Clicked decides (150 against 100 of 1,000), unless revenue blocks it.
+    assert report["decision"]["verdict"] == ("keep running" if worse >= 0.05 else "winner")
+
+
+def test_one_metric_alone_and_an_unknown_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_file, path = metric_file(tmp_path)
+    assert main([str(path), "--config", str(config_file), "--metric", "revenue"]) == 0
+    text = capsys.readouterr().out
+    assert "revenue (revenue, guardrail, margin 5.0%; higher is better)  ◆ guardrail" in text
+    assert "orders" not in text and "clicked (binary" not in text
+    assert main([str(path), "--config", str(config_file), "--metric", "bounce"]) == 2
+    assert (
+        "test shop has no metric bounce (has: clicked, orders, revenue)" in capsys.readouterr().err
+    )
