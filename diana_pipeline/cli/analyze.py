@@ -385,7 +385,7 @@ def _metric_lines(block: dict, width: int) -> list[str]:
         f"{'95% interval':>23}  {'P(best)':>7}  {'exp. loss':>9}  {'anytime p':>9}  "
         f"{'lift confidence sequence':>26}" + ("  P(worse)" if guardrail else ""),
     ]
-    for v in block["variants"]:
+    for k, v in enumerate(block["variants"]):
         interval = "—" if v["ci_low"] is None else f"[{v['ci_low']:.4g}, {v['ci_high']:.4g}]"
         cells = [
             _figure(v["observed"], ".4g", 10),
@@ -394,7 +394,7 @@ def _metric_lines(block: dict, width: int) -> list[str]:
             _figure(v["prob_best"], ".4f", 7),
             _figure(v["expected_loss"], ".2e", 9),
             _figure(v["p_value_always_valid"], ".4g", 9),
-            f"{_bounds(v['lift_cs_low'], v['lift_cs_high']):>26}",
+            f"{'—' if k == 0 else _bounds(v['lift_cs_low'], v['lift_cs_high']):>26}",
         ]
         if guardrail:
             cells.append(_figure(v["prob_worse_by_margin"], ".4f", 8))
