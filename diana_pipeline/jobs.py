@@ -28,7 +28,14 @@ from diana_pipeline.assets.statistics import STATISTICS
 from diana_pipeline.config import ConfigError, ExperimentsConfig
 from diana_pipeline.producer import ProducerError
 from diana_pipeline.resources import ExperimentsResource, KafkaResource
-from diana_pipeline.traffic import NoiseRates, TrafficError, TrafficRun, TrafficSummary, build_spec
+from diana_pipeline.traffic import (
+    ExtraEvent,
+    NoiseRates,
+    TrafficError,
+    TrafficRun,
+    TrafficSummary,
+    build_spec,
+)
 
 PROGRESS_LOG_INTERVAL_S = 5.0
 
@@ -58,6 +65,16 @@ class TrafficConfig(Config):
     repeat_visit_rate: float = Field(0.0, description="share of visits by returning users")
     seed: int | None = Field(None, description="random seed: same seed, same users and outcomes")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    extra_events: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="metrics beyond the conversion: event type -> variant -> probability "
+        "per visit, e.g. {Purchase: {control: 0.10, treatment: 0.12}}",
+    )
+    event_values: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="event type -> variant -> mean of its value (lognormal), e.g. "
+        "{Purchase: {control: 25, treatment: 27}}",
+    )
 
 
 @op(description="Send synthetic exposure and success events to the events topic.")
@@ -69,6 +86,9 @@ def send_traffic(
 ) -> Output[dict]:
     try:
         settings = _sending_to(kafka, experiments.load())
+        strays = sorted(set(config.event_values) - set(config.extra_events))
+        if strays:
+            raise TrafficError(f"event_values for {', '.join(strays)} without its extra_events")
         spec = build_spec(
             settings,
             config.success_probabilities,
@@ -84,6 +104,10 @@ def send_traffic(
                 orphan_click=config.noise.orphan_click_rate,
                 malformed=config.noise.malformed_rate,
                 cross_variant=config.noise.cross_variant_rate,
+            ),
+            extra_events=tuple(
+                ExtraEvent(event, rates, config.event_values.get(event))
+                for event, rates in config.extra_events.items()
             ),
         )
     except (TrafficError, ConfigError) as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from diana_pipeline import markdown
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.events import TimestampFormatter, VariantAssigner
 from diana_pipeline.producer import Deliveries, check_topic, flush, make_producer, produce
+from diana_pipeline.traffic_metrics import expected_metric_sums
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,17 @@ class NoiseRates:
 
 
 @dataclass(frozen=True)
+class ExtraEvent:
+    """Another event a visit may send (e.g. Purchase, PageError), for the metrics beyond the
+    conversion: per variant its probability per visit and, optionally, the mean of its value
+    (lognormal with σ = 1, in cents)."""
+
+    event_type: str
+    rates: dict[str, float]  # variant -> probability per visit
+    value_means: dict[str, float] | None = None  # variant -> mean value; None: no value
+
+
+@dataclass(frozen=True)
 class TrafficSpec:
     probabilities: dict[str, dict[str, float]]  # test_id -> variant -> success probability
     eps: float | None = 50.0  # events per second; None = unthrottled
@@ -61,6 +74,7 @@ class TrafficSpec:
     seed: int | None = None
     mean_success_delay_s: float = 1.0
     noise: NoiseRates = NoiseRates()
+    extra_events: tuple[ExtraEvent, ...] = ()
 
 
 def build_spec(
@@ -76,6 +90,7 @@ def build_spec(
     seed: int | None = None,
     mean_success_delay_s: float = 1.0,
     noise: NoiseRates | None = None,
+    extra_events: tuple[ExtraEvent, ...] = (),
 ) -> TrafficSpec:
     """Check user-facing settings against experiments.yaml; TrafficError names the problem.
 
@@ -127,6 +142,8 @@ def build_spec(
     for name, rate in vars(noise).items():
         if not 0.0 <= rate <= 1.0:
             raise TrafficError(f"noise rate {name} must be in [0, 1], got {rate:g}")
+    for extra in extra_events:
+        _check_extra_event(extra, [known_tests[t] for t in selected])
     return TrafficSpec(
         probabilities=per_test,
         eps=eps,
@@ -137,7 +154,50 @@ def build_spec(
         seed=seed,
         mean_success_delay_s=mean_success_delay_s,
         noise=noise,
+        extra_events=tuple(extra_events),
     )
+
+
+def _check_extra_event(extra: ExtraEvent, tests: list) -> None:
+    for test in tests:
+        if extra.event_type in (test.exposure_event, test.success_event):
+            raise TrafficError(
+                f"extra event {extra.event_type} is test {test.test_id}'s exposure or success "
+                "event; those follow --prob"
+            )
+        for label, mapping in (("rate", extra.rates), ("value mean", extra.value_means)):
+            if mapping is None:
+                continue
+            missing = [v for v in test.variant_names if v not in mapping]
+            if missing:
+                raise TrafficError(
+                    f"extra event {extra.event_type}: no {label} for variant(s) "
+                    f"{', '.join(missing)} of test {test.test_id}"
+                )
+    if any(not 0.0 <= r <= 1.0 for r in extra.rates.values()):
+        raise TrafficError(f"extra event {extra.event_type}: rates must be in [0, 1]")
+    if extra.value_means and any(not m > 0 for m in extra.value_means.values()):
+        raise TrafficError(f"extra event {extra.event_type}: value means must be > 0")
+
+
+def parse_extra_event(text: str, values: str | None = None) -> ExtraEvent:
+    """'Purchase=control:0.1,treatment:0.12' (and, for its values, 'control:25,treatment:27')
+    -> an ExtraEvent."""
+    event_type, sep, rates = text.partition("=")
+    if not sep or not event_type.strip():
+        raise TrafficError(
+            f"expected EVENT=variant:rate,... such as Purchase=control:0.1, got {text!r}"
+        )
+
+    def pairs(part: str) -> dict[str, float]:
+        try:
+            return parse_probabilities(part.replace(":", "="))
+        except TrafficError:
+            raise TrafficError(
+                f"expected variant:number pairs such as control:0.1, got {part!r}"
+            ) from None
+
+    return ExtraEvent(event_type.strip(), pairs(rates), pairs(values) if values else None)
 
 
 def parse_probabilities(text: str) -> dict[str, float]:
@@ -166,6 +226,8 @@ class TrafficSummary:
     exposed_users: Counter[tuple[str, str]] = field(default_factory=Counter)  # clean, per variant
     converted_users: Counter[tuple[str, str]] = field(default_factory=Counter)
     noise: Counter[str] = field(default_factory=Counter)
+    # per test, variant and metric beyond the conversion: the sums the pipeline must reach
+    expected_metrics: list[dict[str, object]] = field(default_factory=list)
     deliveries: Deliveries = field(default_factory=Deliveries)
     elapsed_s: float = 0.0
     interrupted: bool = False
@@ -199,6 +261,7 @@ class TrafficSummary:
                 }
                 for (t, v), n in sorted(self.exposed_users.items())
             ],
+            "expected_metrics": self.expected_metrics,
             "noise": dict(self.noise),
         }
 
@@ -227,7 +290,15 @@ class TrafficSummary:
             ],
             align="llrrr",
         )
-        return f"{events}\n\n{users}"
+        if not self.expected_metrics:
+            return f"{events}\n\n{users}"
+        metrics = markdown.table(
+            ("test", "variant", "metric", "record field", "expected"),
+            [(r["test_id"], r["variant"], r["metric"], r["field"], f"{r['value']:,}")
+             for r in self.expected_metrics],
+            align="llllr",
+        )  # fmt: skip
+        return f"{events}\n\n{users}\n\n{metrics}"
 
 
 @dataclass(frozen=True)
@@ -272,6 +343,7 @@ class _RandomStream:
         self._rng = np.random.default_rng(seed)
         self._uniforms: list[float] = []
         self._exponentials: list[float] = []
+        self._normals: list[float] = []
 
     def uniform(self) -> float:
         if not self._uniforms:
@@ -283,6 +355,12 @@ class _RandomStream:
         if not self._exponentials:
             self._exponentials = self._rng.standard_exponential(self._BLOCK).tolist()
         return self._exponentials.pop()
+
+    def normal(self) -> float:
+        """A standard normal draw."""
+        if not self._normals:
+            self._normals = self._rng.standard_normal(self._BLOCK).tolist()
+        return self._normals.pop()
 
     def below(self, n: int) -> int:
         """A uniform integer in [0, n)."""
@@ -331,6 +409,8 @@ class TrafficRun:
         self._event_seq = 0
         self._timestamps = TimestampFormatter()
         self._pending: list[_PendingSuccess] = []  # successes waiting for their time
+        # (plan, user, event type) -> [events, value in cents] of the extra events sent
+        self._extra_totals: dict[tuple[int, int, str], list[int]] = {}
 
     def stop(self) -> None:
         self._stop = True
@@ -389,6 +469,7 @@ class TrafficRun:
         finally:
             self._pending.clear()  # not sent, so never counted
             flush(producer, self.summary.deliveries)
+            self.summary.expected_metrics = self._expected_metrics()
             self._progress(started)
         return self.summary
 
@@ -423,11 +504,11 @@ class TrafficRun:
             self.summary.noise["duplicate deliveries"] += 1
         return True
 
-    def _payload(self, middle: str, user_id: str, event_ms: int) -> bytes:
+    def _payload(self, middle: str, user_id: str, event_ms: int, value: str = "") -> bytes:
         self._event_seq += 1
         return (
             f'{{"event_id":"{self._run_id}-{self._event_seq}",{middle}'
-            f'"user_id":"{user_id}","timestamp":"{self._timestamps(event_ms)}"}}'
+            f'"user_id":"{user_id}","timestamp":"{self._timestamps(event_ms)}"{value}}}'
         ).encode()
 
     def _exposure(self, plan: _TestPlan, variant: int, user_id: str, event_ms: int) -> bool:
@@ -496,10 +577,55 @@ class TrafficRun:
                     heapq.heappush(self._pending, pending)
                 elif self._emit(pending.payload, pending.key):
                     self._success_sent(pending)
+            for extra in spec.extra_events:
+                self._extra_event(plan, plan_index, user_index, user_id, variant, extra, event_ms)
         if spec.noise.orphan_click and random.uniform() < spec.noise.orphan_click:
             self._orphan_click(event_ms)
         if spec.noise.malformed and random.uniform() < spec.noise.malformed:
             self._malformed()
+
+    def _extra_event(
+        self,
+        plan: _TestPlan,
+        plan_index: int,
+        user_index: int,
+        user_id: str,
+        variant: int,
+        extra: ExtraEvent,
+        event_ms: int,
+    ) -> None:
+        """Maybe send the extra event, at the exposure's moment (so it counts: t1 ≤ e)."""
+        name = plan.assigner.names[variant]
+        if self._random.uniform() >= extra.rates[name] or self._room() <= 0:
+            return
+        cents, value = 0, ""
+        if extra.value_means is not None:
+            mean = extra.value_means[name]
+            draw = math.exp(math.log(mean) - 0.5 + self._random.normal())
+            cents = max(1, round(draw * 100))
+            value = f',"value":{cents // 100}.{cents % 100:02d}'
+        middle = _json_middle(extra.event_type, plan.test_id, name)
+        if self._emit(self._payload(middle, user_id, event_ms, value), user_id.encode()):
+            self.summary.events[(plan.test_id, extra.event_type, name)] += 1
+            totals = self._extra_totals.setdefault(
+                (plan_index, user_index, extra.event_type), [0, 0]
+            )
+            totals[0] += 1
+            totals[1] += cents
+
+    def _expected_metrics(self) -> list[dict[str, object]]:
+        """Per test, variant and metric beyond the conversion, what the pipeline must count:
+        the users counted (exposed in one variant) and their totals (traffic_metrics)."""
+        users: dict[tuple[int, int], dict[str, list[int]]] = {}
+        for (plan_index, user_index, event_type), totals in self._extra_totals.items():
+            if self._user_state[plan_index][user_index] in (_EXPOSED, _CONVERTED):
+                users.setdefault((plan_index, user_index), {})[event_type] = totals
+        rows = []
+        for plan_index, plan in enumerate(self._plans):
+            test = self.config.test(plan.test_id)
+            mine = {u: t for (p, u), t in users.items() if p == plan_index}
+            rows += expected_metric_sums(test, plan.assigner, self._user_prefix, mine)
+        return rows
 
     def _pick_user(self) -> int:
         spec = self.spec

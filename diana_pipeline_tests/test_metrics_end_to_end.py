@@ -7,6 +7,8 @@ before metrics existed (no record of another metric)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,14 +17,16 @@ from dagster import DagsterInstance, materialize
 from diana_pipeline.assets.ingestion import build_events
 from diana_pipeline.assets.outputs import PUBLISHED
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
-from diana_pipeline.config import load_config
+from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.ingestion import ingest
+from diana_pipeline.partitions import partition_key
 from diana_pipeline.producer import make_producer
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.store import EventStore
+from diana_pipeline.traffic import ExtraEvent, TrafficRun, build_spec
 from diana_pipeline_tests.ingestion.conftest import all_ranges
 
 pytestmark = pytest.mark.servers
@@ -77,11 +81,24 @@ def events() -> list[dict]:
     ]  # fmt: skip
 
 
+def send_file(config: ExperimentsConfig) -> str:
+    """Produce the hand-written events; their window's partition key."""
+    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
+    topic = config.infrastructure.kafka.topic
+    for event in events():
+        producer.produce(topic, json.dumps(event).encode(), key=event["user_id"].encode())
+    assert producer.flush(30) == 0
+    return PARTITION
+
+
 def run_pipeline(
-    kafka: KafkaForTests, tmp_path: Path, metrics: str
+    kafka: KafkaForTests,
+    tmp_path: Path,
+    metrics: str,
+    send: Callable[[ExperimentsConfig], str] = send_file,
 ) -> tuple[list[dict], list[dict]]:
-    """The events through Kafka, one ingestion run and the assets of the window; the CSV
-    sink's records."""
+    """Events sent by `send` through Kafka, one ingestion run and the assets of their window
+    (`send` gives its partition key); the CSV sink's records and the superiority rows."""
     experiments = tmp_path / "experiments.yaml"
     text = (REPO_ROOT / "experiments.yaml").read_text()
     experiments.write_text(text.replace("    variants:\n", metrics + "    variants:\n", 1))
@@ -89,10 +106,7 @@ def run_pipeline(
     env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb"),
            "DIANA_CSV_DIR": str(tmp_path / "output"), "DIANA_OUTPUT_SINK": "csv"}  # fmt: skip
     config = load_config(experiments, env=env)
-    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
-    for event in events():
-        producer.produce(topic, json.dumps(event).encode(), key=event["user_id"].encode())
-    assert producer.flush(30) == 0
+    partition = send(config)
     [ranges] = all_ranges(config)
     assert ingest(config, ranges).counts.rejected == 0
     with pytest.MonkeyPatch.context() as patch:
@@ -104,7 +118,7 @@ def run_pipeline(
             resources=pipeline_resources(config, experiments),
             selection=[*STATISTICS, PUBLISHED],
             instance=DagsterInstance.ephemeral(),
-            partition_key=PARTITION,
+            partition_key=partition,
         )
     with EventStore.open(tmp_path / "events.duckdb") as store:
         superiority = store.read_window_range("superiority", None, None)
@@ -148,3 +162,31 @@ def test_a_file_without_metrics_gives_the_conversion_alone(
     assert {(r["metric"], r["metric_role"]) for r in records} == {("conversion", "primary")}
     assert [r["successes_total"] for r in records] == [90, 180]
     assert {r["decision"] for r in superiority} == {"winner"}
+
+
+def test_traffic_with_extra_events_reaches_the_figures_its_summary_promises(
+    kafka: KafkaForTests, tmp_path: Path
+) -> None:
+    summaries = []
+
+    def send(config: ExperimentsConfig) -> str:
+        extras = (
+            ExtraEvent("Purchase", {"control": 0.3, "treatment": 0.4},
+                       {"control": 20.0, "treatment": 25.0}),
+            ExtraEvent("PageError", {"control": 0.05, "treatment": 0.1}),
+        )  # fmt: skip
+        spec = build_spec(config, {"control": 0.3, "treatment": 0.5}, eps=None, count=3000,
+                          seed=21, users=800, repeat_rate=0.3, extra_events=extras)  # fmt: skip
+        window = config.partitions.window_start(datetime.now(UTC))
+        summaries.append(TrafficRun(config, spec).run())
+        if config.partitions.window_start(datetime.now(UTC)) != window:
+            pytest.skip("the run crossed a window boundary")  # its events span two windows
+        return partition_key(window)
+
+    records, _ = run_pipeline(kafka, tmp_path, METRICS, send)
+    [summary] = summaries
+    got = {(r["metric"], r["variant"]): r for r in records}
+    assert len(summary.expected_metrics) == 5 * 2
+    for row in summary.expected_metrics:
+        value = got[(row["metric"], row["variant"])][row["field"]]
+        assert round(value * 100) == round(row["value"] * 100), row

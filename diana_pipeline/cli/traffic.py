@@ -14,11 +14,13 @@ from diana_pipeline.cli.progress import ProgressBar
 from diana_pipeline.config import ConfigError, load_config
 from diana_pipeline.producer import ProducerError
 from diana_pipeline.traffic import (
+    ExtraEvent,
     NoiseRates,
     TrafficError,
     TrafficRun,
     TrafficSummary,
     build_spec,
+    parse_extra_event,
     parse_probabilities,
 )
 
@@ -54,8 +56,40 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--orphan-click-rate", type=float, default=0.0)
     noise.add_argument("--malformed-rate", type=float, default=0.0)
     noise.add_argument("--cross-variant-rate", type=float, default=0.0)
+    metrics = parser.add_argument_group("extra events, for metrics beyond the conversion")
+    metrics.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        metavar="EVENT=VARIANT:RATE,...",
+        help="another event each visit sends with this probability per variant, e.g. "
+        "Purchase=control:0.10,treatment:0.12 (repeatable)",
+    )
+    metrics.add_argument(
+        "--value",
+        action="append",
+        default=[],
+        metavar="EVENT=VARIANT:MEAN,...",
+        help="that event carries a value, lognormal with this mean per variant, e.g. "
+        "Purchase=control:25,treatment:27 (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
+
+
+def extra_events(events: list[str], values: list[str]) -> tuple[ExtraEvent, ...]:
+    """--event and --value options as ExtraEvents; a --value for no --event is an error."""
+    means = {}
+    for text in values:
+        event_type, _, rest = text.partition("=")
+        means[event_type.strip()] = rest
+    extras = []
+    for text in events:
+        event_type = text.partition("=")[0].strip()
+        extras.append(parse_extra_event(text, means.pop(event_type, None)))
+    if means:
+        raise TrafficError(f"--value for {', '.join(means)} without its --event")
+    return tuple(extras)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                 malformed=args.malformed_rate,
                 cross_variant=args.cross_variant_rate,
             ),
+            extra_events=extra_events(args.event, args.value),
         )
     except (ConfigError, TrafficError) as exc:
         print(f"diana-traffic: error: {exc}", file=sys.stderr)
