@@ -17,10 +17,12 @@ from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.producer import ProducerError
 from diana_pipeline.traffic import (
+    ExtraEvent,
     NoiseRates,
     TrafficError,
     TrafficRun,
     build_spec,
+    parse_extra_event,
     parse_probabilities,
 )
 
@@ -225,8 +227,16 @@ def test_missing_topic_is_a_clear_error(kafka: KafkaForTests) -> None:
         ({"count": None}, r"give a duration or a count"),
         ({"repeat_rate": 1.0}, r"repeat-visit rate must be in \[0, 1\)"),
         ({"noise": NoiseRates(malformed=2.0)}, r"noise rate malformed must be in \[0, 1\]"),
+        ({"extra_events": (ExtraEvent("ButtonClicked", PROBABILITIES),)},
+         r"extra event ButtonClicked is test button-color-test's exposure or success event"),
+        ({"extra_events": (ExtraEvent("Purchase", {"control": 0.1}),)},
+         r"extra event Purchase: no rate for variant\(s\) treatment"),
+        ({"extra_events": (ExtraEvent("Purchase", PROBABILITIES, {"control": 5.0}),)},
+         r"extra event Purchase: no value mean for variant\(s\) treatment"),
+        ({"extra_events": (ExtraEvent("Purchase", {"control": 0.1, "treatment": 2.0}),)},
+         r"extra event Purchase: rates must be in \[0, 1\]"),
     ],
-)
+)  # fmt: skip
 def test_bad_specs(settings: dict, message: str, kafka: KafkaForTests) -> None:
     config = kafka.config_for("unused")
     probabilities = settings.pop("probabilities", PROBABILITIES)
@@ -239,3 +249,15 @@ def test_bad_specs(settings: dict, message: str, kafka: KafkaForTests) -> None:
 def test_bad_probability_text(text: str) -> None:
     with pytest.raises(TrafficError):
         parse_probabilities(text)
+
+
+@pytest.mark.parametrize("text", ["Purchase", "=control:0.1", "Purchase=control", "Purchase="])
+def test_bad_extra_event_text(text: str) -> None:
+    with pytest.raises(TrafficError):
+        parse_extra_event(text)
+
+
+def test_extra_event_text_with_values() -> None:
+    extra = parse_extra_event("Purchase=control:0.1,treatment:0.12", "control:25,treatment:27")
+    assert extra == ExtraEvent("Purchase", {"control": 0.1, "treatment": 0.12},
+                               {"control": 25.0, "treatment": 27.0})  # fmt: skip

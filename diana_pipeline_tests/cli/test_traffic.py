@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from diana_pipeline.cli.traffic import main
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.harness.stack import free_port
@@ -109,3 +110,8 @@ def test_ctrl_c_stops_cleanly_after_flushing(kafka: KafkaForTests) -> None:
     sent = int(stdout.split()[2].replace(",", ""))
     assert "failed 0" in stdout
     assert kafka.count(topic) == sent  # everything reported was delivered, nothing more
+
+
+def test_a_value_without_its_event_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--count", "5", "--value", "Purchase=control:25,treatment:27"]) == 2
+    assert "--value for Purchase without its --event" in capsys.readouterr().err
