@@ -55,6 +55,7 @@ WITH users AS (
 )
 SELECT md5_number(event_id) AS event_key, event_id, event_type, 'button-color-test' AS test_id,
        variant, user_id, event_time,
+       CASE WHEN event_type = 'Purchase' THEN 1 + (hash(event_id) % 9900) / 100 END AS value,
        time_bucket(INTERVAL 1 hour, event_time) AS window_start,
        'web-events' AS topic, 0 AS kafka_partition, row_number() OVER () AS kafka_offset,
        now()::TIMESTAMP AS ingested_at
@@ -70,8 +71,20 @@ FROM (
            least(first_seen + to_microseconds((60 + hash(user_number) % 1200)::BIGINT * 1000000),
                  $last)
     FROM users
+    UNION ALL
+    -- a fifth of the users buy, a second after their second event, for 1.00 to 100.00
+    SELECT 'x' || user_number || '-3', 'Purchase', variant, user_id,
+           least(first_seen + to_microseconds((61 + hash(user_number) % 1200)::BIGINT * 1000000),
+                 $last)
+    FROM users WHERE hash(user_number * 17 + 3) % 1000 < 200
 )
 ORDER BY event_time
+"""
+# The same test with three metrics: the conversion, and a count and a revenue of Purchase.
+METRICS = """    metrics:
+      - {name: conversion, type: binary, role: primary, event: ButtonClicked}
+      - {name: orders, type: count, event: Purchase}
+      - {name: revenue, type: revenue, role: guardrail, margin: 0.01, event: Purchase}
 """
 
 
@@ -115,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             "Backfill: rebuilding history in one run",
             f"python -m benchmarks.backfill_benchmark --events {args.events} --days {args.days}",
             f"{figures['events']:,} events ({args.events // 2:,} users, an exposure each "
-            f"and a click or a second exposure) over {args.days} days of hourly windows "
+            "and a click or a second exposure, and a purchase with a value for a fifth of "
+            f"them) over {args.days} days of hourly windows "
             f"({figures['windows']} partitions), written straight into a DuckDB store. "
             "Diana's time is one in-process run of the statistics job over every window "
             f"({figures['materialized']:,} asset materialisations, {figures['rows']:,} CSV "
@@ -201,6 +215,43 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
         per_window_scaled = best_of(1, per_window) * len(windows) / len(sample)
 
     progress(f"Diana: the statistics job over {len(windows)} windows in one run")
+    rebuild, steps, materialized, rows = run_job(home, config, experiments, windows)
+    assert rows == 2 * len(windows), rows
+
+    progress("the same with three metrics per test: the counting state, then the job")
+    experiments.write_text(
+        experiments.read_text().replace("    variants:\n", METRICS + "    variants:\n", 1)
+    )
+    three = load_config(experiments)
+    with EventStore.open(path) as store:
+        state_three = counting_state.rebuild(store.connection, CountingRules.of(three))
+    rebuild_three, steps_three, _, rows_three = run_job(home, three, experiments, windows)
+    assert rows_three == 3 * 2 * len(windows), rows_three
+
+    return {
+        "events": events,
+        "windows": len(windows),
+        "materialized": materialized,
+        "rows": rows,
+        "group_by": group_by,
+        "rebuild": rebuild,
+        "steps": steps,
+        "one_pass": one_pass,
+        "per_window": per_window_scaled,
+        "state": state_seconds,
+        "rebuild_three": rebuild_three,
+        "steps_three": steps_three,
+        "state_three": state_three,
+    }
+
+
+def run_job(
+    home: Path, config: ExperimentsConfig, experiments: Path, windows: list
+) -> tuple[float, float, int, int]:
+    """One in-process run of the statistics job over every window: its seconds, the seconds
+    of Diana's steps in it, the materialisations and the CSV records it left."""
+    for old in (home / "csv").glob("*.csv"):
+        old.unlink()
     events_asset = build_events(config)
     assets, *_ = build_statistics(config)
     tags = {
@@ -216,26 +267,13 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
             tags=tags,
             instance=instance,
         )
-        rebuild = time.perf_counter() - started
+        seconds = time.perf_counter() - started
         steps = step_seconds(instance, result.run_id)
     assert result.success
     materialized = len(result.get_asset_materialization_events())
     assert materialized == len(assets) * len(windows), materialized
     rows = sum(len(f.read_text().splitlines()) - 1 for f in (home / "csv").glob("*.csv"))
-    assert rows == 2 * len(windows), rows
-
-    return {
-        "events": events,
-        "windows": len(windows),
-        "materialized": materialized,
-        "rows": rows,
-        "group_by": group_by,
-        "rebuild": rebuild,
-        "steps": sum(steps.values()),
-        "one_pass": one_pass,
-        "per_window": per_window_scaled,
-        "state": state_seconds,
-    }
+    return seconds, sum(steps.values()), materialized, rows
 
 
 def step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
@@ -297,6 +335,21 @@ def render(f: dict[str, float]) -> tuple[str, float, float]:
             "counting step the old way: two cutoff queries per window (scaled from 24)",
             f"{f['per_window']:.1f}",
             f"{f['per_window'] / group_by:.0f}",
+        ),
+        (
+            "three metrics per test (conversion, a count and a revenue of Purchase): the job",
+            f"{f['rebuild_three']:.2f}",
+            f"{f['rebuild_three'] / group_by:.1f} ({f['rebuild_three'] / rebuild:.2f}× one metric)",
+        ),
+        (
+            "of which Diana's steps",
+            f"{f['steps_three']:.2f}",
+            f"{f['steps_three'] / group_by:.1f} ({f['steps_three'] / steps:.2f}× one metric)",
+        ),
+        (
+            "(not in the job) their counting state rebuilt from all events",
+            f"{f['state_three']:.2f}",
+            f"{f['state_three'] / group_by:.1f} ({f['state_three'] / f['state']:.2f}× one metric)",
         ),
     ]
     return table(["what", "time (s)", "× the GROUP BY"], rows, align="lrr"), rebuild, group_by
