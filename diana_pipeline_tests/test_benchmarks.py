@@ -15,13 +15,15 @@ def test_the_backfill_benchmark_rebuilds_every_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One run materialises the five statistics assets of every window, the CSV sink ends
-    with one record per variant and window, and the store holds every event written."""
+    with one record per variant and window (three with three metrics), and the store holds
+    every event written: two per user, and a purchase for about a fifth of them."""
     monkeypatch.setenv("DIANA_DUCKDB_PATH", str(tmp_path / "events.duckdb"))
     monkeypatch.setenv("DIANA_OUTPUT_SINK", "csv")
     monkeypatch.setenv("DIANA_CSV_DIR", str(tmp_path / "csv"))
     figures = backfill_benchmark.measure(tmp_path, 20_000, 2)
     windows = 2 * 24
-    assert figures["windows"] == windows and figures["events"] == 20_000
+    assert figures["windows"] == windows
+    assert 20_000 + 1_500 < figures["events"] < 20_000 + 2_500
     assert figures["materialized"] == 5 * windows
     assert figures["rows"] == 2 * windows
 
