@@ -253,7 +253,8 @@ class Metric(_Strict):
     denominator: str | None = Field(None, min_length=1)  # metrics of the same test
     # Guardrails: how much worse (relative) the variant may be before it blocks a winner.
     margin: float | None = Field(None, gt=0, lt=1, allow_inf_nan=False)
-    # Revenue: each user's sum capped at this quantile of all users' (outliers).
+    # Revenue: each user's total capped at this quantile of all counted users' (outliers;
+    # counting/winsorize.py).
     winsorize: float | None = Field(None, gt=0.5, lt=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
@@ -276,10 +277,6 @@ class Metric(_Strict):
             raise ValueError(f"margin applies to guardrails only, not to a {self.role} metric")
         if self.winsorize is not None and self.type not in ("revenue", "mean"):
             raise ValueError(f"winsorize applies to revenue metrics only, not to {self.type}")
-        if self.winsorize is not None:
-            # TODO(issue 21): cap each user's total at the quantile (needs per-user totals
-            # at each window's end; the sums alone cannot do it).
-            log.warning("metric %s: winsorize is not applied yet; the raw sums count", self.name)
         return self
 
 

@@ -39,6 +39,7 @@ METRICS = """
       - {name: revenue, type: revenue, role: guardrail, margin: 0.01, event: Purchase}
       - {name: errors, type: count, direction: decrease, event: PageError}
       - {name: order_value, type: ratio, numerator: revenue, denominator: orders}
+      - {name: capped_revenue, type: revenue, winsorize: 0.95, event: Purchase}
 """
 PARTITION = "2026-11-25-10:00"
 
@@ -131,7 +132,7 @@ def test_each_metric_type_reaches_the_sink_with_exact_sums(
 ) -> None:
     records, superiority = run_pipeline(kafka, tmp_path, METRICS)
     got = {(r["metric"], r["variant"]): r for r in records}
-    assert len(got) == len(records) == 6 * 2
+    assert len(got) == len(records) == 7 * 2
     for variant in ("control", "treatment"):
         assert {got[(m, variant)]["exposures_total"] for m in ("clicked", "orders")} == {300}
     assert got[("clicked", "control")]["successes_total"] == 90
@@ -146,6 +147,11 @@ def test_each_metric_type_reaches_the_sink_with_exact_sums(
     assert got[("errors", "treatment")]["successes_total"] == 80
     assert got[("order_value", "control")]["value_products_total"] == 10 * 12.5 * 2 + 90 * 10.0
     assert got[("order_value", "control")]["success_rate_total"] == 1025.0 / 110
+    # Winsorised at the 95th percentile of all 600 users' totals (450 at 0, 40 at 4.0, 10 at
+    # 6.0, 90 at 10.0, 10 at 12.5): 10.0, so control's ten 12.5s count as 10.0.
+    assert got[("capped_revenue", "control")]["value_total"] == 100 * 10.0
+    assert got[("capped_revenue", "control")]["value_squares_total"] == 100 * 10.0**2
+    assert got[("capped_revenue", "treatment")]["value_total"] == 50 * 4.0 + 10 * 2.0
     assert got[("revenue", "treatment")]["metric_role"] == "guardrail"
     assert got[("revenue", "treatment")]["prob_worse_by_margin"] > 0.999
     # fewer errors is better: control has fewer

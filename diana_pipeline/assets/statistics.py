@@ -50,6 +50,7 @@ from diana_pipeline.counting import (
     window_counts,
 )
 from diana_pipeline.counting import state as counting_state
+from diana_pipeline.counting.winsorize import winsorized_sums
 from diana_pipeline.markdown import table
 from diana_pipeline.metric_analysis import metric_records
 from diana_pipeline.partitions import (
@@ -140,6 +141,13 @@ def _metric_records(
     if not any(test.other_metrics for test in config.tests):
         return []
     sums = metric_sums(store.connection, config, sorted({m for w in windows for m in w}))
+    if any(m.winsorize for test in config.tests for m in test.other_metrics):
+        counted = {
+            end: {(c.test_id, c.variant): c.exposures_total for c in counts[start]}
+            for start, end in windows
+        }
+        for end, capped in winsorized_sums(store.connection, config, counted).items():
+            sums[end].update(capped)
     records = []
     for test in config.tests:
         users = {
