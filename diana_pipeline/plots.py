@@ -121,3 +121,52 @@ def _p_value_path(axis, history: list[dict[str, object]], level: float) -> None:
     axis.set_title("anytime-valid p vs control (running min)")
     axis.tick_params(axis="x", labelrotation=30, labelsize=7)
     axis.legend(fontsize=8)
+
+
+def metrics_figure(latest: list[dict[str, object]], dpi: int = 80) -> bytes:
+    """One panel per test: for each metric other than the conversion (rows) and variant, the
+    observed lift over the control with its anytime-valid confidence sequence (clipped to
+    ±100%); a guardrail is marked ◆ with its P(worse by margin). `latest`: the metric records
+    of one window, the control's first (metric, metric_role, variant, success_rate_total,
+    lift_cs_low, lift_cs_high, prob_worse_by_margin)."""
+    plt = _pyplot()
+    tests = sorted({str(r["test_id"]) for r in latest})
+    figure, axes = plt.subplots(len(tests), 1, figsize=(9, 1 + 1.6 * len(tests)), squeeze=False)
+    for row, test_id in enumerate(tests):
+        axis = axes[row][0]
+        mine = [r for r in latest if r["test_id"] == test_id]
+        variants = list(dict.fromkeys(str(r["variant"]) for r in mine))
+        labels: list[str] = []
+        for metric in dict.fromkeys(str(r["metric"]) for r in mine):
+            by_variant = {str(r["variant"]): r for r in mine if r["metric"] == metric}
+            base = by_variant[variants[0]].get("success_rate_total")
+            for k, variant in enumerate(variants[1:]):
+                record = by_variant[variant]
+                rate, worse = record.get("success_rate_total"), record.get("prob_worse_by_margin")
+                y = len(labels)
+                label = f"{metric} · {variant}"
+                if record.get("metric_role") == "guardrail":
+                    label += " ◆" + ("" if worse is None else f" P(worse) {float(worse):.2f}")  # type: ignore[arg-type]
+                labels.append(label)
+                if not base or rate is None:
+                    continue  # no lift while the control's mean is 0 or unknown
+                lift = float(rate) / float(base) - 1  # type: ignore[arg-type]
+                low = max(-1.0, _or(record.get("lift_cs_low"), -1.0))
+                high = min(1.0, _or(record.get("lift_cs_high"), 1.0))
+                axis.plot([low, high], [y, y], color=f"C{k + 1}", linewidth=2)
+                axis.plot([min(max(lift, -1.0), 1.0)], [y], "o", color=f"C{k + 1}")
+        axis.axvline(0.0, color="grey", linewidth=0.8)
+        axis.set_yticks(range(len(labels)), labels, fontsize=8)
+        axis.set_ylim(len(labels) - 0.5, -0.5)
+        axis.set_xlim(-1.0, 1.0)
+        axis.set_title(f"{test_id}: lift over {variants[0]}, anytime-valid confidence sequence")
+        axis.set_xlabel("relative lift (clipped to ±100%)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _or(value: object, default: float) -> float:
+    return default if value is None else float(value)  # type: ignore[arg-type]

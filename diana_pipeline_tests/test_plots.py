@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 from PIL import Image  # matplotlib's own dependency
 
-from diana_pipeline.plots import posterior_figure
+from diana_pipeline.plots import metrics_figure, posterior_figure
 
 
 def record(test_id: str, variant: str, alpha: float, beta: float, best: float, hour: int) -> dict:
@@ -51,3 +51,26 @@ def test_records_without_the_anytime_valid_figures_still_plot() -> None:
     old = [{k: v for k, v in record("t1", v, 40, 60, 0.5, 10).items()
             if k != "p_value_always_valid"} for v in ("control", "treatment")]  # fmt: skip
     assert posterior_figure(old, old).startswith(b"\x89PNG")
+
+
+def test_the_metrics_picture_has_a_panel_per_test_with_each_lift_drawn() -> None:
+    def metric_record(test_id: str, metric: str, variant: str, rate: float | None) -> dict:
+        treated, guard = variant != "control", metric == "revenue"
+        return {"test_id": test_id, "metric": metric, "variant": variant,
+                "metric_role": "guardrail" if guard else "secondary",
+                "success_rate_total": rate, "lift_cs_low": -0.1 if treated else 0.0,
+                "lift_cs_high": None if treated else 0.0,
+                "prob_worse_by_margin": 0.3 if treated and guard else None}  # fmt: skip
+
+    latest = [
+        metric_record(t, m, v, rate)
+        for t in ("t1", "t2")
+        for m in ("revenue", "orders")
+        for v, rate in (("control", 2.0), ("treatment", 2.2))
+    ] + [metric_record("t2", "aov", "control", None), metric_record("t2", "aov", "treatment", 1)]
+    image = Image.open(io.BytesIO(metrics_figure(latest)))
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    height = pixels.shape[0]
+    for row in range(2):
+        panel = pixels[row * height // 2 : (row + 1) * height // 2]
+        assert ((panel.max(axis=-1) - panel.min(axis=-1)) > 60).mean() > 0.001, row

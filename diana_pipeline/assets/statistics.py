@@ -59,7 +59,7 @@ from diana_pipeline.partitions import (
     run_windows,
     window_partitions,
 )
-from diana_pipeline.plots import posterior_figure
+from diana_pipeline.plots import metrics_figure, posterior_figure
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
 from diana_pipeline.store import EventStore
 from diana_pipeline.windows import utc_now
@@ -100,6 +100,10 @@ class CountingConfig(Config):
         "user with an event in the run's windows (a repair; the state is otherwise kept "
         "with every stored batch, and `diana-state rebuild` recomputes it all)",
     )
+
+
+def _picture(name: str, png: bytes) -> MetadataValue:
+    return MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -297,15 +301,15 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
             "prob_best",
             "expected_loss",
         ]
-        return MaterializeResult(
-            metadata={
-                "windows": len(windows),
-                "posteriors": MetadataValue.md(_table(latest, columns)),
-                "plot": MetadataValue.md(
-                    f"![posteriors](data:image/png;base64,{base64.b64encode(picture).decode()})"
-                ),
-            }
-        )
+        metadata = {
+            "windows": len(windows),
+            "posteriors": MetadataValue.md(_table(latest, columns)),
+            "plot": _picture("posteriors", picture),
+        }
+        others = [r for r in latest if not is_conversion(tests[r["test_id"]], r)]
+        if others:
+            metadata["metrics_plot"] = _picture("metrics", metrics_figure(others))
+        return MaterializeResult(metadata=metadata)
 
     @asset(
         key=SUPERIORITY,
