@@ -23,11 +23,10 @@ from diana_pipeline.counting import (
 )
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.counting.winsorize import winsorized_sums
-from diana_pipeline.events import EventColumns, ValidEvent
-from diana_pipeline.store import EventStore, WriteCounts
+from diana_pipeline.store import EventStore
 from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, TEST, config_with_one_hour_window
+from diana_pipeline_tests.counting.test_state import START, add, streams_of
 
-START = datetime(2026, 11, 21, 9)
 CUTOFFS = [START + timedelta(hours=h) for h in range(6)]
 BUY, ERROR = "Purchase", "PageError"
 MICRO = 1_000_000
@@ -46,21 +45,6 @@ def config_with_metrics() -> ExperimentsConfig:
     ]
     test = config.tests[0].model_copy(update={"metrics": metrics})
     return config.model_copy(update={"tests": [test]})
-
-
-def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int) -> None:
-    """Store (event_id, type, variant, user, minutes after START, value) rows as one batch,
-    merged into the state in its transaction, as ingestion does."""
-    events = []
-    for i, (event_id, kind, variant, user, minutes, value) in enumerate(rows):
-        moment = START + timedelta(minutes=minutes)
-        window = config.partitions.window_start(moment).replace(tzinfo=None)
-        event = ValidEvent(event_id, kind, TEST, variant, user, moment, window, value)
-        events.append((0, offset + i, event))
-    with store.transaction():
-        store.add_events(
-            "web-events", EventColumns.of(events), WriteCounts(), rules=CountingRules.of(config)
-        )
 
 
 def nonzero(sums: dict) -> dict:
@@ -134,14 +118,7 @@ _event = st.tuples(
     st.integers(0, 59).map(lambda step: step * 5),
     st.one_of(st.none(), st.sampled_from([0.0, 1.5, -2.25, 19.99, 1e6])),
 )
-# Events, each delivered once or twice, cut into batches; maybe a backfill between two.
-_stream = st.lists(
-    st.tuples(
-        st.lists(st.tuples(_event, st.booleans()), min_size=1, max_size=10),
-        st.one_of(st.none(), st.tuples(st.integers(0, 4), st.integers(1, 5))),
-    ),
-    max_size=8,
-)
+_stream = streams_of(_event)
 
 
 @settings(

@@ -36,15 +36,14 @@ WINDOWS = [(START + timedelta(hours=h), START + timedelta(hours=h + 1)) for h in
 
 
 def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int) -> None:
-    """Store (event_id, type, variant, user, minutes after START) rows as one batch, merged
-    into the state in the batch's transaction, as ingestion does."""
+    """Store (event_id, type, variant, user, minutes after START[, value]) rows as one batch,
+    merged into the state in the batch's transaction, as ingestion does."""
     events = []
-    for i, (event_id, kind, variant, user, minutes) in enumerate(rows):
+    for i, (event_id, kind, variant, user, minutes, *value) in enumerate(rows):
         moment = START + timedelta(minutes=minutes)
         window = config.partitions.window_start(moment).replace(tzinfo=None)
-        events.append(
-            (0, offset + i, ValidEvent(event_id, kind, TEST, variant, user, moment, window))
-        )
+        event = ValidEvent(event_id, kind, TEST, variant, user, moment, window, *value)
+        events.append((0, offset + i, event))
     with store.transaction():
         store.add_events(
             "web-events", EventColumns.of(events), WriteCounts(), rules=CountingRules.of(config)
@@ -77,15 +76,21 @@ _event = st.tuples(
     # Minutes after 09:00 on a coarse grid, so that ties and the 60-minute edge happen.
     st.integers(0, 59).map(lambda step: step * 5),
 )
-# A stream: events, each delivered once or twice, in arrival order, cut into batches; between
-# two batches, maybe a backfill of a range of windows.
-_stream = st.lists(
-    st.tuples(
-        st.lists(st.tuples(_event, st.booleans()), min_size=1, max_size=10),
-        st.one_of(st.none(), st.tuples(st.integers(0, 4), st.integers(1, 5))),
-    ),
-    max_size=8,
-)
+
+
+def streams_of(event: st.SearchStrategy) -> st.SearchStrategy:
+    """Streams of events: each delivered once or twice, in arrival order, cut into batches;
+    between two batches, maybe a backfill of a range of windows."""
+    return st.lists(
+        st.tuples(
+            st.lists(st.tuples(event, st.booleans()), min_size=1, max_size=10),
+            st.one_of(st.none(), st.tuples(st.integers(0, 4), st.integers(1, 5))),
+        ),
+        max_size=8,
+    )
+
+
+_stream = streams_of(_event)
 
 
 @settings(
