@@ -6,7 +6,10 @@ An event is one JSON object per Kafka message, keyed by `user_id`:
      "variant": "control", "user_id": "u7-1234", "timestamp": "2026-11-21T21:50:00.123Z"}
 
 and optionally a `value`, a finite number with |value| ≤ 1e12 (revenue, in the event's
-currency units), which value metrics sum; `"value": null` is the same as no value.
+currency units), which value metrics sum; `"value": null` is the same as no value; and
+optionally `properties`, a flat object of at most 16 string values, keys `[a-z0-9_]+` and
+values of 1 to 64 characters (a user's segments come from their first exposure's);
+`"properties": null` or `{}` is the same as none.
 
 A user's variant in a test is a pure function of (test_id, user_id) and the allocation, so
 every producer, and every run, puts the same user in the same variant.
@@ -34,6 +37,9 @@ _HASH_SCALE = float(2**64)
 
 MAX_ABS_VALUE = 1e12  # an event's `value`
 NO_VALUE = math.nan  # in EventColumns.value: the event has none (a NaN value is refused)
+MAX_PROPERTIES = 16  # an event's `properties`: keys at most
+MAX_PROPERTY_LENGTH = 64  # characters of a property's key or value
+_PROPERTY_KEY = re.compile(r"[a-z0-9_]+")
 
 
 def assignment_point(test_id: str, user_id: str) -> float:
@@ -111,6 +117,7 @@ class ValidEvent:
     event_time: datetime  # UTC, naive
     window_start: datetime  # UTC, naive
     value: float | None = None
+    properties: str | None = None  # canonical JSON (sorted keys), None when none
 
 
 @dataclass
@@ -128,6 +135,7 @@ class EventColumns:
     event_us: list[int] = field(default_factory=list)
     window_us: list[int] = field(default_factory=list)
     value: list[float] = field(default_factory=list)  # NO_VALUE where the event has none
+    properties: list[str | None] = field(default_factory=list)  # canonical JSON, or None
 
     @classmethod
     def of(cls, rows: Iterable[tuple[int, int, ValidEvent]]) -> EventColumns:
@@ -151,6 +159,7 @@ class EventColumns:
         self.event_us.append(to_microseconds(event.event_time))
         self.window_us.append(to_microseconds(event.window_start))
         self.value.append(NO_VALUE if event.value is None else event.value)
+        self.properties.append(event.properties)
 
     def events(self) -> list[tuple[int, int, ValidEvent]]:
         """(partition, offset, event) per row, for tests and messages."""
@@ -167,9 +176,10 @@ class EventColumns:
                     from_microseconds(us),
                     from_microseconds(w),
                     None if math.isnan(x) else x,
+                    q,
                 ),
             )
-            for p, o, i, k, t, v, u, us, w, x in zip(
+            for p, o, i, k, t, v, u, us, w, x, q in zip(
                 self.kafka_partition,
                 self.kafka_offset,
                 self.event_id,
@@ -180,6 +190,7 @@ class EventColumns:
                 self.event_us,
                 self.window_us,
                 self.value,
+                self.properties,
                 strict=True,
             )
         ]
@@ -227,6 +238,8 @@ class EventValidator:
             user_id = event["user_id"]
             timestamp = event["timestamp"]
             value = event.get("value")
+            if event.get("properties") not in (None, {}):  # checked, made canonical: validate()
+                return self._append_validated(raw, partition, offset, columns)
         except (TypeError, KeyError, AttributeError, orjson.JSONDecodeError):
             return self._append_validated(raw, partition, offset, columns)
         if (
@@ -259,6 +272,7 @@ class EventValidator:
                 columns.event_us.append(microseconds)
                 columns.window_us.append(self._grid.window_start_us(microseconds))
                 columns.value.append(NO_VALUE if value is None else float(value))
+                columns.properties.append(None)
                 return None
         return self._append_validated(raw, partition, offset, columns)
 
@@ -326,7 +340,7 @@ class EventValidator:
             if control:
                 return f"field {name} contains a control character (U+{ord(control[0]):04X})"
         value = event.get("value")
-        problem = _value_problem(value)
+        problem = _value_problem(value) or _properties_problem(event.get("properties"))
         if problem:
             return problem
         test_id, variant = event["test_id"], event["variant"]
@@ -354,7 +368,40 @@ class EventValidator:
             naive_utc(moment),
             self._grid.window_start(moment),
             None if value is None else float(value),
+            _canonical(event.get("properties")),
         )
+
+
+def _canonical(properties: dict[str, str] | None) -> str | None:
+    """Properties as stored: JSON with sorted keys, so that equal objects read the same."""
+    return orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode() if properties else None
+
+
+def _properties_problem(properties: object) -> str | None:
+    """Why an event's `properties` are refused, if they are (None: none, which is fine)."""
+    if properties is None:
+        return None
+    if not isinstance(properties, dict):
+        return f"field properties must be an object, got {type(properties).__name__}"
+    if len(properties) > MAX_PROPERTIES:
+        return f"field properties has {len(properties)} keys, at most {MAX_PROPERTIES}"
+    for key, value in properties.items():
+        if not (len(key) <= MAX_PROPERTY_LENGTH and _PROPERTY_KEY.fullmatch(key)):
+            return (
+                f"properties key {key[:MAX_PROPERTY_LENGTH]!r} must be 1 to "
+                f"{MAX_PROPERTY_LENGTH} characters of a-z, 0-9 and _"
+            )
+        if not isinstance(value, str):
+            return f"properties.{key} must be a string, got {type(value).__name__}"
+        if not value or len(value) > MAX_PROPERTY_LENGTH:
+            return (
+                f"properties.{key} must have 1 to {MAX_PROPERTY_LENGTH} characters, "
+                f"has {len(value)}"
+            )
+        control = _CONTROL.search(value)
+        if control:
+            return f"properties.{key} contains a control character (U+{ord(control[0]):04X})"
+    return None
 
 
 def _value_problem(value: object) -> str | None:

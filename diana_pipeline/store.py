@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS events (
     kafka_offset    BIGINT    NOT NULL,
     ingested_at     TIMESTAMP NOT NULL,
     event_key       UHUGEINT  NOT NULL,  -- md5_number(event_id): duplicates compare on it
-    value           DOUBLE               -- the event's optional value (value metrics)
+    value           DOUBLE,              -- the event's optional value (value metrics)
+    properties      VARCHAR              -- its optional properties: JSON, sorted keys
 );
 CREATE TABLE IF NOT EXISTS rejected_events (
     topic           VARCHAR   NOT NULL,
@@ -179,7 +180,8 @@ SELECT * FROM (
     SELECT md5_number(event_id) AS event_key, event_id, event_type, test_id, variant, user_id,
         make_timestamp(event_us) AS event_time, make_timestamp(window_us) AS window_start,
         $topic AS topic, kafka_partition::INTEGER AS kafka_partition,
-        kafka_offset::BIGINT AS kafka_offset, CASE WHEN NOT isnan(value) THEN value END AS value
+        kafka_offset::BIGINT AS kafka_offset, CASE WHEN NOT isnan(value) THEN value END AS value,
+        properties::VARCHAR AS properties
     FROM incoming_events
     WHERE $window_us::BIGINT IS NULL OR window_us = $window_us
 ) AS incoming
@@ -250,6 +252,8 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute("COMMIT")
     # Stores from before events could carry a value.
     connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS value DOUBLE")
+    # ... or properties.
+    connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS properties VARCHAR")
     # Results tables that earlier versions created from their first rows may hold a column of
     # DuckDB's NULL type (all NULL so far), which no value can be written to: give it its type.
     untyped = connection.execute(
@@ -392,6 +396,7 @@ class EventStore:
             "event_us": np.array(columns.event_us, dtype=np.int64),
             "window_us": np.array(columns.window_us, dtype=np.int64),
             "value": np.array(columns.value, dtype=np.float64),
+            "properties": np.array(columns.properties, dtype=object),
         }
         window_us = None if only_window is None else to_microseconds(only_window)
         copies = len(set(columns.event_id)) < len(columns)

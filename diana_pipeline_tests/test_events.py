@@ -101,6 +101,54 @@ def test_a_value_is_optional_and_kept_as_a_number(value: object, stored: float |
 
 
 @pytest.mark.parametrize(
+    ("properties", "stored"),
+    [
+        ({"device": "mobile", "country": "DE"}, '{"country":"DE","device":"mobile"}'),
+        ({"k" * 64: "v" * 64}, '{"' + "k" * 64 + '":"' + "v" * 64 + '"}'),
+        ({f"p{i}": "x" for i in range(16)}, None),  # 16 keys: the most there may be
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_properties_are_optional_and_kept_with_sorted_keys(
+    properties: object, stored: str | None
+) -> None:
+    raw = orjson.dumps({**GOOD, "properties": properties})
+    event = validator().validate(raw)
+    assert isinstance(event, ValidEvent)
+    if stored is not None or not properties:
+        assert event.properties == stored
+    else:
+        assert orjson.loads(event.properties) == properties  # type: ignore[arg-type]
+    columns = EventColumns()
+    assert validator().validate_into(raw, 0, 0, columns) is None
+    assert columns.events()[-1][2] == event
+
+
+@pytest.mark.parametrize(
+    ("properties", "reason"),
+    [
+        ([], "field properties must be an object, got list"),
+        ("mobile", "field properties must be an object, got str"),
+        ({f"p{i}": "x" for i in range(17)}, "field properties has 17 keys, at most 16"),
+        ({"Device": "mobile"}, "properties key 'Device' must be 1 to 64 characters of a-z"),
+        ({"": "mobile"}, "properties key '' must be 1 to 64 characters"),
+        ({"k" * 65: "v"}, "must be 1 to 64 characters of a-z, 0-9 and _"),
+        ({"device": 3}, "properties.device must be a string, got int"),
+        ({"device": {"os": "ios"}}, "properties.device must be a string, got dict"),
+        ({"device": ""}, "properties.device must have 1 to 64 characters, has 0"),
+        ({"device": "v" * 65}, "properties.device must have 1 to 64 characters, has 65"),
+        ({"device": "a\nb"}, "properties.device contains a control character (U+000A)"),
+    ],
+)
+def test_bad_properties_are_rejected_with_their_reason(properties: object, reason: str) -> None:
+    raw = orjson.dumps({**GOOD, "properties": properties})
+    outcome = validator().validate(raw)
+    assert isinstance(outcome, str) and reason in outcome, outcome
+    assert validator().validate_into(raw, 0, 0, EventColumns()) == outcome
+
+
+@pytest.mark.parametrize(
     ("raw", "reason"),
     [
         (None, "empty message"),
@@ -241,6 +289,16 @@ def payloads(draw: st.DrawFn) -> bytes | None:
                 st.floats(-2e12, 2e12),
                 st.integers(-(10**13), 10**13),
                 st.sampled_from([1e12, -1e12, 0.0, -0.0]),
+            )
+        )
+    if draw(st.booleans()):
+        good_key = st.text("abcxyz019_", min_size=1, max_size=3)
+        good_value = st.text(min_size=1, max_size=4)
+        event["properties"] = usually(
+            st.one_of(
+                st.dictionaries(good_key, good_value, max_size=3),
+                st.dictionaries(good_key, good_value, min_size=16, max_size=17),
+                st.dictionaries(st.text(max_size=65), st.one_of(_strings, _values), max_size=2),
             )
         )
     if draw(st.integers(0, 9)) == 0:

@@ -168,6 +168,43 @@ def test_values_are_stored_exactly_and_bad_ones_kept_with_their_reason(
         assert rejected[event_id].startswith("field value") and expected in rejected[event_id]
 
 
+def test_properties_are_stored_with_sorted_keys_and_bad_ones_kept_with_their_reason(
+    setup: tuple[ExperimentsConfig, Path],
+) -> None:
+    """#22: an event's optional properties land in `events.properties` as JSON with sorted
+    keys (NULL when absent or empty); bad properties reject the message with the reason."""
+    config, path = setup
+    test = config.tests[0]
+    now = datetime.now(UTC)
+    base = {
+        "event_type": test.exposure_event,
+        "test_id": test.test_id,
+        "variant": test.variant_names[0],
+        "user_id": "someone",
+        "timestamp": f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z",
+    }
+    good = {"p1": {"device": "mobile", "country": "DE"}, "p2": {}, "p3": None}
+    bad = {"b1": ["mobile"], "b2": {"Device": "mobile"}, "b3": {"device": 7}}
+    producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
+    for event_id, properties in {**good, **bad}.items():
+        event = {**base, "event_id": event_id, "properties": properties}
+        producer.produce(config.infrastructure.kafka.topic, json.dumps(event).encode())
+    assert producer.flush(30) == 0
+    [ranges] = all_ranges(config)
+    result = ingest(config, ranges, run_id="properties")
+    assert (result.counts.events, result.counts.rejected) == (3, 3)
+    with duckdb.connect(str(path), read_only=True) as con:
+        stored = dict(con.execute("SELECT event_id, properties FROM events").fetchall())
+        reasons = dict(
+            (json.loads(raw)["event_id"], reason)
+            for raw, reason in con.execute("SELECT raw, reason FROM rejected_events").fetchall()
+        )
+    assert stored == {"p1": '{"country":"DE","device":"mobile"}', "p2": None, "p3": None}
+    assert reasons["b1"] == "field properties must be an object, got list"
+    assert reasons["b2"].startswith("properties key 'Device' must be")
+    assert reasons["b3"] == "properties.device must be a string, got int"
+
+
 def test_the_same_range_twice_changes_nothing(setup: tuple[ExperimentsConfig, Path]) -> None:
     config, path = setup
     produce(config, 5000, seed=12, noise=NoiseRates(malformed=0.05))
