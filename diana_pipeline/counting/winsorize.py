@@ -11,10 +11,12 @@ pay nothing.
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from datetime import datetime
+from fractions import Fraction
 
 import duckdb
-import numpy as np
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting.figures import MetricSums
@@ -34,26 +36,25 @@ GROUP BY m.user_key, m.v
 """
 
 
-def quantile_with_zeros(totals: np.ndarray, zeros: int, q: float) -> float:
-    """The q-quantile (linear interpolation, as numpy's default) of `totals` and `zeros`
-    more values of 0, without building the zeros."""
-    values = np.sort(totals)
+def cap_at_quantile(totals: list[int], zeros: int, q: float) -> int:
+    """The cap: the q-quantile (linear interpolation between order statistics, numpy's
+    default) of `totals` and `zeros` more totals of 0, floored to an integer. In exact
+    arithmetic, so that it never depends on rounding."""
+    values = sorted(totals)
     n = len(values) + zeros
     if n == 0:
-        return 0.0
-    below = int(np.searchsorted(values, 0.0, side="left"))  # negatives come first
+        return 0
+    below = bisect_left(values, 0)  # negatives come first, then the zeros
 
-    def at(i: int) -> float:
+    def at(i: int) -> int:
         if i < below:
-            return float(values[i])
-        if i < below + zeros:
-            return 0.0
-        return float(values[i - zeros])
+            return values[i]
+        return 0 if i < below + zeros else values[i - zeros]
 
-    h = (n - 1) * q
-    low = int(np.floor(h))
+    h = (n - 1) * Fraction(q)
+    low = math.floor(h)
     high = min(low + 1, n - 1)
-    return at(low) + (h - low) * (at(high) - at(low))
+    return math.floor(at(low) + (h - low) * (at(high) - at(low)))
 
 
 def winsorized_sums(
@@ -76,10 +77,9 @@ def winsorized_sums(
                     {"test": test.test_id, "event": metric.event, "cutoff": cutoff,
                      "window_us": window_us},
                 ).fetchall()  # fmt: skip
-                totals = np.array([float(total) for _, total in rows])
                 everyone = sum(counted.get((test.test_id, v), 0) for v in test.variant_names)
-                cap = quantile_with_zeros(totals, everyone - len(rows), metric.winsorize)
-                cap = int(np.floor(cap))
+                totals = [int(total) for _, total in rows]
+                cap = cap_at_quantile(totals, everyone - len(rows), metric.winsorize)
                 for variant in test.variant_names:
                     mine = [min(int(total), cap) for v, total in rows if v == variant]
                     # users without an event are at 0, capped too should the cap be below

@@ -4,11 +4,9 @@ late exposures, users in two variants, events before exposure or after the windo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from itertools import pairwise
+from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -19,10 +17,8 @@ from diana_pipeline.counting import (
     MetricSums,
     metric_sums,
     recount_metric_sums,
-    window_counts,
 )
 from diana_pipeline.counting import state as counting_state
-from diana_pipeline.counting.winsorize import winsorized_sums
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, TEST, config_with_one_hour_window
 from diana_pipeline_tests.counting.test_state import START, add, streams_of
@@ -158,65 +154,3 @@ def test_sums_merged_batch_by_batch_equal_the_per_user_recount(
         assert counting_state.rebuilds(store.connection) == 0
         assert_equals_recount(store, config)
         assert counting_state.differences(store.connection, rules) == []
-
-
-def capped_by_hand(rows: list[tuple], cutoff: datetime, q: float) -> dict[str, MetricSums]:
-    """The winsorised revenue per variant at `cutoff`, straight from the events in Python:
-    each counted user's total of Purchase values (micro-units) in their hour after exposure,
-    capped at numpy's q-quantile of every counted user's total (zeros included)."""
-    users: dict[str, dict] = {}
-    for _, kind, variant, user, minutes, value in rows:
-        moment = START + timedelta(minutes=minutes)
-        if moment < cutoff:
-            users.setdefault(user, {"shows": [], "buys": []})
-            if kind == SHOW:
-                users[user]["shows"].append((moment, variant))
-            elif kind == BUY:
-                users[user]["buys"].append((moment, value))
-    totals = {}
-    for user, seen in users.items():
-        if not seen["shows"] or len({v for _, v in seen["shows"]}) > 1:
-            continue
-        t1, variant = min(seen["shows"])
-        total = sum(round((value or 0) * MICRO) for moment, value in seen["buys"]
-                    if t1 <= moment <= t1 + timedelta(hours=1))  # fmt: skip
-        totals[user] = (variant, total)
-    cap = int(np.floor(np.quantile([t for _, t in totals.values()], q))) if totals else 0
-    return {
-        variant: MetricSums(
-            sum(min(t, cap) for v, t in totals.values() if v == variant),
-            sum(min(t, cap) ** 2 for v, t in totals.values() if v == variant),
-        )
-        for variant in ("control", "treatment")
-    }
-
-
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(rows=st.lists(_event, min_size=1, max_size=40), q=st.sampled_from([0.6, 0.9, 0.99]))
-# u1's second variant comes at 10:00 exactly: at the 10:00 cutoff u1 still counts.
-@example(rows=[(SHOW, "control", "u1", 10, None), (BUY, "control", "u1", 20, 19.99),
-               (SHOW, "treatment", "u1", 60, None), (SHOW, "control", "u2", 30, None)],
-         q=0.99)  # fmt: skip
-def test_winsorized_revenue_equals_capping_each_users_total_by_hand(
-    tmp_path_factory: pytest.TempPathFactory, rows: list, q: float
-) -> None:  # fmt: skip
-    config = config_with_metrics()
-    test = config.tests[0]
-    metrics = [m.model_copy(update={"winsorize": q}) if m.name == "revenue" else m
-               for m in test.metrics]  # fmt: skip
-    config = config.model_copy(update={"tests": [test.model_copy(update={"metrics": metrics})]})
-    events = [(f"e{i}", *row) for i, row in enumerate(rows)]
-    with EventStore.open(tmp_path_factory.mktemp("w") / "s.duckdb") as store:
-        add(store, config, events, 0)
-        counts = window_counts(store.connection, config, list(pairwise(CUTOFFS)))
-        counted = {end: {(TEST, r.variant): r.exposures_total for r in counts[start]}
-                   for start, end in pairwise(CUTOFFS)}  # fmt: skip
-        capped = winsorized_sums(store.connection, config, counted)
-    for end in counted:
-        expected = capped_by_hand(events, end, q)
-        for variant in ("control", "treatment"):
-            assert capped[end][(TEST, "revenue", variant)] == expected[variant], (end, variant)
