@@ -237,6 +237,7 @@ class Variant(_Strict):
 #            the same metric under its other name
 #   ratio    sum of one metric over sum of another, per variant (delta method)
 DEFAULT_METRIC = "conversion"  # a test's conversion, unless its metrics name it otherwise
+ALL_SEGMENTS = "all"  # the dimension and segment of the overall rows
 MetricType = Literal["binary", "count", "revenue", "mean", "ratio"]
 SUMMED = ("count", "revenue", "mean")  # the metrics a ratio may divide
 
@@ -300,6 +301,10 @@ class ExperimentTest(_Strict):
     variants: list[Variant] = Field(min_length=2)
     # Empty: one primary binary metric, `conversion`, of success_event (today's files).
     metrics: list[Metric] = []
+    # Segment breakdowns (docs/segments.md): event properties whose value on a user's first
+    # exposure puts them in a segment; at most max_segments values each, the rest (other).
+    dimensions: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]] = []
+    max_segments: int = Field(20, ge=1, le=1000)
 
     @field_validator("variants")
     @classmethod
@@ -317,6 +322,14 @@ class ExperimentTest(_Strict):
                 f"exposure_event and success_event must differ, both are {self.exposure_event!r}"
             )
         return self
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimensions(cls, dimensions: list[str]) -> list[str]:
+        _reject_duplicates(dimensions, "dimension")
+        if ALL_SEGMENTS in dimensions:
+            raise ValueError(f"{ALL_SEGMENTS!r} names the overall rows; choose another dimension")
+        return dimensions
 
     @field_validator("metrics")
     @classmethod

@@ -287,6 +287,7 @@ class EventStore:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only:
                 connection.execute(SCHEMA)
+                counting_state.drop_outdated(connection)
                 connection.execute(counting_state.SCHEMA)
                 connection.execute(RESULTS_SCHEMA)
                 connection.execute(RESULTS_COLUMNS_ADDED)

@@ -31,7 +31,8 @@ def window_counts(
         state.ensure_current(connection, CountingRules.of(config))
     steps = connection.execute(
         f"SELECT window_start, test_id, variant, measure, change FROM {steps_table} "
-        "WHERE measure IN (?, ?) AND window_start < ? ORDER BY window_start",
+        "WHERE dimension = 'all' AND measure IN (?, ?) AND window_start < ? "
+        "ORDER BY window_start",
         [EXPOSURES, SUCCESSES, max(end for _, end in windows)],
     ).fetchall()
     keys = [(t.test_id, v) for t in config.tests for v in t.variant_names]
@@ -83,7 +84,7 @@ def quality(
         state.ensure_current(connection, CountingRules.of(config))
     rows = connection.execute(
         f"SELECT test_id, measure, sum(change) FROM {steps_table} "
-        "WHERE variant = '' AND window_start < ? GROUP BY ALL",
+        "WHERE dimension = 'all' AND variant = '' AND window_start < ? GROUP BY ALL",
         [cutoff],
     ).fetchall()
     figures = {(test_id, measure): int(total) for test_id, measure, total in rows}
@@ -113,7 +114,7 @@ def metric_sums(
         return {cutoff: {} for cutoff in cutoffs}
     steps = connection.execute(
         f"SELECT window_start, test_id, metric, variant, measure, change FROM {steps_table} "
-        "WHERE window_start < ? ORDER BY window_start",
+        "WHERE dimension = 'all' AND window_start < ? ORDER BY window_start",
         [max(cutoffs)],
     ).fetchall()
     running = {key: dict.fromkeys(_SUMS.values(), 0) for key in keys}

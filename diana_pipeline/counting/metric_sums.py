@@ -45,14 +45,10 @@ WITH tests AS (
 ),
 metrics AS (SELECT * FROM (VALUES {metrics}) AS v(test_id, metric, type, event)),
 ratios AS (SELECT * FROM (VALUES {ratios}) AS v(test_id, metric, numerator, denominator)),
-users AS (
-    SELECT m.test_id, m.user_key, m.sign, m.v, m.t1, m.t2,
-           m.t1 + to_microseconds(t.window_us) AS closes
-    FROM ({moments}) m JOIN tests t USING (test_id) WHERE m.t1 IS NOT NULL
-),
+users AS ({segmented}),
 -- Per user, metric and window, the sum of the amounts of the events that count.
 amounts AS (
-    SELECT u.test_id, u.user_key, u.sign, u.v, u.t2, d.metric, d.type,
+    SELECT u.test_id, u.user_key, u.sign, u.v, u.t2, u.dimension, u.segment, d.metric, d.type,
            {event_window} AS window_start,
            sum(CASE WHEN d.type = 'revenue'
                     THEN coalesce(round(x.value * {scale})::HUGEINT, 0)
@@ -66,37 +62,49 @@ amounts AS (
 ),
 totals AS (
     SELECT *, CASE WHEN type = 'binary' THEN least(total, 1) ELSE total END AS level
-    FROM (SELECT *, sum(amount) OVER (PARTITION BY test_id, user_key, sign, metric
+    FROM (SELECT *, sum(amount) OVER (PARTITION BY test_id, user_key, sign, dimension, metric
                                       ORDER BY window_start) AS total
           FROM amounts)
 ),
 parts AS (
-    SELECT a.test_id, a.user_key, a.sign, a.v, a.t2, r.metric, a.window_start,
+    SELECT a.test_id, a.user_key, a.sign, a.v, a.t2, a.dimension, a.segment, r.metric,
+           a.window_start,
            coalesce(sum(a.amount) FILTER (WHERE a.metric = r.numerator), 0) AS numerator,
            coalesce(sum(a.amount) FILTER (WHERE a.metric = r.denominator), 0) AS denominator
     FROM amounts a
     JOIN ratios r ON r.test_id = a.test_id AND a.metric IN (r.numerator, r.denominator)
     GROUP BY ALL
 ),
-levels(test_id, user_key, sign, v, t2, metric, measure, window_start, level) AS (
-    SELECT test_id, user_key, sign, v, t2, metric, 'sum', window_start, level FROM totals
-    UNION ALL SELECT test_id, user_key, sign, v, t2, metric, 'sum_squares', window_start,
-        level * level FROM totals
-    UNION ALL SELECT test_id, user_key, sign, v, t2, metric, 'sum_products', window_start,
-        sum(numerator) OVER w * sum(denominator) OVER w FROM parts
-        WINDOW w AS (PARTITION BY test_id, user_key, sign, metric ORDER BY window_start)
+levels(test_id, user_key, sign, v, t2, dimension, segment, metric, measure, window_start,
+       level) AS (
+    SELECT test_id, user_key, sign, v, t2, dimension, segment, metric, 'sum', window_start,
+        level FROM totals
+    UNION ALL SELECT test_id, user_key, sign, v, t2, dimension, segment, metric, 'sum_squares',
+        window_start, level * level FROM totals
+    UNION ALL SELECT test_id, user_key, sign, v, t2, dimension, segment, metric, 'sum_products',
+        window_start, sum(numerator) OVER w * sum(denominator) OVER w FROM parts
+        WINDOW w AS (PARTITION BY test_id, user_key, sign, dimension, metric
+                     ORDER BY window_start)
 ),
-changes(test_id, metric, measure, variant, window_start, change) AS (
-    SELECT test_id, metric, measure, v, window_start,
+changes(test_id, dimension, segment, metric, measure, variant, window_start, change) AS (
+    SELECT test_id, dimension, segment, metric, measure, v, window_start,
            sign * (level - lag(level, 1, 0) OVER (
-               PARTITION BY test_id, user_key, sign, metric, measure ORDER BY window_start))
+               PARTITION BY test_id, user_key, sign, dimension, metric, measure
+               ORDER BY window_start))
     FROM levels
     -- the user leaves the counts at t2: their last level goes
-    UNION ALL SELECT test_id, metric, measure, v, {exit_window},
+    UNION ALL SELECT test_id, dimension, segment, metric, measure, v, {exit_window},
         -sign * arg_max(level, window_start)
     FROM levels WHERE t2 IS NOT NULL
-    GROUP BY test_id, user_key, sign, v, t2, metric, measure
+    GROUP BY test_id, user_key, sign, v, t2, dimension, segment, metric, measure
 )
-SELECT test_id, metric, measure, variant, window_start, sum(change) AS change
+SELECT test_id, dimension, segment, metric, measure, variant, window_start,
+    sum(change) AS change
 FROM changes GROUP BY ALL
+"""
+# METRIC_STEPS_SQL's users: the exposed users' moments, with the end of their window.
+METRIC_USERS_SQL = """
+SELECT m.test_id, m.user_key, m.sign, m.v, m.t1, m.t2, m.p1,
+       m.t1 + to_microseconds(t.window_us) AS closes
+FROM ({moments}) m JOIN tests t USING (test_id) WHERE m.t1 IS NOT NULL
 """

@@ -20,10 +20,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.config import ALL_SEGMENTS, ExperimentsConfig
 
 # Bumped when the state's rows or steps change meaning: a state of another version is rebuilt.
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 # The measures a user's moments open and close: the counts per variant, and the quality
 # figures per test (variant '').
@@ -49,6 +49,8 @@ class CountingRules:
     # and the ratios of two of them: test_id, metric, numerator, denominator.
     metrics: tuple[tuple[str, str, str, str], ...] = ()
     ratios: tuple[tuple[str, str, str, str], ...] = ()
+    # The segment breakdowns (docs/segments.md): test_id, dimension.
+    dimensions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, config: ExperimentsConfig) -> CountingRules:
@@ -77,13 +79,15 @@ class CountingRules:
                 for m in t.other_metrics
                 if m.type == "ratio"
             ),
+            tuple((t.test_id, d) for t in config.tests for d in t.dimensions),
         )
 
     @property
     def fingerprint(self) -> str:
         text = json.dumps(
-            [STATE_VERSION, self.tests, self.origin_us, self.size_us, self.metrics, self.ratios]
-        )
+            [STATE_VERSION, self.tests, self.origin_us, self.size_us, self.metrics, self.ratios,
+             self.dimensions]
+        )  # fmt: skip
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def tests_relation(self) -> tuple[str, list[object]]:
@@ -104,6 +108,12 @@ class CountingRules:
             return "(NULL, NULL, NULL, NULL)", []
         return ", ".join("(?, ?, ?, ?)" for _ in self.ratios), [v for r in self.ratios for v in r]
 
+    def dimensions_relation(self) -> tuple[str, list[object]]:
+        """A VALUES list of (test_id, dimension) for a CTE `dims`: every test's dimensions and
+        `all`, the overall rows'."""
+        rows = [(test_id, ALL_SEGMENTS) for test_id, *_ in self.tests] + list(self.dimensions)
+        return ", ".join("(?, ?)" for _ in rows), [v for row in rows for v in row]
+
     def window_start_sql(self, moment: str) -> str:
         """SQL for the start of the grid window holding `moment` (floored, also before the
         origin, like WindowGrid.window_start_us)."""
@@ -114,11 +124,13 @@ class CountingRules:
 
 def rule_events_sql(source: str, tests: str) -> str:
     """The rows of `source` (columns of the events table) that the rules read, as
-    (test_id, user_key, is_exposure, variant, event_time); `tests` is the tests' VALUES."""
+    (test_id, user_key, is_exposure, variant, event_time, properties: an exposure's only);
+    `tests` is the tests' VALUES."""
     return f"""
     SELECT e.test_id, md5_number(e.test_id || chr(31) || e.user_id) AS user_key,
            e.event_type = t.exposure_event
-               AS is_exposure, e.variant, e.event_time
+               AS is_exposure, e.variant, e.event_time,
+           CASE WHEN e.event_type = t.exposure_event THEN e.properties END AS properties
     FROM {source} e
     JOIN (SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us))
          t ON t.test_id = e.test_id
@@ -126,7 +138,7 @@ def rule_events_sql(source: str, tests: str) -> str:
 
 
 # Each user's moments, from their rule events (or representatives) in `rows`, as
-# (test_id, user_key, t1, v, t2, c1, ca, co).
+# (test_id, user_key, t1, v, t2, c1, ca, co, p1): p1 the first exposure's properties.
 MOMENTS_SQL = """
 WITH r AS ({rows}),
 first_exposure AS (
@@ -137,20 +149,25 @@ SELECT r.test_id, r.user_key, any_value(f.t1) AS t1, any_value(f.v) AS v,
     min(r.event_time) FILTER (WHERE r.is_exposure AND r.variant <> f.v) AS t2,
     min(r.event_time) FILTER (WHERE NOT r.is_exposure) AS c1,
     min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.event_time >= f.t1) AS ca,
-    min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.variant <> f.v) AS co
+    min(r.event_time) FILTER (WHERE NOT r.is_exposure AND r.variant <> f.v) AS co,
+    -- the properties of the first exposure (of ties, the least text; none sorts last)
+    nullif(min(coalesce(r.properties, '~')) FILTER (WHERE r.is_exposure AND r.event_time = f.t1),
+           '~') AS p1
 FROM r LEFT JOIN first_exposure f USING (test_id, user_key)
 GROUP BY r.test_id, r.user_key
 """
 
 # A user's representative rows: the fewest of their rule events (within reason) that give the
 # same moments as all of them, now and after any events still to come, which can only move t1
-# earlier: the first exposure of each variant (t1, v and t2 for any v), every success before
+# earlier: the first exposure of each variant (t1, v, p1 and t2 for any v), every success before
 # t1 (one of them becomes ca when a late exposure moves t1 before it), and the first success
 # at or after t1 of each variant (c1, ca and co for any v). Most users keep one or two rows.
 # `first_exposures` gives each user's t1 (test_id, user_key, t1): their moments, when known.
 REPRESENTATIVES_SQL = """
 WITH r AS ({rows})
-SELECT r.test_id, r.user_key, r.is_exposure, r.variant, min(r.event_time) AS event_time
+SELECT r.test_id, r.user_key, r.is_exposure, r.variant, min(r.event_time) AS event_time,
+    -- the first one's properties, of ties the least text as for p1
+    nullif(min({{'t': r.event_time, 'p': coalesce(r.properties, '~')}}).p, '~') AS properties
 FROM r JOIN ({first_exposures}) f USING (test_id, user_key)
 GROUP BY r.test_id, r.user_key, r.is_exposure, r.variant,
     -- each success before t1 in a group of its own
@@ -174,41 +191,60 @@ PLAIN = "(t1 IS NOT NULL AND t2 IS NULL AND co IS NULL AND NOT coalesce(c1 < t1,
 
 # The representatives of the plain users among `moments`.
 PLAIN_REPRESENTATIVES_SQL = f"""
-SELECT test_id, user_key, true AS is_exposure, v AS variant, t1 AS event_time
+SELECT test_id, user_key, true AS is_exposure, v AS variant, t1 AS event_time,
+    p1 AS properties
 FROM ({{moments}}) WHERE {PLAIN}
 UNION ALL
-SELECT test_id, user_key, false, v, ca FROM ({{moments}}) WHERE {PLAIN} AND ca IS NOT NULL
+SELECT test_id, user_key, false, v, ca, NULL FROM ({{moments}}) WHERE {PLAIN} AND ca IS NOT NULL
 """
 
 
+# A user's segment in each dimension of their test (docs/segments.md): the value of that
+# property on their first exposure, `(none)` without one; `all` in the overall rows. Over
+# `users` (with test_id and p1), as (users' columns, dimension, segment).
+SEGMENTED_SQL = """
+SELECT u.*, d.dimension,
+    CASE WHEN d.dimension = 'all' THEN 'all'
+         ELSE coalesce(json_extract_string(u.p1, '$."' || d.dimension || '"'), '(none)')
+    END AS segment
+FROM ({users}) u JOIN (SELECT * FROM (VALUES {dimensions}) AS v(test_id, dimension)) d
+    USING (test_id)
+"""
+
 # The steps of the users' moments in `moments` (columns of MOMENTS_SQL and a `sign`, +1 or -1:
-# a user's steps are added, or taken back when their moments are replaced).
+# a user's steps are added, or taken back when their moments are replaced), per dimension and
+# segment (`all`, `all` for the overall ones; the quality measures are overall only).
 # least() and greatest() skip NULLs in DuckDB: a moment that never came closes nothing.
 STEPS_SQL = """
 WITH tests AS (
     SELECT * FROM (VALUES {tests}) AS v(test_id, exposure_event, success_event, window_us)
 ),
-users AS (
-    SELECT m.*, CASE WHEN m.ca <= m.t1 + to_microseconds(t.window_us) THEN m.ca END AS s
-    FROM ({moments}) m JOIN tests t USING (test_id)
+users AS ({segmented}),
+intervals(test_id, dimension, segment, measure, variant, opens, closes, sign) AS (
+    SELECT test_id, dimension, segment, 'exposures', v, t1, t2, sign FROM users
+        WHERE t1 IS NOT NULL
+    UNION ALL SELECT test_id, dimension, segment, 'successes', v, s, t2, sign FROM users
+        WHERE s IS NOT NULL
+    UNION ALL SELECT test_id, 'all', 'all', 'multi_variant_users', '', t2, NULL, sign FROM users
+        WHERE dimension = 'all' AND t2 IS NOT NULL
+    UNION ALL SELECT test_id, 'all', 'all', 'orphan_success_users', '', c1, t1, sign FROM users
+        WHERE dimension = 'all' AND c1 IS NOT NULL AND (t1 IS NULL OR c1 < t1)
+    UNION ALL SELECT test_id, 'all', 'all', 'clicks_before_exposure_users', '', t1,
+        least(t2, ca), sign FROM users WHERE dimension = 'all' AND c1 < t1
+    UNION ALL SELECT test_id, 'all', 'all', 'other_variant_click_users', '', greatest(t1, co),
+        t2, sign FROM users WHERE dimension = 'all' AND t1 IS NOT NULL AND co IS NOT NULL
 ),
-intervals(test_id, measure, variant, opens, closes, sign) AS (
-    SELECT test_id, 'exposures', v, t1, t2, sign FROM users WHERE t1 IS NOT NULL
-    UNION ALL SELECT test_id, 'successes', v, s, t2, sign FROM users WHERE s IS NOT NULL
-    UNION ALL SELECT test_id, 'multi_variant_users', '', t2, NULL, sign FROM users
-        WHERE t2 IS NOT NULL
-    UNION ALL SELECT test_id, 'orphan_success_users', '', c1, t1, sign FROM users
-        WHERE c1 IS NOT NULL AND (t1 IS NULL OR c1 < t1)
-    UNION ALL SELECT test_id, 'clicks_before_exposure_users', '', t1, least(t2, ca), sign
-        FROM users WHERE c1 < t1
-    UNION ALL SELECT test_id, 'other_variant_click_users', '', greatest(t1, co), t2, sign
-        FROM users WHERE t1 IS NOT NULL AND co IS NOT NULL
-),
-steps(test_id, measure, variant, moment, change) AS (
-    SELECT test_id, measure, variant, opens, sign FROM intervals
-    UNION ALL SELECT test_id, measure, variant, greatest(opens, closes), -sign FROM intervals
-        WHERE closes IS NOT NULL
+steps(test_id, dimension, segment, measure, variant, moment, change) AS (
+    SELECT test_id, dimension, segment, measure, variant, opens, sign FROM intervals
+    UNION ALL SELECT test_id, dimension, segment, measure, variant, greatest(opens, closes),
+        -sign FROM intervals WHERE closes IS NOT NULL
 )
-SELECT test_id, measure, variant, {window_start} AS window_start, sum(change) AS change
+SELECT test_id, dimension, segment, measure, variant, {window_start} AS window_start,
+    sum(change) AS change
 FROM steps GROUP BY ALL
+"""
+# STEPS_SQL's users: the moments with s, each user's success that counts (ca within the window).
+STEP_USERS_SQL = """
+SELECT m.*, CASE WHEN m.ca <= m.t1 + to_microseconds(t.window_us) THEN m.ca END AS s
+FROM ({moments}) m JOIN tests t USING (test_id)
 """

@@ -33,11 +33,18 @@ from datetime import datetime
 
 import duckdb
 
-from diana_pipeline.counting.metric_sums import METRIC_STEPS_SQL, VALUE_SCALE, value_events_sql
+from diana_pipeline.counting.metric_sums import (
+    METRIC_STEPS_SQL,
+    METRIC_USERS_SQL,
+    VALUE_SCALE,
+    value_events_sql,
+)
 from diana_pipeline.counting.rules import (
     MOMENTS_SQL,
     PLAIN,
     PLAIN_REPRESENTATIVES_SQL,
+    SEGMENTED_SQL,
+    STEP_USERS_SQL,
     STEPS_SQL,
     CountingRules,
     representatives_sql,
@@ -51,22 +58,26 @@ DROP TABLE IF EXISTS user_state;  -- state version 1: every user's representativ
 CREATE TABLE IF NOT EXISTS user_moments (
     test_id  VARCHAR  NOT NULL,
     user_key UHUGEINT NOT NULL,  -- md5_number(test_id, chr(31), user_id)
-    t1 TIMESTAMP, v VARCHAR, t2 TIMESTAMP, c1 TIMESTAMP, ca TIMESTAMP, co TIMESTAMP
+    t1 TIMESTAMP, v VARCHAR, t2 TIMESTAMP, c1 TIMESTAMP, ca TIMESTAMP, co TIMESTAMP,
+    p1 VARCHAR  -- the first exposure's properties (its segments)
 );
 CREATE TABLE IF NOT EXISTS user_rows (
     test_id     VARCHAR   NOT NULL,
     user_key    UHUGEINT  NOT NULL,
     is_exposure BOOLEAN   NOT NULL,
     variant     VARCHAR   NOT NULL,
-    event_time  TIMESTAMP NOT NULL
+    event_time  TIMESTAMP NOT NULL,
+    properties  VARCHAR             -- an exposure's
 );
 CREATE TABLE IF NOT EXISTS window_steps (
     test_id      VARCHAR   NOT NULL,
+    dimension    VARCHAR   NOT NULL,  -- 'all' for the overall steps (counting/rules.py)
+    segment      VARCHAR   NOT NULL,  -- 'all' for the overall steps
     measure      VARCHAR   NOT NULL,  -- counting/rules.py: exposures, successes, quality
     variant      VARCHAR   NOT NULL,  -- '' for the per-test quality measures
     window_start TIMESTAMP NOT NULL,
     change       BIGINT    NOT NULL,
-    PRIMARY KEY (test_id, measure, variant, window_start)
+    PRIMARY KEY (test_id, dimension, segment, measure, variant, window_start)
 );
 CREATE TABLE IF NOT EXISTS user_values (
     test_id    VARCHAR   NOT NULL,
@@ -77,12 +88,14 @@ CREATE TABLE IF NOT EXISTS user_values (
 );
 CREATE TABLE IF NOT EXISTS metric_steps (
     test_id      VARCHAR   NOT NULL,
+    dimension    VARCHAR   NOT NULL,
+    segment      VARCHAR   NOT NULL,
     metric       VARCHAR   NOT NULL,
     measure      VARCHAR   NOT NULL,  -- sum, sum_squares, sum_products (of a ratio's parts)
     variant      VARCHAR   NOT NULL,
     window_start TIMESTAMP NOT NULL,
     change       HUGEINT   NOT NULL,  -- revenue in micro-units (metric_sums.VALUE_SCALE)
-    PRIMARY KEY (test_id, metric, measure, variant, window_start)
+    PRIMARY KEY (test_id, dimension, segment, metric, measure, variant, window_start)
 );
 CREATE TABLE IF NOT EXISTS counting_state (
     rules    VARCHAR NOT NULL,  -- CountingRules.fingerprint
@@ -92,30 +105,53 @@ CREATE TABLE IF NOT EXISTS counting_state (
 """
 
 _MERGE_TABLES = ("batch_rows", "old_moments", "new_moments", "old_rows")
-_ROW = "test_id, user_key, is_exposure, variant, event_time"  # a user_rows row
-_MOMENTS = "test_id, user_key, t1, v, t2, c1, ca, co"  # a user_moments row
+_ROW = "test_id, user_key, is_exposure, variant, event_time, properties"  # a user_rows row
+_MOMENTS = "test_id, user_key, t1, v, t2, c1, ca, co, p1"  # a user_moments row
 
 _ADD_STEPS = """
 INSERT INTO window_steps
-SELECT test_id, measure, variant, window_start, sum(change) FROM ({steps}) GROUP BY ALL
+SELECT test_id, dimension, segment, measure, variant, window_start, sum(change)
+FROM ({steps}) GROUP BY ALL
 HAVING sum(change) <> 0
 ON CONFLICT DO UPDATE SET change = change + excluded.change
 """
 _ADD_METRIC_STEPS = """
 INSERT INTO metric_steps
-SELECT test_id, metric, measure, variant, window_start, sum(change) FROM ({steps}) GROUP BY ALL
+SELECT test_id, dimension, segment, metric, measure, variant, window_start, sum(change)
+FROM ({steps}) GROUP BY ALL
 HAVING sum(change) <> 0
 ON CONFLICT DO UPDATE SET change = change + excluded.change
 """
+# The state's tables, dropped when they have an older shape (no segments): rebuilt from the
+# events before they are next read.
+_TABLES = ("user_moments", "user_rows", "user_values", "window_steps", "metric_steps",
+           "counting_state")  # fmt: skip
+
+
+def drop_outdated(connection: duckdb.DuckDBPyConnection) -> None:
+    """Drop the state's tables when they predate segments (call before SCHEMA)."""
+    shapes = connection.execute(
+        "SELECT count(*) FILTER (WHERE table_name = 'window_steps'), "
+        "count(*) FILTER (WHERE table_name = 'window_steps' AND column_name = 'dimension') "
+        "FROM duckdb_columns() WHERE table_name = 'window_steps'"
+    ).fetchone()
+    if shapes[0] and not shapes[1]:
+        log.info("counting state of an older shape: dropped, to be rebuilt from the events")
+        for table in _TABLES:
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _steps(rules: CountingRules, moments: str) -> tuple[str, list[object]]:
     """The steps of `moments` (columns of MOMENTS_SQL and a sign), with their parameters."""
     tests, params = rules.tests_relation()
-    sql = STEPS_SQL.format(
-        moments=moments, tests=tests, window_start=rules.window_start_sql("moment")
+    dimensions, dimension_params = rules.dimensions_relation()
+    users = SEGMENTED_SQL.format(
+        users=STEP_USERS_SQL.format(moments=moments), dimensions=dimensions
     )
-    return sql, params
+    sql = STEPS_SQL.format(
+        segmented=users, tests=tests, window_start=rules.window_start_sql("moment")
+    )
+    return sql, params + dimension_params
 
 
 def _metric_steps(rules: CountingRules, moments: str, values: str) -> tuple[str, list[object]]:
@@ -124,17 +160,21 @@ def _metric_steps(rules: CountingRules, moments: str, values: str) -> tuple[str,
     tests, params = rules.tests_relation()
     metrics, metric_params = rules.metrics_relation()
     ratios, ratio_params = rules.ratios_relation()
+    dimensions, dimension_params = rules.dimensions_relation()
+    users = SEGMENTED_SQL.format(
+        users=METRIC_USERS_SQL.format(moments=moments), dimensions=dimensions
+    )
     sql = METRIC_STEPS_SQL.format(
         tests=tests,
         metrics=metrics,
         ratios=ratios,
-        moments=moments,
+        segmented=users,
         values=values,
         scale=VALUE_SCALE,
         event_window=rules.window_start_sql("x.event_time"),
         exit_window=rules.window_start_sql("t2"),
     )
-    return sql, params + metric_params + ratio_params
+    return sql, params + metric_params + ratio_params + dimension_params
 
 
 def _events_covered(connection: duckdb.DuckDBPyConnection) -> tuple[str, int] | None:
@@ -398,8 +438,8 @@ def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, t
     connection.execute("DROP TABLE recount_rows")
     steps, step_params = _steps(rules, "SELECT *, 1 AS sign FROM recount_moments")
     connection.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT test_id, measure, variant, "
-        f"window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT test_id, dimension, segment, "
+        f"measure, variant, window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
         step_params,
     )
     if rules.metrics:
@@ -409,8 +449,9 @@ def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, t
             rules, "SELECT *, 1 AS sign FROM recount_moments", values
         )
         connection.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table}_metrics AS SELECT test_id, metric, measure, "
-            f"variant, window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
+            f"CREATE OR REPLACE TEMP TABLE {table}_metrics AS SELECT test_id, dimension, "
+            f"segment, metric, measure, variant, window_start, sum(change) AS change "
+            f"FROM ({steps}) GROUP BY ALL",
             # the values' parameters last, where the values sit in the query
             step_params + metric_params,
         )
@@ -428,18 +469,23 @@ def differences(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> 
         compared.append(("metric_steps", "recounted_steps_metrics", "metric || '.' || measure"))
     different = []
     for stored, recounted, measure in compared:
-        sql = _DIFFERENT.format(stored=stored, recounted=recounted, measure=measure)
+        label = (
+            f"CASE WHEN dimension = 'all' THEN {measure} "
+            f"ELSE dimension || '=' || segment || ':' || {measure} END"
+        )
+        sql = _DIFFERENT.format(stored=stored, recounted=recounted, label=label)
         different += connection.execute(sql).fetchall()
         connection.execute(f"DROP TABLE {recounted}")
     return different
 
 
+# A row's measure as "dimension=segment:measure" outside the overall steps.
 _DIFFERENT = """
 WITH s AS (
-    SELECT test_id, {measure} AS measure, variant, window_start, change
+    SELECT test_id, {label} AS measure, variant, window_start, change
     FROM {stored} WHERE change <> 0
 ),
-f AS (SELECT test_id, {measure} AS measure, variant, window_start, change FROM {recounted})
+f AS (SELECT test_id, {label} AS measure, variant, window_start, change FROM {recounted})
 SELECT test_id, measure, variant, window_start,
        coalesce(s.change, 0) AS stored, coalesce(f.change, 0) AS recomputed
 FROM s FULL JOIN f USING (test_id, measure, variant, window_start)
