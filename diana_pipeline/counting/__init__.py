@@ -9,12 +9,19 @@ docs/design.md §3.
     figures.py     the dataclasses handed to the statistics
 """
 
-from diana_pipeline.counting.figures import MetricSums, Quality, VariantCounts, WindowCounts
-from diana_pipeline.counting.from_steps import metric_sums, quality, window_counts
+from diana_pipeline.counting.figures import (
+    MetricSums,
+    Quality,
+    SegmentCounts,
+    VariantCounts,
+    WindowCounts,
+)
+from diana_pipeline.counting.from_steps import metric_sums, quality, segment_counts, window_counts
 from diana_pipeline.counting.recount import (
     cumulative_counts,
     recount_metric_sums,
     recount_quality,
+    recount_segment_counts,
 )
 from diana_pipeline.counting.rules import CountingRules
 
@@ -22,6 +29,7 @@ __all__ = [
     "CountingRules",
     "MetricSums",
     "Quality",
+    "SegmentCounts",
     "VariantCounts",
     "WindowCounts",
     "cumulative_counts",
@@ -29,5 +37,7 @@ __all__ = [
     "quality",
     "recount_metric_sums",
     "recount_quality",
+    "recount_segment_counts",
+    "segment_counts",
     "window_counts",
 ]

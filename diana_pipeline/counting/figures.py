@@ -40,3 +40,18 @@ class MetricSums:
     total: int = 0
     squares: int = 0
     products: int = 0
+
+
+@dataclass(frozen=True)
+class SegmentCounts:
+    """One variant of one segment of a test's dimension in one window: increments and totals
+    to the window's end, as WindowCounts."""
+
+    test_id: str
+    dimension: str
+    segment: str
+    variant: str
+    exposures_inc: int
+    successes_inc: int
+    exposures_total: int
+    successes_total: int

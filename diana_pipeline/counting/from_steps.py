@@ -9,7 +9,13 @@ import duckdb
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import state
-from diana_pipeline.counting.figures import MetricSums, Quality, VariantCounts, WindowCounts
+from diana_pipeline.counting.figures import (
+    MetricSums,
+    Quality,
+    SegmentCounts,
+    VariantCounts,
+    WindowCounts,
+)
 from diana_pipeline.counting.rules import EXPOSURES, QUALITY_MEASURES, SUCCESSES, CountingRules
 
 
@@ -129,3 +135,49 @@ def metric_sums(
             step = next(pending, None)
         result[cutoff] = {key: MetricSums(**sums) for key, sums in running.items()}
     return result
+
+
+def segment_counts(
+    connection: duckdb.DuckDBPyConnection,
+    config: ExperimentsConfig,
+    windows: list[tuple[datetime, datetime]],
+) -> dict[datetime, list[SegmentCounts]]:
+    """Per window, every segment's counts of every test's dimensions (docs/segments.md): the
+    segments the steps hold, by their value, each with every variant (the lumping of the
+    smaller ones into (other) comes after). A segment's totals over one dimension add up to
+    the test's."""
+    if not windows:
+        return {}
+    state.ensure_current(connection, CountingRules.of(config))
+    steps = connection.execute(
+        "SELECT window_start, test_id, dimension, segment, variant, measure, change "
+        "FROM window_steps WHERE dimension <> 'all' AND measure IN (?, ?) AND window_start < ? "
+        "ORDER BY window_start",
+        [EXPOSURES, SUCCESSES, max(end for _, end in windows)],
+    ).fetchall()
+    variants = {t.test_id: t.variant_names for t in config.tests}
+    dimensions = {(t.test_id, d) for t in config.tests for d in t.dimensions}
+    running: dict[tuple[str, str, str, str], list[int]] = {}
+    for _, test_id, dimension, segment, _, _, _ in steps:
+        if (test_id, dimension) in dimensions:
+            for variant in variants[test_id]:
+                running.setdefault((test_id, dimension, segment, variant), [0, 0])
+    totals: dict[datetime, dict[tuple[str, str, str, str], tuple[int, int]]] = {}
+    pending = iter(steps)
+    step = next(pending, None)
+    for cutoff in sorted({moment for window in windows for moment in window}):
+        while step is not None and step[0] < cutoff:
+            _, test_id, dimension, segment, variant, measure, change = step
+            counts = running.get((test_id, dimension, segment, variant))
+            if counts is not None:
+                counts[0 if measure == EXPOSURES else 1] += change
+            step = next(pending, None)
+        totals[cutoff] = {key: (e, s) for key, (e, s) in running.items()}
+    return {
+        start: [
+            SegmentCounts(*key, after[0] - before[0], after[1] - before[1], *after)
+            for key, after in totals[end].items()
+            for before in [totals[start].get(key, (0, 0))]
+        ]
+        for start, end in windows
+    }

@@ -181,3 +181,56 @@ def recount_metric_sums(
             before.total + total, before.squares + squares, before.products + products
         )
     return sums
+
+
+# The counts per segment, stated per user at the cutoff: the counted users (as in
+# _CUMULATIVE_SQL) with the properties of their first exposure (of ties the least text, none
+# last), and whether they converted.
+_SEGMENT_COUNTS_SQL = """
+WITH tests(test_id, exposure_event, success_event, window_us) AS (
+    SELECT * FROM (VALUES {tests})
+),
+dims(test_id, dimension) AS (SELECT * FROM (VALUES {dimensions})),
+ev AS (
+    SELECT e.*, t.exposure_event, t.success_event, t.window_us
+    FROM events e JOIN tests t USING (test_id) WHERE e.event_time < $cutoff
+),
+counted AS (
+    SELECT test_id, user_id, min(event_time) AS t1, min(variant) AS variant,
+           any_value(window_us) AS window_us
+    FROM ev WHERE event_type = exposure_event
+    GROUP BY test_id, user_id HAVING count(DISTINCT variant) = 1
+),
+firsts AS (
+    SELECT c.*, nullif(min(coalesce(e.properties, '~')), '~') AS p1,
+           bool_or(s.user_id IS NOT NULL) AS converted
+    FROM counted c
+    JOIN ev e ON e.test_id = c.test_id AND e.user_id = c.user_id
+        AND e.event_type = e.exposure_event AND e.event_time = c.t1
+    LEFT JOIN ev s ON s.test_id = c.test_id AND s.user_id = c.user_id
+        AND s.event_type = s.success_event AND s.event_time >= c.t1
+        AND s.event_time <= c.t1 + to_microseconds(c.window_us)
+    GROUP BY ALL
+)
+SELECT f.test_id, d.dimension,
+       coalesce(json_extract_string(f.p1, '$."' || d.dimension || '"'), '(none)') AS segment,
+       f.variant, count(*), count(*) FILTER (WHERE f.converted)
+FROM firsts f JOIN dims d USING (test_id)
+GROUP BY ALL
+"""
+
+
+def recount_segment_counts(
+    connection: duckdb.DuckDBPyConnection, config: ExperimentsConfig, cutoff: datetime
+) -> dict[tuple[str, str, str, str], VariantCounts]:
+    """(test_id, dimension, segment, variant) -> users exposed and converted as of `cutoff`,
+    for every test's dimensions; segments without users are left out."""
+    rules = CountingRules.of(config)
+    if not rules.dimensions:
+        return {}
+    tests, params = rules.tests_relation()
+    dims = ", ".join("(?, ?)" for _ in rules.dimensions)
+    sql = _SEGMENT_COUNTS_SQL.format(tests=tests, dimensions=dims).replace("$cutoff", "?")
+    dim_params = [v for pair in rules.dimensions for v in pair]
+    rows = connection.execute(sql, [*params, *dim_params, cutoff]).fetchall()
+    return {tuple(row[:4]): VariantCounts(row[4], row[5]) for row in rows}  # type: ignore[misc]
