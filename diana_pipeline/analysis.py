@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from diana_pipeline import stats
-from diana_pipeline.config import ExperimentsConfig, ExperimentTest
+from diana_pipeline.config import ALL_SEGMENTS, ExperimentsConfig, ExperimentTest
 from diana_pipeline.counting import Quality, WindowCounts
 from diana_pipeline.metric_analysis import PrimaryLook, primary_looks
 from diana_pipeline.sinks.records import finite_or_none
@@ -93,14 +93,22 @@ def posterior_records(
 
 
 def _conversion_fields(test: ExperimentTest) -> dict[str, object]:
-    """What names the conversion among the test's metrics (docs/metrics.md)."""
+    """What names the conversion among the test's metrics (docs/metrics.md), overall (for
+    all users: docs/segments.md)."""
     metric = test.conversion_metric
-    return {"metric": metric.name, "metric_type": "binary", "metric_role": metric.role}
+    return {"metric": metric.name, "metric_type": "binary", "metric_role": metric.role,
+            "dimension": ALL_SEGMENTS, "segment": ALL_SEGMENTS}  # fmt: skip
 
 
 def is_conversion(test: ExperimentTest, record: Mapping[str, object]) -> bool:
-    """A record of the test's conversion (records written before metrics have none)."""
-    return record.get("metric") in (None, test.conversion_metric.name)
+    """An overall record of the test's conversion (records written before metrics and
+    segments have neither field)."""
+    return record.get("metric") in (None, test.conversion_metric.name) and is_overall(record)
+
+
+def is_overall(record: Mapping[str, object]) -> bool:
+    """A record of all the test's users, not of a segment."""
+    return record.get("dimension") in (None, ALL_SEGMENTS)
 
 
 def _anytime_figures(
@@ -170,7 +178,10 @@ def in_config_order(
         names = [m.name for m in tests[test_id].reported_metrics] if test_id in tests else []
         metric = names[0] if record.get("metric") is None and names else str(record["metric"])
         order = names.index(metric) if metric in names else len(names)
-        key = (record["window_start"], rank.get(test_id, len(rank)), test_id, order, metric)
+        segment = (str(record.get("dimension") or ALL_SEGMENTS) != ALL_SEGMENTS,
+                   str(record.get("dimension")), str(record.get("segment")))  # fmt: skip
+        key = (record["window_start"], rank.get(test_id, len(rank)), test_id, order, metric,
+               *segment)  # fmt: skip
         groups[key].append(record)
     return [
         record
@@ -407,7 +418,7 @@ def _guardrails(
     found: dict[tuple[object, str], list[stats.Guardrail]] = defaultdict(list)
     for record in records:
         metric = str(record.get("metric"))
-        if record["test_id"] == test.test_id and metric in margins:
+        if record["test_id"] == test.test_id and metric in margins and is_overall(record):
             worse = record.get("prob_worse_by_margin")
             found[(record["window_start"], str(record["variant"]))].append(
                 stats.Guardrail(metric, margins[metric], None if worse is None else float(worse))  # type: ignore[arg-type]

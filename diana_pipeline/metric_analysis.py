@@ -27,7 +27,7 @@ import numpy as np
 from scipy import special
 
 from diana_pipeline import stats
-from diana_pipeline.config import ExperimentTest, Metric
+from diana_pipeline.config import ALL_SEGMENTS, ExperimentTest, Metric
 from diana_pipeline.counting import MetricSums
 from diana_pipeline.counting.metric_sums import VALUE_SCALE
 from diana_pipeline.sinks.records import finite_or_none
@@ -213,6 +213,8 @@ def metric_records(
                     "metric": metric.name,
                     "metric_type": metric.type,
                     "metric_role": metric.role,
+                    "dimension": ALL_SEGMENTS,
+                    "segment": ALL_SEGMENTS,
                     "alpha": float(post.a[t, k]) if post.family != "normal" else None,
                     "beta": float(post.b[t, k]) if post.family != "normal" else None,
                     "exposures_inc": new_users,
@@ -303,7 +305,8 @@ def primary_looks(
     names = test.variant_names
     grouped: dict[object, dict[str, Mapping[str, object]]] = {}
     for record in records:
-        if record["test_id"] == test.test_id and record.get("metric") == metric.name:
+        overall = record.get("dimension") in (None, ALL_SEGMENTS)
+        if record["test_id"] == test.test_id and record.get("metric") == metric.name and overall:
             grouped.setdefault(record["window_start"], {})[str(record["variant"])] = record
     wanted = ("prob_best", "expected_loss", "mean", "ci_low", "ci_high")
     starts = sorted(
@@ -359,7 +362,9 @@ def metric_summaries(
     Metrics whose records are missing are left out."""
     names = test.variant_names
     rows: dict[tuple[str, str], Mapping[str, object]] = {
-        (str(r.get("metric")), str(r["variant"])): r for r in window
+        (str(r.get("metric")), str(r["variant"])): r
+        for r in window
+        if r.get("dimension") in (None, ALL_SEGMENTS)
     }
     by_name = {m.name: m for m in test.metrics_in_effect}
 

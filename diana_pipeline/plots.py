@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from scipy import stats as distributions
@@ -129,6 +130,21 @@ def metrics_figure(latest: list[dict[str, object]], dpi: int = 80) -> bytes:
     ±100%); a guardrail is marked ◆ with its P(worse by margin). `latest`: the metric records
     of one window, the control's first (metric, metric_role, variant, success_rate_total,
     lift_cs_low, lift_cs_high, prob_worse_by_margin)."""
+    return lift_figure(latest, lambda r: str(r["metric"]), dpi)
+
+
+def segments_figure(latest: list[dict[str, object]], dpi: int = 80) -> bytes:
+    """The forest plot of segments: as metrics_figure, a row per dimension, segment and
+    variant, from the conversion's segment records of one window."""
+    return lift_figure(latest, lambda r: f"{r['dimension']}={r['segment']}", dpi)
+
+
+def lift_figure(
+    latest: list[dict[str, object]], row_of: Callable[[dict[str, object]], str], dpi: int = 80
+) -> bytes:
+    """One panel per test: a row per `row_of(record)` and variant (the control's records
+    give the base), each the observed lift over the control with its anytime-valid
+    confidence sequence (clipped to ±100%); guardrails marked ◆ with their P(worse)."""
     plt = _pyplot()
     tests = sorted({str(r["test_id"]) for r in latest})
     figure, axes = plt.subplots(len(tests), 1, figsize=(9, 1 + 1.6 * len(tests)), squeeze=False)
@@ -137,8 +153,8 @@ def metrics_figure(latest: list[dict[str, object]], dpi: int = 80) -> bytes:
         mine = [r for r in latest if r["test_id"] == test_id]
         variants = list(dict.fromkeys(str(r["variant"]) for r in mine))
         labels: list[str] = []
-        for metric in dict.fromkeys(str(r["metric"]) for r in mine):
-            by_variant = {str(r["variant"]): r for r in mine if r["metric"] == metric}
+        for metric in dict.fromkeys(row_of(r) for r in mine):
+            by_variant = {str(r["variant"]): r for r in mine if row_of(r) == metric}
             base = by_variant[variants[0]].get("success_rate_total")
             for k, variant in enumerate(variants[1:]):
                 record = by_variant[variant]

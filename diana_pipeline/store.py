@@ -102,6 +102,8 @@ _METRIC = {
     "value_squares_total": "DOUBLE",
     "value_products_total": "DOUBLE",
     "prob_worse_by_margin": "DOUBLE",
+    "dimension": "VARCHAR",  # 'all' for the overall records (docs/segments.md)
+    "segment": "VARCHAR",
 }
 RESULT_COLUMNS: dict[str, dict[str, str]] = {
     "variant_increments": {

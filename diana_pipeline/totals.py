@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from diana_pipeline.config import DEFAULT_METRIC
+from diana_pipeline.config import ALL_SEGMENTS, DEFAULT_METRIC
 
 # (test_id, variant, "exposures" | "successes") -> users
 Totals = Counter[tuple[str, str, str]]
@@ -17,12 +17,13 @@ R = TypeVar("R", bound=Mapping[str, object])
 
 
 def latest_records(records: Iterable[R]) -> list[R]:
-    """One record per test, metric, variant and window: of a window written more than once
+    """One record per test, metric, segment, variant and window: of a window written more than once
     (refreshed, or kept in two files) the last one given counts. In the order each was first
     seen."""
     latest: dict[tuple[object, ...], R] = {}
     for record in records:
-        key = (record["test_id"], record.get("metric"), record["variant"], record["window_start"])
+        key = (record["test_id"], record.get("metric"), record.get("dimension"),
+               record.get("segment"), record["variant"], record["window_start"])  # fmt: skip
         latest[key] = record
     return list(latest.values())
 
@@ -39,6 +40,7 @@ def latest_totals(
         r
         for r in records
         if r.get("metric") in (None, names.get(str(r["test_id"]), DEFAULT_METRIC))
+        and r.get("dimension") in (None, ALL_SEGMENTS)
     ]
     # A sink gives its records back in no particular order: put them in the order written.
     written = sorted(records, key=lambda r: (r["window_start"], r["timestamp"]))  # type: ignore[index]

@@ -35,6 +35,7 @@ from diana_pipeline.analysis import (
     allocation_rows,
     decision_level,
     is_conversion,
+    is_overall,
     posterior_records,
     quality_checks,
     superiority_rows,
@@ -47,6 +48,7 @@ from diana_pipeline.counting import (
     WindowCounts,
     metric_sums,
     quality,
+    segment_counts,
     window_counts,
 )
 from diana_pipeline.counting import state as counting_state
@@ -59,8 +61,9 @@ from diana_pipeline.partitions import (
     run_windows,
     window_partitions,
 )
-from diana_pipeline.plots import metrics_figure, posterior_figure
+from diana_pipeline.plots import metrics_figure, posterior_figure, segments_figure
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
+from diana_pipeline.segments import segment_checks, segment_records
 from diana_pipeline.store import EventStore
 from diana_pipeline.windows import utc_now
 
@@ -90,6 +93,8 @@ CHECKS = {
     "clicks_before_exposure": "Few exposed users clicked only before their exposure.",
     "clicks_in_another_variant": "Few successes are tagged with another variant than the exposure.",
     "successes_within_exposures": "Successes never exceed exposures.",
+    "segment_sample_ratio_mismatch": "Each segment's exposures match the allocation.",
+    "segments_disagree": "No segment contradicts a clear overall result.",
 }
 
 
@@ -217,6 +222,13 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 if r["window_start"] == last_start
             ]
             figures = quality(store.connection, settings, last_end)
+            segments = (
+                segment_counts(store.connection, settings, windows[-1:])
+                if any(test.dimensions for test in settings.tests)
+                else {last_start: []}
+            )
+        found = quality_checks(settings, latest, figures)
+        found += segment_checks(settings, latest, segments, last_start)
         checks = [
             AssetCheckResult(
                 check_name=check.name,
@@ -227,7 +239,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 description=check.description,
                 metadata={"figures": MetadataValue.json(check.metadata)},
             )
-            for check in quality_checks(settings, latest, figures)
+            for check in found
         ]
         columns = [
             "test_id",
@@ -270,9 +282,12 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
             now = utc_now()
             records = posterior_records(settings, counts, windows, now)
             records += _metric_records(store, settings, counts, windows, now)
+            if any(test.dimensions for test in settings.tests):
+                segments = segment_counts(store.connection, settings, windows)
+                records += segment_records(settings, segments, windows, now)
             store.replace_windows("posteriors", list(counts), records)
             fields = ("window_start", "test_id", "variant", "prob_best", "p_value_always_valid",
-                      "metric")  # fmt: skip
+                      "metric", "dimension")  # fmt: skip
             history = [
                 dict(zip(fields, row, strict=True))
                 for row in store.connection.execute(
@@ -282,7 +297,8 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 ).fetchall()
             ]
         tests = {test.test_id: test for test in settings.tests}
-        latest = [r for r in records if r["window_start"] == windows[-1][0]]
+        in_window = [r for r in records if r["window_start"] == windows[-1][0]]
+        latest = [r for r in in_window if is_overall(r)]
         # The picture shows the conversions; the table every metric.
         picture = posterior_figure(
             [r for r in latest if is_conversion(tests[r["test_id"]], r)],
@@ -309,6 +325,14 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         others = [r for r in latest if not is_conversion(tests[r["test_id"]], r)]
         if others:
             metadata["metrics_plot"] = _picture("metrics", metrics_figure(others))
+        segmented = [r for r in in_window if not is_overall(r)]
+        for dimension in sorted({str(r["dimension"]) for r in segmented}):
+            rows = [r for r in segmented if r["dimension"] == dimension]
+            shown = ["test_id", "segment", "variant", "exposures_total", "successes_total",
+                     "mean", "ci_low", "ci_high", "prob_best"]  # fmt: skip
+            metadata[f"segments_by_{dimension}"] = MetadataValue.md(_table(rows, shown))
+        if segmented:
+            metadata["segments_plot"] = _picture("segments", segments_figure(segmented))
         return MaterializeResult(metadata=metadata)
 
     @asset(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from diana_pipeline.config import DEFAULT_METRIC
+from diana_pipeline.config import ALL_SEGMENTS, DEFAULT_METRIC
 from diana_pipeline.windows import naive_utc
 
 POSTERIOR_FIELDS: tuple[str, ...] = (
@@ -46,6 +46,9 @@ POSTERIOR_FIELDS: tuple[str, ...] = (
     "value_squares_total",
     "value_products_total",
     "prob_worse_by_margin",
+    # which segment (docs/segments.md): `all` and `all` for the overall records
+    "dimension",
+    "segment",
 )
 # Added later, so records written before them lack them; None where a figure has no finite
 # value (the control's own p-value, the open end of a confidence sequence) or does not apply
@@ -62,7 +65,9 @@ NORMAL_OPTIONAL_FIELDS = frozenset(
     {"alpha", "beta", "successes_inc", "successes_total", "success_rate_total", "mean",
      "ci_low", "ci_high", "prob_best", "expected_loss"}
 )  # fmt: skip
-TEXT_FIELDS = frozenset({"test_id", "variant", "metric", "metric_type", "metric_role"})
+TEXT_FIELDS = frozenset(
+    {"test_id", "variant", "metric", "metric_type", "metric_role", "dimension", "segment"}
+)
 TIME_FIELDS = frozenset({"window_start", "window_end", "timestamp"})
 INT_FIELDS = frozenset({"exposures_inc", "successes_inc", "exposures_total", "successes_total"})
 FLOAT_FIELDS = frozenset(POSTERIOR_FIELDS) - TEXT_FIELDS - TIME_FIELDS - INT_FIELDS
@@ -174,7 +179,13 @@ def record_key(record: Mapping[str, object]) -> str:
 
 def sort_key(record: Mapping[str, object]) -> str:
     """The DynamoDB sort key under the test_id partition key: `variant#window_start` for the
-    conversion (as before metrics), `metric#variant#window_start` for any other metric."""
+    conversion's overall record (as before metrics), `metric#variant#window_start` for any
+    other metric, each prefixed `dimension=segment#` for a segment's record."""
     key = f"{record['variant']}#{format_time(record['window_start'])}"  # type: ignore[arg-type]
     metric = record.get("metric")
-    return key if metric in (None, "", DEFAULT_METRIC) else f"{metric}#{key}"
+    if metric not in (None, "", DEFAULT_METRIC):
+        key = f"{metric}#{key}"
+    dimension = record.get("dimension")
+    if dimension not in (None, "", ALL_SEGMENTS):
+        key = f"{dimension}={record['segment']}#{key}"
+    return key

@@ -45,6 +45,8 @@ def make_records(
                     "value_squares_total": None,
                     "value_products_total": None,
                     "prob_worse_by_margin": None,
+                    "dimension": "all",
+                    "segment": "all",
                 }
             )
     return records

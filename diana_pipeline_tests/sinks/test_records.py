@@ -49,6 +49,11 @@ def test_keys_of_another_metric_never_collide_with_the_conversion() -> None:
     assert sort_key(conversion) == "control#2026-11-21T10:00:00Z"  # as before metrics
     assert sort_key(revenue) == "revenue#control#2026-11-21T10:00:00Z"
     assert record_key(revenue) == "t1/revenue#control#2026-11-21T10:00:00Z"
+    mobile = {**conversion, "dimension": "device", "segment": "mobile"}
+    assert sort_key(mobile) == "device=mobile#control#2026-11-21T10:00:00Z"
+    assert sort_key({**revenue, "dimension": "device", "segment": "(none)"}) == (
+        "device=(none)#revenue#control#2026-11-21T10:00:00Z"
+    )
 
 
 def test_counts_read_from_dynamodb_decimals_and_text() -> None:

@@ -1,0 +1,212 @@
+"""Segment breakdowns (docs/segments.md): the conversion's posterior records per segment of
+each dimension, the smaller segments lumped into (other), and the checks that read them (a
+sample-ratio mismatch inside a segment, a segment that disagrees with the overall result).
+Decisions stay on the overall result: segments are for reading, not for deciding.
+
+Pure functions over counts and the stats package; no Dagster, no DuckDB.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
+
+from diana_pipeline import stats
+from diana_pipeline.analysis import CheckFigure, posterior_records
+from diana_pipeline.config import ExperimentsConfig, ExperimentTest
+from diana_pipeline.counting import SegmentCounts, WindowCounts
+
+OTHER, NONE = "(other)", "(none)"
+# A segment's SRM is judged from this many exposed users on (the χ² approximation holds).
+SRM_MIN_USERS = 100
+SRM_ERROR_P = 0.001
+# A segment "disagrees" when its P(treatment beats control) is on the other side of these
+# from the overall one's.
+REVERSAL_PROB = 0.95
+
+
+def lumped(
+    test: ExperimentTest, rows: Mapping[datetime, list[SegmentCounts]], last: datetime
+) -> dict[datetime, list[SegmentCounts]]:
+    """The test's segment rows with, per dimension, all but the `max_segments` largest
+    segments (by exposures at the window starting `last`; `(none)` always kept apart)
+    summed into `(other)`: the same segments in every window of a run."""
+    size: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows[last]:
+        if row.test_id == test.test_id:
+            size[(row.dimension, row.segment)] += row.exposures_total
+    kept = set()
+    for dimension in test.dimensions:
+        named = sorted(
+            (s for (d, s) in size if d == dimension and s != NONE),
+            key=lambda s: (-size[(dimension, s)], s),
+        )
+        kept |= {(dimension, s) for s in named[: test.max_segments]} | {(dimension, NONE)}
+    result: dict[datetime, list[SegmentCounts]] = {}
+    for start, window_rows in rows.items():
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        for row in window_rows:
+            if row.test_id != test.test_id:
+                continue
+            segment = row.segment if (row.dimension, row.segment) in kept else OTHER
+            figures = sums.setdefault((row.dimension, segment, row.variant), [0, 0, 0, 0])
+            for k, value in enumerate(
+                (row.exposures_inc, row.successes_inc, row.exposures_total, row.successes_total)
+            ):
+                figures[k] += value
+        result[start] = [
+            SegmentCounts(test.test_id, dimension, segment, variant, *figures)
+            for (dimension, segment, variant), figures in sorted(sums.items())
+        ]
+    return result
+
+
+def segment_records(
+    config: ExperimentsConfig,
+    rows: Mapping[datetime, list[SegmentCounts]],
+    windows: list[tuple[datetime, datetime]],
+    timestamp: datetime,
+) -> list[dict[str, object]]:
+    """The conversion's posterior records per test, dimension, segment (lumped) and variant,
+    as posterior_records gives the overall ones, with `dimension` and `segment`."""
+    records: list[dict[str, object]] = []
+    for test in config.tests:
+        if not test.dimensions or not windows:
+            continue
+        mine = lumped(test, rows, windows[-1][0])
+        groups = sorted({(r.dimension, r.segment) for r in mine[windows[-1][0]]})
+        alone = config.model_copy(update={"tests": [test]})
+        for dimension, segment in groups:
+            counts = {
+                start: _as_window_counts(test, mine.get(start, []), dimension, segment)
+                for start, _ in windows
+            }
+            for record in posterior_records(alone, counts, windows, timestamp):
+                records.append({**record, "dimension": dimension, "segment": segment})
+    return records
+
+
+def _as_window_counts(
+    test: ExperimentTest, rows: list[SegmentCounts], dimension: str, segment: str
+) -> list[WindowCounts]:
+    found = {r.variant: r for r in rows if (r.dimension, r.segment) == (dimension, segment)}
+    return [
+        WindowCounts(test.test_id, variant, *(
+            (found[variant].exposures_inc, found[variant].successes_inc,
+             found[variant].exposures_total, found[variant].successes_total)
+            if variant in found else (0, 0, 0, 0)))
+        for variant in test.variant_names
+    ]  # fmt: skip
+
+
+def segment_srm(
+    test: ExperimentTest, rows: list[SegmentCounts]
+) -> list[tuple[str, str, float, list[int]]]:
+    """Per segment with at least SRM_MIN_USERS exposed users (one window's rows): dimension,
+    segment, the χ² p-value of its exposures against the allocation, and the exposures."""
+    by_segment: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        if row.test_id == test.test_id:
+            by_segment[(row.dimension, row.segment)][row.variant] = row.exposures_total
+    results = []
+    for (dimension, segment), exposures in sorted(by_segment.items()):
+        counts = [exposures.get(v, 0) for v in test.variant_names]
+        if sum(counts) >= SRM_MIN_USERS:
+            p = float(stats.srm_pvalue(counts, test.allocation))
+            results.append((dimension, segment, p, counts))
+    return results
+
+
+def reversals(
+    test: ExperimentTest, overall: list[WindowCounts], rows: list[SegmentCounts]
+) -> list[tuple[str, str, str, float, float]]:
+    """Segments whose treatment-beats-control probability lies on the other side of
+    REVERSAL_PROB from the overall one (one window's rows): dimension, segment, variant, the
+    segment's P and the overall P (Beta posteriors with the test's prior)."""
+    prior = test.prior
+    control = test.variant_names[0]
+
+    def beats(counts: Mapping[str, tuple[int, int]], variant: str) -> float:
+        (ec, sc), (ev, sv) = counts[control], counts[variant]
+        a, b = prior.alpha, prior.beta
+        return float(stats.prob_superiority(a + sv, b + ev - sv, a + sc, b + ec - sc))
+
+    whole = {r.variant: (r.exposures_total, r.successes_total) for r in overall
+             if r.test_id == test.test_id}  # fmt: skip
+    by_segment: dict[tuple[str, str], dict[str, tuple[int, int]]] = defaultdict(dict)
+    for row in rows:
+        if row.test_id == test.test_id:
+            by_segment[(row.dimension, row.segment)][row.variant] = (
+                row.exposures_total, row.successes_total)  # fmt: skip
+    found = []
+    for variant in test.variant_names[1:]:
+        if variant not in whole or control not in whole:
+            continue
+        overall_p = beats(whole, variant)
+        if 1 - REVERSAL_PROB < overall_p < REVERSAL_PROB:
+            continue  # no clear overall result to disagree with
+        for (dimension, segment), counts in sorted(by_segment.items()):
+            if control in counts and variant in counts:
+                p = beats(counts, variant)
+                if (overall_p >= REVERSAL_PROB and p <= 1 - REVERSAL_PROB) or (
+                    overall_p <= 1 - REVERSAL_PROB and p >= REVERSAL_PROB
+                ):
+                    found.append((dimension, segment, variant, p, overall_p))
+    return found
+
+
+def segment_checks(
+    config: ExperimentsConfig,
+    overall: list[WindowCounts],
+    rows: Mapping[datetime, list[SegmentCounts]],
+    last: datetime,
+) -> list[CheckFigure]:
+    """The segments' data-quality checks at the window starting `last`: a sample-ratio
+    mismatch in any segment with enough users (error, naming it), and segments that disagree
+    with a clear overall result (warning: a Simpson-style reversal to look into)."""
+    mismatches, disagreements = [], []
+    for test in config.tests:
+        if not test.dimensions:
+            continue
+        mine = lumped(test, rows, last).get(last, [])
+        for dimension, segment, p, counts in segment_srm(test, mine):
+            if p < SRM_ERROR_P:
+                mismatches.append(
+                    {
+                        "test_id": test.test_id,
+                        "segment": f"{dimension}={segment}",
+                        "p_value": round(p, 8),
+                        "exposures": counts,
+                    }
+                )
+        for dimension, segment, variant, p, whole in reversals(test, overall, mine):
+            disagreements.append(
+                {
+                    "test_id": test.test_id,
+                    "segment": f"{dimension}={segment}",
+                    "variant": variant,
+                    "p_beats_control": round(p, 4),
+                    "overall": round(whole, 4),
+                }
+            )
+    named = ", ".join(f"{m['test_id']} {m['segment']} (p = {m['p_value']:.2g})" for m in mismatches)
+    return [
+        CheckFigure(
+            "segment_sample_ratio_mismatch",
+            not mismatches,
+            "error",
+            f"chi-square of each segment's exposures (≥ {SRM_MIN_USERS} users) against the "
+            f"allocation: error at p < {SRM_ERROR_P}" + (f"; failing: {named}" if named else ""),
+            {"segments": mismatches},
+        ),
+        CheckFigure(
+            "segments_disagree",
+            not disagreements,
+            "warn",
+            f"segments whose P(variant beats control) lies on the other side of "
+            f"{REVERSAL_PROB} from the overall one (a Simpson-style reversal: read "
+            "docs/segments.md before acting on it)",
+            {"segments": disagreements},
+        ),
+    ]
