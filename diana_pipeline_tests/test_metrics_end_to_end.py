@@ -97,12 +97,15 @@ def run_pipeline(
     tmp_path: Path,
     metrics: str,
     send: Callable[[ExperimentsConfig], str] = send_file,
+    checks: dict[str, bool] | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Events sent by `send` through Kafka, one ingestion run and the assets of their window
-    (`send` gives its partition key); the CSV sink's records and the superiority rows."""
+    (`send` gives its partition key); the CSV sink's records and the superiority rows, and
+    into `checks` whether each asset check passed."""
     experiments = tmp_path / "experiments.yaml"
     text = (REPO_ROOT / "experiments.yaml").read_text()
     experiments.write_text(text.replace("    variants:\n", metrics + "    variants:\n", 1))
+    # (`metrics` is any text for the test: its metrics, dimensions, ...)
     topic = kafka.new_topic(partitions=3)
     env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb"),
            "DIANA_CSV_DIR": str(tmp_path / "output"), "DIANA_OUTPUT_SINK": "csv"}  # fmt: skip
@@ -114,7 +117,7 @@ def run_pipeline(
         for name, value in env.items():
             patch.setenv(name, value)
         assets = [*build_statistics(config)[0], build_events(config).to_source_asset()]
-        materialize(
+        result = materialize(
             assets,
             resources=pipeline_resources(config, experiments),
             selection=[*STATISTICS, PUBLISHED],
@@ -124,6 +127,8 @@ def run_pipeline(
     with EventStore.open(tmp_path / "events.duckdb") as store:
         superiority = store.read_window_range("superiority", None, None)
     records = PosteriorCsvFiles(config.infrastructure.csv.directory).read()
+    if checks is not None:
+        checks.update({c.check_name: c.passed for c in result.get_asset_check_evaluations()})
     return records, superiority
 
 
