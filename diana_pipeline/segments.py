@@ -210,3 +210,52 @@ def segment_checks(
             {"segments": disagreements},
         ),
     ]
+
+
+def segment_summaries(
+    test: ExperimentTest, window: list[Mapping[str, object]], dimension: str
+) -> list[dict[str, object]]:
+    """Per segment of `dimension`, recomputed from one window's conversion records (α, β
+    and the counts only): per variant the exposures, successes, posterior mean, 95%
+    credible interval, P(best) and expected loss. Segments lacking a variant are left out."""
+    by_segment: dict[str, dict[str, Mapping[str, object]]] = defaultdict(dict)
+    for record in window:
+        if (
+            record.get("dimension") == dimension
+            and record.get("metric") in (None, test.conversion_metric.name)
+            and record["variant"] in test.variant_names
+        ):
+            by_segment[str(record["segment"])][str(record["variant"])] = record
+    summaries = []
+    for segment, records in sorted(by_segment.items(), key=lambda item: _segment_order(item[0])):
+        if set(records) != set(test.variant_names):
+            continue
+        mine = [records[v] for v in test.variant_names]
+        alphas = [float(r["alpha"]) for r in mine]  # type: ignore[arg-type]
+        betas = [float(r["beta"]) for r in mine]  # type: ignore[arg-type]
+        best, loss = stats.prob_best_and_expected_loss(alphas, betas)
+        low, high = stats.credible_interval(alphas, betas)
+        summaries.append(
+            {
+                "segment": segment,
+                "variants": [
+                    {
+                        "variant": variant,
+                        "exposures": int(r["exposures_total"]),  # type: ignore[call-overload]
+                        "successes": int(r["successes_total"]),  # type: ignore[call-overload]
+                        "mean": alphas[k] / (alphas[k] + betas[k]),
+                        "ci_low": float(low[k]),  # type: ignore[index]
+                        "ci_high": float(high[k]),  # type: ignore[index]
+                        "prob_best": float(best[k]),
+                        "expected_loss": float(loss[k]),
+                    }
+                    for k, (variant, r) in enumerate(zip(test.variant_names, mine, strict=True))
+                ],
+            }
+        )
+    return summaries
+
+
+def _segment_order(segment: str) -> tuple[int, str]:
+    """Named segments by name, then (other), then (none)."""
+    return ({OTHER: 1, NONE: 2}.get(segment, 0), segment)

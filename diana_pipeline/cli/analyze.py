@@ -31,6 +31,7 @@ from diana_pipeline.config import (
 )
 from diana_pipeline.metric_analysis import metric_summaries
 from diana_pipeline.plots import posterior_figure
+from diana_pipeline.segments import segment_summaries
 from diana_pipeline.sinks.csv_files import FILE_PATTERN, read_csv_file
 from diana_pipeline.sinks.dynamodb_table import DynamoDBError, PosteriorTable
 from diana_pipeline.sinks.records import Record, RecordError, format_time, parse_time
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metric", help="only this metric (default: every one; the decision is always shown)"
     )
+    parser.add_argument(
+        "--by", metavar="DIMENSION", help="also a table per segment of this dimension, e.g. device"
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw posterior densities")
     return parser
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_settings(args.config)
         records = read_records(args.source, args.files, config)
-        reports, history = analyze(records, config, args.at, args.test, args.metric)
+        reports, history = analyze(records, config, args.at, args.test, args.metric, args.by)
         if args.plot:
             _plot(args.plot, reports, history)
     except AnalyzeError as exc:
@@ -190,6 +194,7 @@ def analyze(
     at: str | None = None,
     only: list[str] | None = None,
     metric: str | None = None,
+    by: str | None = None,
 ) -> tuple[list[dict[str, object]], list[Record]]:
     """One report per test (at its latest window, or `at`), and the records up to that
     window (for the P(best) history of the plot). A report holds the conversion's figures
@@ -244,6 +249,12 @@ def analyze(
                 raise AnalyzeError(f"test {test_id} has no metric {metric} (has: {_list(known)})")
             report["metrics"] = [m for m in report["metrics"] if m["metric"] == metric]  # type: ignore[attr-defined,index]
             report["conversion_shown"] = metric == test.conversion_metric.name
+        if by is not None:
+            report["segments"] = segment_summaries(test, window, by)
+            report["dimension"] = by
+            if not report["segments"]:
+                known = sorted({str(r.get("dimension")) for r in rows} - {"None", "all"})
+                raise AnalyzeError(f"test {test_id} has no segments of {by} (has: {_list(known)})")
         reports.append(report)
         history += [r for r in upto if "prob_best" in r and is_conversion(test, r)]
     return reports, history
@@ -322,6 +333,8 @@ def render(report: dict[str, object]) -> str:
         lines += _conversion_lines(report, width)
     for block in report.get("metrics", []):  # type: ignore[attr-defined]
         lines += _metric_lines(block, width)
+    for segment in report.get("segments", []):  # type: ignore[attr-defined]
+        lines += _segment_lines(str(report["dimension"]), segment, width)
     decision: dict[str, str] = report["decision"]  # type: ignore[assignment]
     verdict = {
         "winner": f"{decision['winner']} is the likely winner",
@@ -399,6 +412,24 @@ def _metric_lines(block: dict, width: int) -> list[str]:
         if guardrail:
             cells.append(_figure(v["prob_worse_by_margin"], ".4f", 8))
         lines.append(f"  {v['variant']:<{width}}  {v['users']:>10,}  " + "  ".join(cells))
+    return lines
+
+
+def _segment_lines(dimension: str, segment: dict, width: int) -> list[str]:
+    """One segment's table: the conversion of its users (for reading; it decides nothing)."""
+    lines = [
+        "",
+        f"  {dimension} = {segment['segment']}",
+        f"  {'variant':<{width}}  {'exposures':>10}  {'successes':>10}  {'mean':>7}  "
+        f"{'95% credible interval':>21}  {'P(best)':>7}  {'exp. loss':>9}",
+    ]
+    for v in segment["variants"]:
+        interval = f"[{v['ci_low']:.4f}, {v['ci_high']:.4f}]"
+        lines.append(
+            f"  {v['variant']:<{width}}  {v['exposures']:>10,}  {v['successes']:>10,}  "
+            f"{v['mean']:>7.4f}  {interval:>21}  {v['prob_best']:>7.4f}  "
+            f"{v['expected_loss']:>9.2e}"
+        )
     return lines
 
 

@@ -367,3 +367,38 @@ def test_one_metric_alone_and_an_unknown_one(
     assert (
         "test shop has no metric bounce (has: clicked, orders, revenue)" in capsys.readouterr().err
     )
+
+
+def test_by_a_dimension_gives_a_table_per_segment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diana_pipeline.analysis import posterior_records
+    from diana_pipeline.config import load_config
+    from diana_pipeline.counting import SegmentCounts, WindowCounts
+    from diana_pipeline.segments import segment_records
+
+    config_file = tmp_path / "segments.yaml"
+    config_file.write_text(
+        METRICS_CONFIG.replace("    metrics:", "    dimensions: [device]\n    metrics:")
+    )
+    config = load_config(config_file)
+    start = DAY + 10 * HOUR
+    windows = [(start, start + HOUR)]
+    figures = {"mobile": ((600, 60), (600, 90)), "desktop": ((400, 40), (400, 60))}
+    segments = [SegmentCounts("shop", "device", s, v, e, c, e, c)
+                for s, pairs in figures.items()
+                for v, (e, c) in zip(("control", "treatment"), pairs, strict=True)]  # fmt: skip
+    counts = [WindowCounts("shop", "control", 1000, 100, 1000, 100),
+              WindowCounts("shop", "treatment", 1000, 150, 1000, 150)]  # fmt: skip
+    records = posterior_records(config, {start: counts}, windows, start + HOUR)
+    records += segment_records(config, {start: segments}, windows, start + HOUR)
+    [path] = PosteriorCsvFiles(tmp_path / "out").write(records, WindowSpan(start, start + HOUR))
+    args = [str(path), "--config", str(config_file), "--by", "device"]
+    [report] = analyze_json(capsys, *args)["tests"]
+    assert [s["segment"] for s in report["segments"]] == ["desktop", "mobile"]
+    mobile = report["segments"][1]["variants"]
+    best = stats.prob_best([61.0, 91.0], [541.0, 511.0])
+    assert [v["prob_best"] for v in mobile] == pytest.approx(best, abs=1e-12)
+    assert [v["exposures"] for v in mobile] == [600, 600]
+    assert main([*args[:-1], "country"]) == 2
+    assert "test shop has no segments of country (has: device)" in capsys.readouterr().err
