@@ -31,6 +31,7 @@ from diana_pipeline.resources import ExperimentsResource, KafkaResource
 from diana_pipeline.traffic import (
     ExtraEvent,
     NoiseRates,
+    PropertySpec,
     TrafficError,
     TrafficRun,
     TrafficSummary,
@@ -70,6 +71,16 @@ class TrafficConfig(Config):
         description="metrics beyond the conversion: event type -> variant -> probability "
         "per visit, e.g. {Purchase: {control: 0.10, treatment: 0.12}}",
     )
+    properties: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="segment breakdowns: property -> value -> share of users, e.g. "
+        "{device: {desktop: 0.5, mobile: 0.4, tablet: 0.1}}; every exposure carries them",
+    )
+    property_effects: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="property -> value -> factor on the success probability, e.g. "
+        "{device: {mobile: 1.3}}",
+    )
     event_values: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="event type -> variant -> mean of its value (lognormal), e.g. "
@@ -89,6 +100,9 @@ def send_traffic(
         strays = sorted(set(config.event_values) - set(config.extra_events))
         if strays:
             raise TrafficError(f"event_values for {', '.join(strays)} without its extra_events")
+        strays = sorted(set(config.property_effects) - set(config.properties))
+        if strays:
+            raise TrafficError(f"property_effects for {', '.join(strays)} without its properties")
         spec = build_spec(
             settings,
             config.success_probabilities,
@@ -108,6 +122,10 @@ def send_traffic(
             extra_events=tuple(
                 ExtraEvent(event, rates, config.event_values.get(event))
                 for event, rates in config.extra_events.items()
+            ),
+            properties=tuple(
+                PropertySpec(name, weights, config.property_effects.get(name, {}))
+                for name, weights in config.properties.items()
             ),
         )
     except (TrafficError, ConfigError) as exc:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ import numpy as np
 
 from diana_pipeline import markdown
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.events import TimestampFormatter, VariantAssigner
+from diana_pipeline.events import TimestampFormatter, VariantAssigner, assignment_point
 from diana_pipeline.producer import Deliveries, check_topic, flush, make_producer, produce
 from diana_pipeline.traffic_metrics import expected_metric_sums
 
@@ -64,6 +65,17 @@ class ExtraEvent:
 
 
 @dataclass(frozen=True)
+class PropertySpec:
+    """A property every exposure carries (docs/segments.md), e.g. device: each user's value
+    drawn once from the weights (by a hash of the user, so a user keeps it), and per value a
+    factor on the success probability (a per-segment effect; 1 when absent)."""
+
+    name: str
+    weights: dict[str, float]  # value -> share of users
+    effects: dict[str, float] = field(default_factory=dict)  # value -> success factor
+
+
+@dataclass(frozen=True)
 class TrafficSpec:
     probabilities: dict[str, dict[str, float]]  # test_id -> variant -> success probability
     eps: float | None = 50.0  # events per second; None = unthrottled
@@ -75,6 +87,7 @@ class TrafficSpec:
     mean_success_delay_s: float = 1.0
     noise: NoiseRates = NoiseRates()
     extra_events: tuple[ExtraEvent, ...] = ()
+    properties: tuple[PropertySpec, ...] = ()
 
 
 def build_spec(
@@ -91,6 +104,7 @@ def build_spec(
     mean_success_delay_s: float = 1.0,
     noise: NoiseRates | None = None,
     extra_events: tuple[ExtraEvent, ...] = (),
+    properties: tuple[PropertySpec, ...] = (),
 ) -> TrafficSpec:
     """Check user-facing settings against experiments.yaml; TrafficError names the problem.
 
@@ -144,6 +158,8 @@ def build_spec(
             raise TrafficError(f"noise rate {name} must be in [0, 1], got {rate:g}")
     for extra in extra_events:
         _check_extra_event(extra, [known_tests[t] for t in selected])
+    for spec in properties:
+        _check_property(spec)
     return TrafficSpec(
         probabilities=per_test,
         eps=eps,
@@ -155,6 +171,7 @@ def build_spec(
         mean_success_delay_s=mean_success_delay_s,
         noise=noise,
         extra_events=tuple(extra_events),
+        properties=tuple(properties),
     )
 
 
@@ -180,24 +197,48 @@ def _check_extra_event(extra: ExtraEvent, tests: list) -> None:
         raise TrafficError(f"extra event {extra.event_type}: value means must be > 0")
 
 
+def _check_property(spec: PropertySpec) -> None:
+    if not re.fullmatch(r"[a-z0-9_]{1,64}", spec.name):
+        raise TrafficError(f"property name {spec.name!r} must be 1 to 64 of a-z, 0-9 and _")
+    if not spec.weights or any(not w > 0 for w in spec.weights.values()):
+        raise TrafficError(f"property {spec.name}: give each value a weight > 0")
+    if any(not 0 < len(v) <= 64 for v in spec.weights):
+        raise TrafficError(f"property {spec.name}: values must have 1 to 64 characters")
+    unknown = sorted(set(spec.effects) - set(spec.weights))
+    if unknown:
+        raise TrafficError(f"property {spec.name}: effect for unknown value(s) {unknown}")
+    if any(not f >= 0 for f in spec.effects.values()):
+        raise TrafficError(f"property {spec.name}: effects must be ≥ 0")
+
+
+def parse_property(text: str, effects: str | None = None) -> PropertySpec:
+    """'device=desktop:0.5,mobile:0.4,tablet:0.1' (and, for its effects, 'mobile:1.2') ->
+    a PropertySpec."""
+    name, weights = _named_pairs(text, "device=mobile:0.5")
+    return PropertySpec(name, weights, _pairs(effects, "mobile:1.2") if effects else {})
+
+
 def parse_extra_event(text: str, values: str | None = None) -> ExtraEvent:
     """'Purchase=control:0.1,treatment:0.12' (and, for its values, 'control:25,treatment:27')
     -> an ExtraEvent."""
-    event_type, sep, rates = text.partition("=")
-    if not sep or not event_type.strip():
-        raise TrafficError(
-            f"expected EVENT=variant:rate,... such as Purchase=control:0.1, got {text!r}"
-        )
+    event_type, rates = _named_pairs(text, "Purchase=control:0.1")
+    return ExtraEvent(event_type, rates, _pairs(values, "control:25") if values else None)
 
-    def pairs(part: str) -> dict[str, float]:
-        try:
-            return parse_probabilities(part.replace(":", "="))
-        except TrafficError:
-            raise TrafficError(
-                f"expected variant:number pairs such as control:0.1, got {part!r}"
-            ) from None
 
-    return ExtraEvent(event_type.strip(), pairs(rates), pairs(values) if values else None)
+def _named_pairs(text: str, example: str) -> tuple[str, dict[str, float]]:
+    """'NAME=key:number,...' -> (NAME, {key: number})."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name.strip():
+        raise TrafficError(f"expected NAME=key:number,... such as {example}, got {text!r}")
+    return name.strip(), _pairs(rest, example.partition("=")[2])
+
+
+def _pairs(text: str, example: str) -> dict[str, float]:
+    """'key:number,...' -> {key: number}."""
+    try:
+        return parse_probabilities(text.replace(":", "="))
+    except TrafficError:
+        raise TrafficError(f"expected key:number pairs such as {example}, got {text!r}") from None
 
 
 def parse_probabilities(text: str) -> dict[str, float]:
@@ -228,6 +269,8 @@ class TrafficSummary:
     noise: Counter[str] = field(default_factory=Counter)
     # per test, variant and metric beyond the conversion: the sums the pipeline must reach
     expected_metrics: list[dict[str, object]] = field(default_factory=list)
+    # (test, property, value, variant, "exposed" | "converted") -> users, as segments count
+    segment_users: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
     deliveries: Deliveries = field(default_factory=Deliveries)
     elapsed_s: float = 0.0
     interrupted: bool = False
@@ -262,8 +305,22 @@ class TrafficSummary:
                 for (t, v), n in sorted(self.exposed_users.items())
             ],
             "expected_metrics": self.expected_metrics,
+            "expected_segments": self.expected_segments(),
             "noise": dict(self.noise),
         }
+
+    def expected_segments(self) -> list[dict[str, object]]:
+        """Per test, property, value and variant, the users the segments must count."""
+        rows = []
+        for (test_id, dimension, segment, variant, kind), users in sorted(
+            self.segment_users.items()
+        ):
+            if kind == "exposed":
+                converted = self.segment_users[(test_id, dimension, segment, variant, "converted")]
+                rows.append({"test_id": test_id, "dimension": dimension, "segment": segment,
+                             "variant": variant, "exposed_users": users,
+                             "converted_users": converted})  # fmt: skip
+        return rows
 
     def table(self) -> str:
         """The events sent, then the users the pipeline should count, as markdown tables."""
@@ -512,7 +569,10 @@ class TrafficRun:
         ).encode()
 
     def _exposure(self, plan: _TestPlan, variant: int, user_id: str, event_ms: int) -> bool:
-        payload = self._payload(plan.exposure_parts[variant], user_id, event_ms)
+        extra = ""
+        if self.spec.properties:
+            extra = ',"properties":' + json.dumps(self._properties(user_id), sort_keys=True)
+        payload = self._payload(plan.exposure_parts[variant], user_id, event_ms, extra)
         if not self._emit(payload, user_id.encode()):
             return False
         self.summary.events[(plan.test_id, plan.exposure_event, plan.assigner.names[variant])] += 1
@@ -527,6 +587,7 @@ class TrafficRun:
         if state[pending.user_index] == _EXPOSED:
             state[pending.user_index] = _CONVERTED
             self.summary.converted_users[(plan.test_id, name)] += 1
+            self._count_segments(plan.test_id, name, pending.user_index, "converted", 1)
 
     def _send_due_successes(self, due_s: float) -> None:
         while self._pending and self._pending[0].due_s <= due_s:
@@ -560,7 +621,10 @@ class TrafficRun:
             if state[user_index] == _UNSEEN:
                 state[user_index] = _EXPOSED
                 self.summary.exposed_users[(plan.test_id, plan.assigner.names[variant])] += 1
-            if random.uniform() < plan.probabilities[variant] and self._room() > 0:
+                name = plan.assigner.names[variant]
+                self._count_segments(plan.test_id, name, user_index, "exposed", 1)
+            chance = plan.probabilities[variant] * self._effect(user_id)
+            if random.uniform() < chance and self._room() > 0:
                 delay = min(random.exponential() * spec.mean_success_delay_s, plan.max_delay_s)
                 pending = _PendingSuccess(
                     due_s + delay,
@@ -627,6 +691,35 @@ class TrafficRun:
             rows += expected_metric_sums(test, plan.assigner, self._user_prefix, mine)
         return rows
 
+    def _properties(self, user_id: str) -> dict[str, str]:
+        """The user's properties: each drawn once from its weights, by a hash of the user."""
+        found = {}
+        for spec in self.spec.properties:
+            point = assignment_point(spec.name, user_id) * sum(spec.weights.values())
+            for value, weight in spec.weights.items():
+                found[spec.name] = value
+                point -= weight
+                if point < 0:
+                    break
+        return found
+
+    def _effect(self, user_id: str) -> float:
+        """The factor the user's segments put on their success probability."""
+        factor = 1.0
+        if self.spec.properties:
+            for spec in self.spec.properties:
+                factor *= spec.effects.get(self._properties(user_id)[spec.name], 1.0)
+        return factor
+
+    def _count_segments(
+        self, test_id: str, variant: str, user_index: int, kind: str, change: int
+    ) -> None:
+        """Book a user's exposure or conversion in their segments (docs/segments.md)."""
+        if self.spec.properties:
+            user_id = f"{self._user_prefix}{user_index}"
+            for name, value in self._properties(user_id).items():
+                self.summary.segment_users[(test_id, name, value, variant, kind)] += change
+
     def _pick_user(self) -> int:
         spec = self.spec
         returning = (
@@ -657,8 +750,10 @@ class TrafficRun:
             # This user no longer counts: the pipeline excludes users seen in two variants.
             name = plan.assigner.names[variant]
             self.summary.exposed_users[(plan.test_id, name)] -= 1
+            self._count_segments(plan.test_id, name, user_index, "exposed", -1)
             if state[user_index] == _CONVERTED:
                 self.summary.converted_users[(plan.test_id, name)] -= 1
+                self._count_segments(plan.test_id, name, user_index, "converted", -1)
             state[user_index] = _MIXED
             self.summary.noise["users in two variants"] += 1
 

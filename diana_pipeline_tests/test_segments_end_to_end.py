@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.partitions import partition_key
 from diana_pipeline.producer import make_producer
+from diana_pipeline.traffic import NoiseRates, PropertySpec, TrafficRun, build_spec
 from diana_pipeline_tests.test_metrics_end_to_end import PARTITION, at, run_pipeline
 
 pytestmark = pytest.mark.servers
@@ -98,3 +101,34 @@ def test_segments_reach_the_sink_with_exact_counts(kafka, tmp_path: Path) -> Non
     assert [r["exposures_total"] for r in overall] == [260, 260]
     assert checks["sample_ratio_mismatch"] is True
     assert checks["segment_sample_ratio_mismatch"] is False
+
+
+def test_traffic_with_properties_reaches_the_segment_counts_its_summary_promises(
+    kafka, tmp_path: Path
+) -> None:
+    summaries = []
+
+    def send_traffic(config: ExperimentsConfig) -> str:
+        properties = (
+            PropertySpec("device", {"desktop": 0.5, "mobile": 0.4, "tablet": 0.1},
+                         {"mobile": 1.5}),
+            PropertySpec("country", {"DE": 0.6, "FR": 0.4}),
+        )  # fmt: skip
+        spec = build_spec(config, {"control": 0.3, "treatment": 0.4}, eps=None, count=3000,
+                          seed=5, users=1000, repeat_rate=0.3, properties=properties,
+                          noise=NoiseRates(cross_variant=0.02))  # fmt: skip
+        window = config.partitions.window_start(datetime.now(UTC))
+        summaries.append(TrafficRun(config, spec).run())
+        if config.partitions.window_start(datetime.now(UTC)) != window:
+            pytest.skip("the run crossed a window boundary")  # its events span two windows
+        return partition_key(window)
+
+    records, _ = run_pipeline(kafka, tmp_path, "    dimensions: [device, country]\n",
+                              send_traffic)  # fmt: skip
+    [summary] = summaries
+    expected = {(r["dimension"], r["segment"], r["variant"]): (r["exposed_users"],
+                r["converted_users"]) for r in summary.expected_segments()}  # fmt: skip
+    got = {(r["dimension"], r["segment"], r["variant"]): (r["exposures_total"],
+           r["successes_total"]) for r in records if r["dimension"] != "all"}  # fmt: skip
+    assert got == expected
+    assert len(expected) == 5 * 2

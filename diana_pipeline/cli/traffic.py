@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from diana_pipeline.cli.progress import ProgressBar
 from diana_pipeline.config import ConfigError, load_config
 from diana_pipeline.producer import ProducerError
 from diana_pipeline.traffic import (
-    ExtraEvent,
     NoiseRates,
     TrafficError,
     TrafficRun,
@@ -22,9 +23,11 @@ from diana_pipeline.traffic import (
     build_spec,
     parse_extra_event,
     parse_probabilities,
+    parse_property,
 )
 
 DEFAULT_DURATION_S = 120.0
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,23 +76,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="that event carries a value, lognormal with this mean per variant, e.g. "
         "Purchase=control:25,treatment:27 (repeatable)",
     )
+    segments = parser.add_argument_group("properties, for segment breakdowns")
+    segments.add_argument(
+        "--property",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE:WEIGHT,...",
+        help="a property every exposure carries, each user's drawn once from these weights, "
+        "e.g. device=desktop:0.5,mobile:0.4,tablet:0.1 (repeatable)",
+    )
+    segments.add_argument(
+        "--effect",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE:FACTOR,...",
+        help="a factor on the success probability of users with that value, e.g. "
+        "device=mobile:1.3 (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
-def extra_events(events: list[str], values: list[str]) -> tuple[ExtraEvent, ...]:
-    """--event and --value options as ExtraEvents; a --value for no --event is an error."""
-    means = {}
-    for text in values:
-        event_type, _, rest = text.partition("=")
-        means[event_type.strip()] = rest
-    extras = []
-    for text in events:
-        event_type = text.partition("=")[0].strip()
-        extras.append(parse_extra_event(text, means.pop(event_type, None)))
-    if means:
-        raise TrafficError(f"--value for {', '.join(means)} without its --event")
-    return tuple(extras)
+def paired(
+    texts: list[str], seconds: list[str], parse: Callable[[str, str | None], T], names: str
+) -> tuple[T, ...]:
+    """Options that name a thing (--event, --property) parsed with their companions of the
+    same name (--value, --effect); a companion for no such thing is an error. `names`: the
+    two options, as '--event/--value'."""
+    first, second = names.split("/")
+    by_name = {}
+    for text in seconds:
+        name, _, rest = text.partition("=")
+        by_name[name.strip()] = rest
+    parsed = tuple(parse(text, by_name.pop(text.partition("=")[0].strip(), None)) for text in texts)
+    if by_name:
+        raise TrafficError(f"{second} for {', '.join(by_name)} without its {first}")
+    return parsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 malformed=args.malformed_rate,
                 cross_variant=args.cross_variant_rate,
             ),
-            extra_events=extra_events(args.event, args.value),
+            extra_events=paired(args.event, args.value, parse_extra_event, "--event/--value"),
+            properties=paired(args.property, args.effect, parse_property, "--property/--effect"),
         )
     except (ConfigError, TrafficError) as exc:
         print(f"diana-traffic: error: {exc}", file=sys.stderr)
