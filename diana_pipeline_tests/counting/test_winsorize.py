@@ -90,6 +90,9 @@ def capped_by_hand(rows: list[tuple], cutoff: datetime, q: float) -> dict[str, M
 @example(rows=[(SHOW, "control", "u1", 10, None), (BUY, "control", "u1", 20, 19.99),
                (SHOW, "treatment", "u1", 60, None), (SHOW, "control", "u2", 30, None)],
          q=0.99)  # fmt: skip
+# A refund and a zero: the cap, -22,500 micro-units exactly, floored one lower in floats.
+@example(rows=[(SHOW, "control", "u2", 0, None), (SHOW, "control", "u3", 0, None),
+               (BUY, "control", "u2", 0, -2.25)], q=0.99)  # fmt: skip
 def test_winsorized_revenue_equals_capping_each_users_total_by_hand(
     tmp_path_factory: pytest.TempPathFactory, rows: list, q: float
 ) -> None:  # fmt: skip
