@@ -189,14 +189,15 @@ def metric_records(
     sums: Mapping[datetime, Mapping[tuple[str, str, str], MetricSums]],
     windows: list[tuple[datetime, datetime]],
     timestamp: datetime,
+    metrics: list[Metric] | None = None,
 ) -> list[dict[str, object]]:
-    """The posterior records of the test's metrics other than its conversion, per window and
-    variant: `users` gives per window start and variant the (new, total) users counted, `sums`
-    the metric sums at every window's start and end."""
+    """The posterior records of the test's metrics other than its conversion (or of
+    `metrics`), per window and variant: `users` gives per window start and variant the (new,
+    total) users counted, `sums` the metric sums at every window's start and end."""
     by_name = {m.name: m for m in test.metrics_in_effect}
     names = test.variant_names
     records: list[dict[str, object]] = []
-    for metric in test.other_metrics:
+    for metric in test.other_metrics if metrics is None else metrics:
         data = _data(test, metric, by_name, users, sums, windows)
         values = figures(test, metric, data)
         post = posterior(test, metric, data)

@@ -9,13 +9,14 @@ Pure functions over counts and the stats package; no Dagster, no DuckDB.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from diana_pipeline import stats
 from diana_pipeline.analysis import CheckFigure, posterior_records
 from diana_pipeline.config import ExperimentsConfig, ExperimentTest
-from diana_pipeline.counting import SegmentCounts, WindowCounts
+from diana_pipeline.counting import MetricSums, SegmentCounts, WindowCounts
+from diana_pipeline.metric_analysis import metric_records
 
 OTHER, NONE = "(other)", "(none)"
 # A segment's SRM is judged from this many exposed users on (the χ² approximation holds).
@@ -259,3 +260,50 @@ def segment_summaries(
 def _segment_order(segment: str) -> tuple[int, str]:
     """Named segments by name, then (other), then (none)."""
     return ({OTHER: 1, NONE: 2}.get(segment, 0), segment)
+
+
+SumsOf = Callable[[str, str], Mapping[datetime, Mapping[tuple[str, str, str], MetricSums]]]
+
+
+def segment_metric_records(
+    config: ExperimentsConfig,
+    rows: Mapping[datetime, list[SegmentCounts]],
+    sums_of: SumsOf,
+    windows: list[tuple[datetime, datetime]],
+    timestamp: datetime,
+) -> list[dict[str, object]]:
+    """The records of every test's metrics beyond the conversion per dimension and segment
+    (lumped as the conversion's), from `sums_of(dimension, segment)`: a segment's metric sums
+    per cutoff (counting.metric_sums of it). Winsorised metrics are left out: their cap is a
+    quantile of all users, not of the segment's."""
+    records: list[dict[str, object]] = []
+    if not windows:
+        return records
+    last = windows[-1][0]
+    for test in config.tests:
+        metrics = [m for m in test.other_metrics if m.winsorize is None]
+        if not test.dimensions or not metrics:
+            continue
+        mine = lumped(test, rows, last)
+        kept = {(r.dimension, r.segment) for r in mine[last]}
+        raw = {(r.dimension, r.segment) for r in rows[last] if r.test_id == test.test_id}
+        for dimension, segment in sorted(kept):
+            members = [s for d, s in raw if d == dimension and (
+                s == segment or (segment == OTHER and (d, s) not in kept))]  # fmt: skip
+            sums: dict[datetime, dict[tuple[str, str, str], MetricSums]] = defaultdict(dict)
+            for member in members:
+                for cutoff, figures in sums_of(dimension, member).items():
+                    for key, value in figures.items():
+                        sums[cutoff][key] = sums[cutoff].get(key, MetricSums()) + value
+            users = {
+                start: {
+                    variant: next(((r.exposures_inc, r.exposures_total) for r in mine[start]
+                                   if (r.dimension, r.segment, r.variant)
+                                   == (dimension, segment, variant)), (0, 0))
+                    for variant in test.variant_names
+                }
+                for start, _ in windows
+            }  # fmt: skip
+            for record in metric_records(test, users, sums, windows, timestamp, metrics):
+                records.append({**record, "dimension": dimension, "segment": segment})
+    return records

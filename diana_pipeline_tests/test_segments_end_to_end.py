@@ -25,6 +25,9 @@ pytestmark = pytest.mark.servers
 DIMENSIONS = """
     dimensions: [device, country]
     max_segments: 2
+    metrics:
+      - {name: clicked, type: binary, role: primary, event: ButtonClicked}
+      - {name: revenue, type: revenue, event: Purchase}
 """
 # Per variant, how many users on each device: balanced overall (260 each), mobile tilted to
 # control (160 against 90: an SRM there), tablets only in treatment (70 users: too few to
@@ -58,13 +61,17 @@ def send(config: ExperimentsConfig) -> str:
     producer = make_producer(config.infrastructure.kafka.bootstrap_servers)
     topic, number = config.infrastructure.kafka.topic, 0
 
-    def event(kind: str, variant: str, user: str, minute: int, properties: dict | None) -> None:
+    def event(
+        kind: str, variant: str, user: str, minute: int, properties: dict | None, value=None
+    ) -> None:
         nonlocal number
         number += 1
         body = {"event_id": f"s{number}", "event_type": kind, "test_id": "button-color-test",
                 "variant": variant, "user_id": user, "timestamp": at(minute)}  # fmt: skip
         if properties is not None:
             body["properties"] = properties
+        if value is not None:
+            body["value"] = value
         producer.produce(topic, json.dumps(body).encode(), key=user.encode())
 
     for user, variant, device, country, converted in users():
@@ -72,6 +79,7 @@ def send(config: ExperimentsConfig) -> str:
         event("ButtonDisplayed", variant, user, 1, properties)
         if converted:
             event("ButtonClicked", variant, user, 5, None)
+            event("Purchase", variant, user, 6, None, value=12.5)
     # control-0 (mobile) is exposed again later on a tablet: still mobile
     event("ButtonDisplayed", "control", "control-0", 2, {"device": "tablet", "country": "DE"})
     assert producer.flush(30) == 0
@@ -88,16 +96,23 @@ def test_segments_reach_the_sink_with_exact_counts(kafka, tmp_path: Path) -> Non
             expected[(dimension, segment, variant, "exposed")] += 1
             expected[(dimension, segment, variant, "converted")] += converted
     got: Counter = Counter()
+    revenue: Counter = Counter()
     for record in records:
-        if record["dimension"] != "all":
+        if record["dimension"] != "all" and record["metric"] == "revenue":
+            key = (record["dimension"], record["segment"], record["variant"])
+            revenue[(*key, "converted")] = round(record["value_total"] / 12.5)
+            assert record["exposures_total"] == expected[(*key, "exposed")], key
+        elif record["dimension"] != "all":
             key = (record["dimension"], record["segment"], record["variant"])
             got[(*key, "exposed")] += record["exposures_total"]
             got[(*key, "converted")] += record["successes_total"]
     assert +got == +expected
+    # every converter bought once for 12.5: the revenue per segment follows the conversions
+    assert +revenue == Counter({k: v for k, v in expected.items() if k[3] == "converted"})
     segments = {(r["dimension"], r["segment"]) for r in records if r["dimension"] != "all"}
     assert {("device", "(other)"), ("country", "(other)")} <= segments
     assert not {("device", "tablet"), ("country", "IT")} & segments
-    overall = [r for r in records if r["dimension"] == "all"]
+    overall = [r for r in records if r["dimension"] == "all" and r["metric"] == "clicked"]
     assert [r["exposures_total"] for r in overall] == [260, 260]
     assert checks["sample_ratio_mismatch"] is True
     assert checks["segment_sample_ratio_mismatch"] is False

@@ -63,7 +63,7 @@ from diana_pipeline.partitions import (
 )
 from diana_pipeline.plots import metrics_figure, posterior_figure, segments_figure
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
-from diana_pipeline.segments import segment_checks, segment_records
+from diana_pipeline.segments import segment_checks, segment_metric_records, segment_records
 from diana_pipeline.store import EventStore
 from diana_pipeline.windows import utc_now
 
@@ -285,6 +285,14 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
             if any(test.dimensions for test in settings.tests):
                 segments = segment_counts(store.connection, settings, windows)
                 records += segment_records(settings, segments, windows, now)
+                cutoffs = sorted({m for w in windows for m in w})
+                records += segment_metric_records(
+                    settings,
+                    segments,
+                    lambda d, s: metric_sums(store.connection, settings, cutoffs, segment=(d, s)),
+                    windows,
+                    now,
+                )
             store.replace_windows("posteriors", list(counts), records)
             fields = ("window_start", "test_id", "variant", "prob_best", "p_value_always_valid",
                       "metric", "dimension")  # fmt: skip

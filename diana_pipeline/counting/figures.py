@@ -41,6 +41,11 @@ class MetricSums:
     squares: int = 0
     products: int = 0
 
+    def __add__(self, other: MetricSums) -> MetricSums:
+        return MetricSums(
+            self.total + other.total, self.squares + other.squares, self.products + other.products
+        )
+
 
 @dataclass(frozen=True)
 class SegmentCounts:

@@ -108,9 +108,11 @@ def metric_sums(
     config: ExperimentsConfig,
     cutoffs: list[datetime],
     steps_table: str = "metric_steps",
+    segment: tuple[str, str] = ("all", "all"),
 ) -> dict[datetime, dict[tuple[str, str, str], MetricSums]]:
     """Per cutoff (on the grid), the sums of every summed metric, keyed by (test_id, metric,
-    variant) (all present, zeros for none); `steps_table` as for `window_counts`."""
+    variant) (all present, zeros for none), overall or of one (dimension, segment);
+    `steps_table` as for `window_counts`."""
     rules = CountingRules.of(config)
     if steps_table == "metric_steps":
         state.ensure_current(connection, rules)
@@ -120,8 +122,8 @@ def metric_sums(
         return {cutoff: {} for cutoff in cutoffs}
     steps = connection.execute(
         f"SELECT window_start, test_id, metric, variant, measure, change FROM {steps_table} "
-        "WHERE dimension = 'all' AND window_start < ? ORDER BY window_start",
-        [max(cutoffs)],
+        "WHERE dimension = ? AND segment = ? AND window_start < ? ORDER BY window_start",
+        [*segment, max(cutoffs)],
     ).fetchall()
     running = {key: dict.fromkeys(_SUMS.values(), 0) for key in keys}
     result = {}

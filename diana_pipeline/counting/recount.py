@@ -176,10 +176,8 @@ def recount_metric_sums(
     ).fetchall()
     sums: dict[tuple[str, str, str], MetricSums] = {}
     for test_id, metric, variant, total, squares, products in rows:
-        before = sums.get((test_id, metric, variant), MetricSums())
-        sums[(test_id, metric, variant)] = MetricSums(
-            before.total + total, before.squares + squares, before.products + products
-        )
+        key = (test_id, metric, variant)
+        sums[key] = sums.get(key, MetricSums()) + MetricSums(total, squares, products)
     return sums
 
 
