@@ -56,6 +56,10 @@ WITH users AS (
 SELECT md5_number(event_id) AS event_key, event_id, event_type, 'button-color-test' AS test_id,
        variant, user_id, event_time,
        CASE WHEN event_type = 'Purchase' THEN 1 + (hash(event_id) % 9900) / 100 END AS value,
+       -- every user's exposures carry a device of 5 and a country of 20 (segments)
+       CASE WHEN event_type = 'ButtonDisplayed'
+            THEN '{"country":"c' || hash(user_id || 'c') % 20 || '","device":"d'
+                 || hash(user_id || 'd') % 5 || '"}' END AS properties,
        time_bucket(INTERVAL 1 hour, event_time) AS window_start,
        'web-events' AS topic, 0 AS kafka_partition, row_number() OVER () AS kafka_offset,
        now()::TIMESTAMP AS ingested_at
@@ -79,6 +83,9 @@ FROM (
     FROM users WHERE hash(user_number * 17 + 3) % 1000 < 200
 )
 ORDER BY event_time
+"""
+# The same test with two dimensions, of 5 and 20 values (docs/segments.md).
+DIMENSIONS = """    dimensions: [device, country]
 """
 # The same test with three metrics: the conversion, and a count and a revenue of Purchase.
 METRICS = """    metrics:
@@ -129,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             f"python -m benchmarks.backfill_benchmark --events {args.events} --days {args.days}",
             f"{figures['events']:,} events ({args.events // 2:,} users, an exposure each "
             "and a click or a second exposure, and a purchase with a value for a fifth of "
-            f"them) over {args.days} days of hourly windows "
+            "them; every exposure with a device of 5 and a country of 20) over "
+            f"{args.days} days of hourly windows "
             f"({figures['windows']} partitions), written straight into a DuckDB store. "
             "Diana's time is one in-process run of the statistics job over every window "
             f"({figures['materialized']:,} asset materialisations, {figures['rows']:,} CSV "
@@ -228,6 +236,20 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
     rebuild_three, steps_three, _, rows_three = run_job(home, three, experiments, windows)
     assert rows_three == 3 * 2 * len(windows), rows_three
 
+    progress("the same with two dimensions (5 and 20 segments): the counting state, the job")
+    experiments.write_text(
+        experiments.read_text()
+        .replace(METRICS, "")
+        .replace("    variants:\n", DIMENSIONS + "    variants:\n", 1)
+    )
+    segmented = load_config(experiments)
+    with EventStore.open(path) as store:
+        state_segments = counting_state.rebuild(store.connection, CountingRules.of(segmented))
+    rebuild_segments, steps_segments, _, rows_segments = run_job(
+        home, segmented, experiments, windows
+    )
+    assert rows_segments == (1 + 5 + 20) * 2 * len(windows), rows_segments
+
     return {
         "events": events,
         "windows": len(windows),
@@ -242,6 +264,9 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
         "rebuild_three": rebuild_three,
         "steps_three": steps_three,
         "state_three": state_three,
+        "rebuild_segments": rebuild_segments,
+        "steps_segments": steps_segments,
+        "state_segments": state_segments,
     }
 
 
@@ -350,6 +375,24 @@ def render(f: dict[str, float]) -> tuple[str, float, float]:
             "(not in the job) their counting state rebuilt from all events",
             f"{f['state_three']:.2f}",
             f"{f['state_three'] / group_by:.1f} ({f['state_three'] / f['state']:.2f}× one metric)",
+        ),
+        (
+            "two dimensions (5 and 20 segments), the conversion: the job",
+            f"{f['rebuild_segments']:.2f}",
+            f"{f['rebuild_segments'] / group_by:.1f} "
+            f"({f['rebuild_segments'] / rebuild:.2f}× no dimensions)",
+        ),
+        (
+            "of which Diana's steps",
+            f"{f['steps_segments']:.2f}",
+            f"{f['steps_segments'] / group_by:.1f} "
+            f"({f['steps_segments'] / steps:.2f}× no dimensions)",
+        ),
+        (
+            "(not in the job) their counting state rebuilt from all events",
+            f"{f['state_segments']:.2f}",
+            f"{f['state_segments'] / group_by:.1f} "
+            f"({f['state_segments'] / f['state']:.2f}× no dimensions)",
         ),
     ]
     return table(["what", "time (s)", "× the GROUP BY"], rows, align="lrr"), rebuild, group_by
