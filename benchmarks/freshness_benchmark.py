@@ -14,6 +14,11 @@ backfill benchmark's generator): a refresh then runs on a month of history, as i
     .venv/bin/python -m benchmarks.freshness_benchmark                  # 500/s for 5 minutes
     .venv/bin/python -m benchmarks.freshness_benchmark --eps 200 --duration 60 --history 0 \
         --no-write
+    .venv/bin/python -m benchmarks.freshness_benchmark --dimensions    # with 2 dimensions
+
+With --dimensions, the test breaks its results down by two dimensions (docs/segments.md):
+every exposure carries a device of 5 values and a country of 20, in the history and the
+traffic alike, and the section is written apart from the one without.
 """
 
 from __future__ import annotations
@@ -39,18 +44,34 @@ from diana_pipeline.markdown import table
 from diana_pipeline.sinks.csv_files import PosteriorCsvFiles
 from diana_pipeline.sinks.records import RecordError
 from diana_pipeline.store import EventStore
-from diana_pipeline.traffic import TrafficRun, TrafficSummary, build_spec
+from diana_pipeline.traffic import PropertySpec, TrafficRun, TrafficSummary, build_spec
 
 P95_TARGET_S = 15.0
 POLL_S = 0.5
 
 
-def preload_history(home: Path, events: int) -> int:
+DIMENSIONS = "    dimensions: [device, country]\n"
+# The traffic's properties with --dimensions: as the backfill benchmark's history.
+PROPERTIES = (
+    PropertySpec("device", {f"d{k}": 1.0 for k in range(5)}),
+    PropertySpec("country", {f"c{k}": 1.0 for k in range(20)}),
+)
+
+
+def experiments_file(home: Path, dimensions: bool) -> Path:
+    """The shipped experiments file, or with --dimensions a copy in `home` with two."""
+    if not dimensions:
+        return REPO_ROOT / "experiments.yaml"
+    path = home / "experiments.yaml"
+    text = (REPO_ROOT / "experiments.yaml").read_text()
+    path.write_text(text.replace("    variants:\n", DIMENSIONS + "    variants:\n", 1))
+    return path
+
+
+def preload_history(home: Path, events: int, experiments: Path) -> int:
     """Write `events` events over the 30 days before now into the store the private stack in
     `home` will use, with their counting state; returns their exposed plus converted users."""
-    config = load_config(
-        REPO_ROOT / "experiments.yaml", env={"DIANA_DUCKDB_PATH": str(home / "events.duckdb")}
-    )
+    config = load_config(experiments, env={"DIANA_DUCKDB_PATH": str(home / "events.duckdb")})
     now = datetime.now(UTC)
     fill_events(config, events, now - timedelta(days=30), now - timedelta(minutes=1))
     with EventStore.open(config.infrastructure.duckdb.path) as store:
@@ -59,13 +80,15 @@ def preload_history(home: Path, events: int) -> int:
 
 
 def sink_total(files: PosteriorCsvFiles) -> int:
-    """Exposed plus converted users at the latest window of each variant (cumulative)."""
+    """Exposed plus converted users at the latest window of each variant (cumulative), from
+    the overall records."""
     try:
         records = files.read()
     except (OSError, RecordError):
         return 0
     newest: dict[tuple[object, object], dict] = {}
-    for record in sorted(records, key=lambda r: (r["window_start"], r["timestamp"])):
+    overall = [r for r in records if r.get("dimension") in (None, "all")]
+    for record in sorted(overall, key=lambda r: (r["window_start"], r["timestamp"])):
         newest[(record["test_id"], record["variant"])] = record
     return sum(int(r["exposures_total"]) + int(r["successes_total"]) for r in newest.values())
 
@@ -109,17 +132,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--history", type=int, default=10_000_000, help="events preloaded")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--dimensions", action="store_true", help="two dimensions (segments)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
-        history_users = preload_history(Path(home), args.history) if args.history else 0
+        experiments = experiments_file(Path(home), args.dimensions)
+        history_users = (
+            preload_history(Path(home), args.history, experiments) if args.history else 0
+        )
         print("  .. starting a private stack with the Dagster daemon", file=sys.stderr)
-        with private_stack(Path(home), {"DIANA_OUTPUT_SINK": "csv"}, with_dagster=True) as own:
-            return measure(args, Path(home), own.env, history_users)
+        env = {"DIANA_OUTPUT_SINK": "csv"}
+        with private_stack(Path(home), env, experiments, with_dagster=True) as own:
+            return measure(args, Path(home), own.env, history_users, experiments)
 
 
-def measure(args: argparse.Namespace, home: Path, env: dict[str, str], history_users: int) -> int:
+def measure(
+    args: argparse.Namespace,
+    home: Path,
+    env: dict[str, str],
+    history_users: int,
+    experiments: Path,
+) -> int:
     """Traffic at the rate, the sink polled, and the lags written up."""
-    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    config = load_config(experiments, env=env)
     files = PosteriorCsvFiles(config.infrastructure.csv.directory)
     sent: list[tuple[float, int]] = []  # (moment, users sent so far)
     seen: list[tuple[float, int]] = []  # (moment, users in the sink)
@@ -142,6 +176,7 @@ def measure(args: argparse.Namespace, home: Path, env: dict[str, str], history_u
             {"control": 0.35, "treatment": 0.55},
             eps=args.eps,
             duration_s=args.duration,
+            properties=PROPERTIES if args.dimensions else (),
         )
         print(f"  .. {args.eps:g} events/s for {args.duration:g}s", file=sys.stderr)
         summary = TrafficRun(config, spec, on_progress=note).run()
@@ -180,13 +215,15 @@ def measure(args: argparse.Namespace, home: Path, env: dict[str, str], history_u
     )
     print(lag_table)
     print(runs)
+    segmented = " --dimensions" if args.dimensions else ""
     if not args.no_write:
         write_section(
             BENCHMARKS_PAGE,
-            "freshness-benchmark",
-            "Freshness: event to posterior in the sink",
+            "freshness-benchmark" + ("-segments" if args.dimensions else ""),
+            "Freshness: event to posterior in the sink"
+            + (", with two dimensions (5 and 20 segments)" if args.dimensions else ""),
             f"python -m benchmarks.freshness_benchmark --eps {args.eps:g} "
-            f"--duration {args.duration:g} --history {args.history}",
+            f"--duration {args.duration:g} --history {args.history}{segmented}",
             "The daemon runs the Kafka sensor, the ingestion runs, the statistics "
             "automation and the CSV sink on its own; the lag of each half-second of "
             "traffic is when the sink first counts its users. The store starts with "

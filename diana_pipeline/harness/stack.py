@@ -53,14 +53,18 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @contextmanager
 def private_stack(
-    home: Path, extra_env: Mapping[str, str] | None = None, **services: bool
+    home: Path,
+    extra_env: Mapping[str, str] | None = None,
+    config_file: Path = SHIPPED_CONFIG,
+    **services: bool,
 ) -> Iterator[PrivateStack]:
-    """A stack of its own under `home` on free ports: its environment, settings and servers,
-    started with `services` (LocalStack.up's with_* flags) and brought down on leaving, also
-    when starting fails half-way and on SIGTERM (which would otherwise end the process
-    without running `finally`, and leave the servers up)."""
+    """A stack of its own under `home` on free ports: its environment, settings and servers
+    (the Dagster ones reading `config_file`), started with `services` (LocalStack.up's with_*
+    flags) and brought down on leaving, also when starting fails half-way and on SIGTERM
+    (which would otherwise end the process without running `finally`, and leave the servers
+    up)."""
     env = {**private_stack_environment(home), **(extra_env or {})}
-    settings = StackSettings.from_environment(REPO_ROOT, SHIPPED_CONFIG, env)
+    settings = StackSettings.from_environment(REPO_ROOT, config_file, env)
     stack = LocalStack(settings)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
