@@ -150,7 +150,8 @@ def test_a_store_from_before_event_key_is_migrated_on_open(tmp_path: Path) -> No
         nullable = store.connection.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events' AND is_nullable"
         ).fetchall()
-        assert nullable == [("value",)]  # added to the migrated table; optional anyway
+        # added to the migrated table; optional anyway
+        assert nullable == [("value",), ("properties",)]
 
 
 def test_an_events_value_is_stored_and_its_absence_is_null(tmp_path: Path) -> None:
