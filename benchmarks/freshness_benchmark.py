@@ -32,7 +32,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
 from benchmarks.backfill_benchmark import fill_events
 from diana_pipeline.config import load_config
@@ -104,7 +104,7 @@ def run_figures(dagster_home: Path) -> str:
             by_job.setdefault(record.dagster_run.job_name, []).append(
                 (record.start_time - created, record.end_time - record.start_time)
             )
-    return table(
+    jobs = table(
         ["job", "runs", "created → started (median)", "started → finished (median)"],
         [
             (
@@ -114,6 +114,47 @@ def run_figures(dagster_home: Path) -> str:
                 f"{statistics.median(d for _, d in spans):.1f} s",
             )
             for job, spans in sorted(by_job.items())
+        ],
+        align="lrrr",
+    )
+    return jobs + "\n\n" + step_figures(instance, "ingest_job")
+
+
+def step_figures(instance: DagsterInstance, job: str) -> str:
+    """Per step of the job's runs: the median seconds from its start to its success."""
+    spans: dict[str, list[float]] = {}
+    for record in instance.get_run_records(RunsFilter(job_name=job)):
+        started: dict[str, float] = {}
+        marks: dict[str, float] = {}  # the run's start, first step start, last step end
+        for entry in instance.all_logs(record.dagster_run.run_id):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.RUN_START:
+                marks["run"] = entry.timestamp
+            elif event.event_type == DagsterEventType.RUN_SUCCESS and "last" in marks:
+                spans.setdefault("(after the last step)", []).append(
+                    entry.timestamp - marks["last"]
+                )
+            if event.step_key is None:
+                continue
+            if event.event_type == DagsterEventType.STEP_START:
+                if "first" not in marks and "run" in marks:
+                    marks["first"] = entry.timestamp
+                    spans.setdefault("(before the first step)", []).append(
+                        entry.timestamp - marks["run"]
+                    )
+                started[event.step_key] = entry.timestamp
+            elif event.event_type == DagsterEventType.STEP_SUCCESS:
+                spans.setdefault(event.step_key, []).append(
+                    entry.timestamp - started[event.step_key]
+                )
+                marks["last"] = entry.timestamp
+    return table(
+        [f"{job} step", "runs", "seconds (median)", "seconds (p95)"],
+        [
+            (step, len(s), f"{statistics.median(s):.2f}", f"{percentile(s, 0.95):.2f}")
+            for step, s in spans.items()
         ],
         align="lrrr",
     )

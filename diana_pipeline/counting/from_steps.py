@@ -3,7 +3,7 @@ a refresh reads O(windows) rows whatever the history."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -17,6 +17,27 @@ from diana_pipeline.counting.figures import (
     WindowCounts,
 )
 from diana_pipeline.counting.rules import EXPOSURES, QUALITY_MEASURES, SUCCESSES, CountingRules
+
+
+def _steps_before(
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    keys: str,
+    where: str,
+    params: list[object],
+    cutoffs: list[datetime],
+) -> list[tuple]:
+    """The steps of `table` matching `where` before the last cutoff, as (window_start, *keys,
+    change) ordered by window, with those before the first cutoff summed per key into one
+    row dated just before it: the running sums read off at the cutoffs are the same, and a
+    refresh of the latest windows reads O(keys) rows, not O(keys × windows of history)."""
+    first, last = min(cutoffs), max(cutoffs)
+    return connection.execute(
+        f"SELECT CASE WHEN window_start < ? THEN ? ELSE window_start END AS moment, {keys}, "
+        f"sum(change) FROM {table} WHERE {where} AND window_start < ? "
+        "GROUP BY ALL ORDER BY moment",
+        [first, first - timedelta(microseconds=1), *params, last],
+    ).fetchall()
 
 
 def window_counts(
@@ -35,12 +56,14 @@ def window_counts(
         return {}
     if steps_table == "window_steps":
         state.ensure_current(connection, CountingRules.of(config))
-    steps = connection.execute(
-        f"SELECT window_start, test_id, variant, measure, change FROM {steps_table} "
-        "WHERE dimension = 'all' AND measure IN (?, ?) AND window_start < ? "
-        "ORDER BY window_start",
-        [EXPOSURES, SUCCESSES, max(end for _, end in windows)],
-    ).fetchall()
+    steps = _steps_before(
+        connection,
+        steps_table,
+        "test_id, variant, measure",
+        "dimension = 'all' AND measure IN (?, ?)",
+        [EXPOSURES, SUCCESSES],
+        [moment for window in windows for moment in window],
+    )
     keys = [(t.test_id, v) for t in config.tests for v in t.variant_names]
 
     # Running sums of the steps (ordered by window), read off at every start and end.
@@ -120,11 +143,14 @@ def metric_sums(
             for v in t.variant_names]  # fmt: skip
     if not cutoffs or not keys:
         return {cutoff: {} for cutoff in cutoffs}
-    steps = connection.execute(
-        f"SELECT window_start, test_id, metric, variant, measure, change FROM {steps_table} "
-        "WHERE dimension = ? AND segment = ? AND window_start < ? ORDER BY window_start",
-        [*segment, max(cutoffs)],
-    ).fetchall()
+    steps = _steps_before(
+        connection,
+        steps_table,
+        "test_id, metric, variant, measure",
+        "dimension = ? AND segment = ?",
+        list(segment),
+        cutoffs,
+    )
     running = {key: dict.fromkeys(_SUMS.values(), 0) for key in keys}
     result = {}
     pending = iter(steps)
@@ -151,12 +177,14 @@ def segment_counts(
     if not windows:
         return {}
     state.ensure_current(connection, CountingRules.of(config))
-    steps = connection.execute(
-        "SELECT window_start, test_id, dimension, segment, variant, measure, change "
-        "FROM window_steps WHERE dimension <> 'all' AND measure IN (?, ?) AND window_start < ? "
-        "ORDER BY window_start",
-        [EXPOSURES, SUCCESSES, max(end for _, end in windows)],
-    ).fetchall()
+    steps = _steps_before(
+        connection,
+        "window_steps",
+        "test_id, dimension, segment, variant, measure",
+        "dimension <> 'all' AND measure IN (?, ?)",
+        [EXPOSURES, SUCCESSES],
+        [moment for window in windows for moment in window],
+    )
     variants = {t.test_id: t.variant_names for t in config.tests}
     dimensions = {(t.test_id, d) for t in config.tests for d in t.dimensions}
     running: dict[tuple[str, str, str, str], list[int]] = {}
