@@ -27,6 +27,9 @@ def build_published_posteriors(
         group_name="outputs",
         kinds=kinds,
         io_manager_key=POSTERIOR_SINK,
+        # Right after the posteriors, before superiority and allocation: the sink is what
+        # people watch, so an ingestion run writes it as soon as it can.
+        op_tags={"dagster/priority": "1"},
         description=f"Per window, the posterior records (docs/design.md §5) written to the "
         f"{config.output_sink} sink"
         + (f" and published to Kafka topic {config.output_topic}" if config.output_topic else "")
