@@ -133,6 +133,7 @@ def step_figures(instance: DagsterInstance, job: str) -> str:
             if event.event_type == DagsterEventType.RUN_START:
                 marks["run"] = entry.timestamp
             elif event.event_type == DagsterEventType.RUN_SUCCESS and "last" in marks:
+                spans.setdefault("(between steps, in all)", []).append(marks.get("between", 0.0))
                 spans.setdefault("(after the last step)", []).append(
                     entry.timestamp - marks["last"]
                 )
@@ -144,6 +145,8 @@ def step_figures(instance: DagsterInstance, job: str) -> str:
                     spans.setdefault("(before the first step)", []).append(
                         entry.timestamp - marks["run"]
                     )
+                elif "last" in marks:
+                    marks["between"] = marks.get("between", 0.0) + entry.timestamp - marks["last"]
                 started[event.step_key] = entry.timestamp
             elif event.event_type == DagsterEventType.STEP_SUCCESS:
                 spans.setdefault(event.step_key, []).append(

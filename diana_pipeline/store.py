@@ -16,12 +16,14 @@ Tables
   variant_increments, posteriors, superiority, allocation
                    the statistics assets' results, one set of rows per window (RESULT_COLUMNS)
 
-DuckDB allows one writing process at a time; Dagster serialises every step that opens the
-store through the `duckdb` pool (dagster.yaml).
+DuckDB allows one writing process at a time: a run holds the store from its first use to its
+end (resources/event_store.py), the `duckdb` pool (dagster.yaml) lets one more run start
+meanwhile, and that run waits for the file.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -38,6 +40,8 @@ from diana_pipeline.counting import state as counting_state
 from diana_pipeline.counting.rules import CountingRules
 from diana_pipeline.events import EventColumns
 from diana_pipeline.windows import to_microseconds, utc_now
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -229,18 +233,23 @@ class WriteCounts:
 
 
 WRITER_LOCK_WAIT_S = 30.0
+LOCK_RETRY_S = 0.05  # a waiting run takes the file within this of its release
 
 
 def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     """Open the file, retrying while another process holds DuckDB's lock on it."""
     deadline = time.monotonic() + timeout_s
+    waiting = False
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise
-            time.sleep(0.2)
+            if not waiting:
+                log.info("waiting up to %.0f s for %s: another process holds it", timeout_s, path)
+                waiting = True
+            time.sleep(LOCK_RETRY_S)
 
 
 def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
@@ -277,13 +286,17 @@ class EventStore:
     @classmethod
     @contextmanager
     def open(
-        cls, path: Path, read_only: bool = False, memory_limit: str | None = None
+        cls,
+        path: Path,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+        lock_wait_s: float = WRITER_LOCK_WAIT_S,
     ) -> Iterator[EventStore]:
+        """Waits up to `lock_wait_s` while another process holds the file (a run, or an
+        outside reader such as diana-analyze or a test)."""
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
-        # Runs take turns through Dagster's limits; an outside reader (diana-analyze, a test)
-        # may still hold the file for a moment, so wait for it rather than fail the run.
-        connection = _connect(path, read_only, WRITER_LOCK_WAIT_S)
+        connection = _connect(path, read_only, lock_wait_s)
         try:
             if memory_limit is not None:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")

@@ -65,7 +65,7 @@ def test_instance_serialises_duckdb_writers(tmp_path: Path) -> None:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 1
-        assert concurrency.pool_config.pool_granularity.value == "op"
+        assert concurrency.pool_config.pool_granularity.value == "run"
         assert instance.run_coordinator.dequeue_interval_seconds == 1
         assert instance.run_monitoring_enabled
         assert not instance.telemetry_enabled

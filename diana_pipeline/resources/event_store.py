@@ -1,14 +1,15 @@
 """The DuckDB event store as a Dagster resource: every asset, IO manager and job that reads
-or writes the store opens it here, so where it lives and how much memory a run gives DuckDB
-are said once."""
+or writes the store opens it here, so where it lives, how long a run waits for it and how
+much memory a run gives DuckDB are said once."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
 
 from diana_pipeline.store import EventStore
 
@@ -16,18 +17,47 @@ from diana_pipeline.store import EventStore
 # counted (one process peaked at 430 MB for 1M events, 3.1 GB for 10M). With this limit it
 # spills and stays flat (375 MB, 416 MB), for 1.5-2x the time (docs/reliability.md, Load).
 DEFAULT_MEMORY_LIMIT = "256MB"
+# A run waits this long for the store while another run holds it (a backfill of many windows,
+# a rebuild of the counting state) before it fails and is retried.
+RUN_LOCK_WAIT_S = 900.0
 
 
 class EventStoreResource(ConfigurableResource):
     """The store file (experiments.yaml `infrastructure.duckdb.path`) and the memory a run's
-    connection may use before DuckDB spills to disk."""
+    connection may use before DuckDB spills to disk.
+
+    In a run, the first `open()` connects and the connection stays until the run ends: DuckDB
+    lets one process write at a time, and a run that kept the file from step to step runs
+    its steps back to back, while the run started after it waits for the file (dagster.yaml:
+    pool `duckdb` with run granularity lets one more run start). Outside a run (tests,
+    scripts), each `open()` is its own connection."""
 
     path: str
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    _held: ExitStack | None = PrivateAttr(default=None)
+    _store: EventStore | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._held = ExitStack()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._held is not None:
+            self._held.close()
+        self._held = self._store = None
 
     @contextmanager
     def open(self, memory_limit: str | None = None) -> Iterator[EventStore]:
         """A writable connection, at this resource's memory limit unless the caller needs a
         narrower one (ingestion holds only a chunk at a time)."""
-        with EventStore.open(Path(self.path), memory_limit=memory_limit or self.memory_limit) as s:
-            yield s
+        limit = memory_limit or self.memory_limit
+        if self._held is None:
+            with EventStore.open(Path(self.path), memory_limit=limit) as store:
+                yield store
+            return
+        if self._store is None:
+            self._store = self._held.enter_context(
+                EventStore.open(Path(self.path), memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S)
+            )
+        else:
+            self._store.connection.execute(f"SET memory_limit = '{limit}'")
+        yield self._store
