@@ -8,7 +8,8 @@
 - normal: normal posteriors (means, ratios): prob_best_normal, expected_loss_normal, both;
   relative_lift and prob_lift_below (a guardrail's P(worse by its margin), any family);
 - srm: srm_pvalue, the sample ratio mismatch test;
-- thompson: thompson_allocation, the bandit's traffic weights;
+- thompson: thompson_allocation (plain or top-two) and top_two_weights, the bandit's
+  traffic weights; stratified: period_weighted_rates, an arm's rate when its share moved;
 - sequential: always_valid_pvalues and lift_confidence_sequence, anytime-valid inference
   that stays valid under continuous monitoring; sequential_normal: the same for metrics
   summarised by a mean and a standard error (the normal mSPRT on the relative lift);
@@ -59,7 +60,8 @@ from diana_pipeline.stats.sequential_normal import (
     lift_confidence_sequence_normal,
 )
 from diana_pipeline.stats.srm import srm_pvalue
-from diana_pipeline.stats.thompson import thompson_allocation
+from diana_pipeline.stats.stratified import period_weighted_rates
+from diana_pipeline.stats.thompson import thompson_allocation, top_two_weights
 
 __all__ = [
     "DEFAULT_EXPECTED_LIFT",
@@ -81,6 +83,7 @@ __all__ = [
     "guard",
     "lift_confidence_sequence",
     "lift_confidence_sequence_normal",
+    "period_weighted_rates",
     "prob_best",
     "prob_best_and_expected_loss",
     "prob_best_and_expected_loss_gamma",
@@ -92,5 +95,6 @@ __all__ = [
     "relative_lift",
     "srm_pvalue",
     "thompson_allocation",
+    "top_two_weights",
     "uplift_interval",
 ]
