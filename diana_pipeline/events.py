@@ -11,61 +11,30 @@ optionally `properties`, a flat object of at most 16 string values, keys `[a-z0-
 values of 1 to 64 characters (a user's segments come from their first exposure's);
 `"properties": null` or `{}` is the same as none.
 
-A user's variant in a test is a pure function of (test_id, user_id) and the allocation, so
-every producer, and every run, puts the same user in the same variant.
+Which variant a user is in is assignment.py's concern.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import accumulate
 
 import orjson
 
-from diana_pipeline.config import ExperimentsConfig, ExperimentTest
+from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.windows import aware_utc, from_microseconds, naive_utc, to_microseconds
 
 EVENT_FIELDS = ("event_id", "event_type", "test_id", "variant", "user_id", "timestamp")
 
-_HASH_SCALE = float(2**64)
 
 MAX_ABS_VALUE = 1e12  # an event's `value`
 NO_VALUE = math.nan  # in EventColumns.value: the event has none (a NaN value is refused)
 MAX_PROPERTIES = 16  # an event's `properties`: keys at most
 MAX_PROPERTY_LENGTH = 64  # characters of a property's key or value
 _PROPERTY_KEY = re.compile(r"[a-z0-9_]+")
-
-
-def assignment_point(test_id: str, user_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (test, user): the user's place in the allocation."""
-    digest = hashlib.blake2b(f"{test_id}\x1f{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _HASH_SCALE
-
-
-class VariantAssigner:
-    """Maps users to the variants of one test, in proportion to the configured allocation."""
-
-    def __init__(self, test: ExperimentTest) -> None:
-        self.test_id = test.test_id
-        self.names = [v.name for v in test.variants]
-        # Cumulative upper bounds; the last one is forced to 1 against rounding.
-        bounds = list(accumulate(v.allocation for v in test.variants))
-        bounds[-1] = 1.0
-        self._bounds = bounds
-
-    def variant_index(self, user_id: str) -> int:
-        point = assignment_point(self.test_id, user_id)
-        # Zero-allocation variants have empty intervals and are never chosen.
-        return min(bisect_right(self._bounds, point), len(self.names) - 1)
-
-    def variant(self, user_id: str) -> str:
-        return self.names[self.variant_index(user_id)]
 
 
 def format_timestamp(epoch_ms: int) -> str:

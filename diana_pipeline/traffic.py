@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diana_pipeline import markdown
+from diana_pipeline.assignment import VariantAssigner, assignment_point
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.events import TimestampFormatter, VariantAssigner, assignment_point
+from diana_pipeline.events import TimestampFormatter
 from diana_pipeline.producer import Deliveries, check_topic, flush, make_producer, produce
 from diana_pipeline.traffic_metrics import expected_metric_sums
 

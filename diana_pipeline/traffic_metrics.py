@@ -5,8 +5,8 @@ visit's exposure, inside the conversion window."""
 
 from __future__ import annotations
 
+from diana_pipeline.assignment import VariantAssigner
 from diana_pipeline.config import ExperimentTest
-from diana_pipeline.events import VariantAssigner
 
 
 def expected_metric_sums(
