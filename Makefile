@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh reliability
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh bench-bandit reliability
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -51,6 +51,11 @@ bench-stats: $(INSTALLED)
 # rule, Diana's anytime-valid rule and an asymptotic confidence sequence (simulation).
 bench-sequential: $(INSTALLED)
 	$(BIN)/python -m benchmarks.sequential_benchmark
+
+# The bandit benchmark: regret, bias and SRM of a fixed split and bandits updated daily or
+# every window, by simulation (issue 23).
+bench-bandit: $(INSTALLED)
+	$(BIN)/python -m benchmarks.bandit_benchmark
 
 # The refresh benchmark: one live refresh of the latest window against 1M, 10M and 30M events
 # of history (the baseline of incremental state).

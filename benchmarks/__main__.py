@@ -11,6 +11,7 @@ import sys
 
 from benchmarks import (
     backfill_benchmark,
+    bandit_benchmark,
     freshness_benchmark,
     ingest_benchmark,
     refresh_benchmark,
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "stats": stats_benchmark.main,
     "stats-families": stats_families_benchmark.main,
     "sequential": sequential_benchmark.main,
+    "bandit": bandit_benchmark.main,
 }
 
 

@@ -30,6 +30,12 @@ def test_periods_where_an_arm_has_no_users_are_left_out_for_every_arm() -> None:
     assert periods == 2
     rates, errors, periods = stats.period_weighted_rates([[0, 5]], [[0, 1]])
     assert periods == 0 and np.isnan(rates).all() and np.isnan(errors).all()
+    # Several cases at once give what each gives alone.
+    many = stats.period_weighted_rates(
+        [[[100, 300], [300, 100]], [[0, 5], [5, 5]]], [[[10, 60], [90, 40]], [[0, 1], [1, 2]]]
+    )
+    np.testing.assert_allclose(many[0], [[0.2, 0.3], [0.2, 0.4]])
+    assert list(many[2]) == [2, 1]
 
 
 @pytest.mark.parametrize(
