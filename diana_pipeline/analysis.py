@@ -431,17 +431,27 @@ def allocation_rows(
     records: list[dict[str, object]],
     windows: Collection[datetime] | None = None,
 ) -> list[dict[str, object]]:
-    """The bandit's recommendation for the window after each one: Thompson weights with a
-    floor, for `windows` (all when None). Every window of a test is computed together."""
+    """The bandit's weights for the window after each one, for `windows` (all when None).
+    A test in A/B mode gets Thompson weights with `statistics.thompson_floor`, a
+    recommendation; a test in bandit mode the configured allocation until every variant has
+    `bandit.burn_in_users` exposed users, then (top-two) Thompson weights with its own floor
+    (docs/bandit.md). Every window of a test is computed together."""
     rows_by_test: dict[str, list[dict]] = {}
     for test in config.tests:
-        starts, _, alphas, betas = _by_window(
+        starts, table, alphas, betas = _by_window(
             test, [r for r in records if windows is None or r["window_start"] in windows]
         )
         if not starts:
             continue
-        floor = min(config.statistics.thompson_floor, 1.0 / len(test.variants))
-        weights = stats.thompson_allocation(alphas, betas, floor=floor)
+        if test.mode == "bandit":
+            weights = stats.thompson_allocation(
+                alphas, betas, floor=test.bandit.floor, top_two=test.bandit.top_two
+            )
+            exposed = np.array([[r["exposures_total"] for r in row] for row in table], float)
+            weights[exposed.min(axis=1) < test.bandit.burn_in_users] = test.allocation
+        else:
+            floor = min(config.statistics.thompson_floor, 1.0 / len(test.variants))
+            weights = stats.thompson_allocation(alphas, betas, floor=floor)
         rows_by_test[test.test_id] = [
             {
                 "test_id": test.test_id,

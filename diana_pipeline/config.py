@@ -281,6 +281,19 @@ class Metric(_Strict):
         return self
 
 
+class Bandit(_Strict):
+    """How a test in bandit mode moves its traffic (docs/bandit.md)."""
+
+    # The configured allocation holds until every variant has this many exposed users.
+    burn_in_users: int = Field(100, ge=0)
+    # Least traffic share per variant once the weights move (at most 1/K).
+    floor: float = Field(0.01, ge=0, lt=0.5, allow_inf_nan=False)
+    # Top-two Thompson sampling: the leader half the time, else the best of the others.
+    top_two: bool = True
+    # When new weights take effect: at each window's start, or after every ingestion run.
+    update: Literal["window", "run"] = "window"
+
+
 class ExperimentTest(_Strict):
     test_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     prior: Prior = Prior()
@@ -305,6 +318,10 @@ class ExperimentTest(_Strict):
     # exposure puts them in a segment; at most max_segments values each, the rest (other).
     dimensions: list[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]] = []
     max_segments: int = Field(20, ge=1, le=1000)
+    # ab: the configured allocation throughout; bandit: the allocation asset's weights after
+    # burn-in (docs/bandit.md), with the `bandit` settings.
+    mode: Literal["ab", "bandit"] = "ab"
+    bandit: Bandit = Bandit()
 
     @field_validator("variants")
     @classmethod
@@ -314,6 +331,17 @@ class ExperimentTest(_Strict):
         if abs(total - 1.0) > _ALLOCATION_TOLERANCE:
             raise ValueError(f"allocations must sum to 1, got {total:g}")
         return variants
+
+    @model_validator(mode="after")
+    def _bandit_settings(self) -> ExperimentTest:
+        if "bandit" in self.model_fields_set and self.mode != "bandit":
+            raise ValueError("bandit settings are given but mode is 'ab'; set mode: bandit")
+        if self.bandit.floor > 1.0 / len(self.variants):
+            raise ValueError(
+                f"bandit.floor must be at most 1/K = {1.0 / len(self.variants):.4g} for "
+                f"{len(self.variants)} variants, got {self.bandit.floor:g}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_events(self) -> ExperimentTest:

@@ -19,6 +19,7 @@ from diana_pipeline.analysis import (
 )
 from diana_pipeline.config import parse_config
 from diana_pipeline.counting import MetricSums, Quality, WindowCounts
+from diana_pipeline.harness.stats_references import mpmath_prob_best
 from diana_pipeline.metric_analysis import metric_records
 
 # "treatment" sorts before "zcontrol"; the configured control is listed first all the same.
@@ -300,3 +301,39 @@ def test_a_primary_metric_other_than_the_conversion_decides() -> None:
     assert str(row["reason"]).startswith("revenue: treatment: P(best) = 1.0000")
     [row, _] = superiority_rows(REVENUE_FIRST, revenue_records(10.0, 10.0))
     assert row["decision"] != "winner" and str(row["reason"]).startswith("revenue: ")
+
+
+BANDIT = parse_config(
+    """
+tests:
+  - test_id: t
+    mode: bandit
+    bandit: {burn_in_users: 500, floor: 0.05}
+    variants:
+      - {name: a, allocation: 0.2}
+      - {name: b, allocation: 0.3}
+      - {name: c, allocation: 0.5}
+"""
+)
+
+
+def test_a_bandit_keeps_its_configured_split_through_burn_in_then_plays_top_two() -> None:
+    """Window 1: variant a has 400 < 500 users, so the configured split holds; window 2:
+    every variant past 500, so the weights are top-two Thompson's with the floor, by the
+    formula on P(best) from an independent reference (mpmath)."""
+    windows = [(START, END), (END, datetime(2026, 11, 21, 12))]
+    counts = {
+        START: [WindowCounts("t", "a", 400, 40, 400, 40), WindowCounts("t", "b", 600, 70, 600, 70),
+                WindowCounts("t", "c", 900, 120, 900, 120)],
+        END: [WindowCounts("t", "a", 200, 20, 600, 60), WindowCounts("t", "b", 100, 10, 700, 80),
+              WindowCounts("t", "c", 100, 20, 1000, 140)],
+    }  # fmt: skip
+    rows = allocation_rows(BANDIT, posterior_records(BANDIT, counts, windows, END))
+    weights = {(r["window_start"], r["variant"]): r["recommended_allocation"] for r in rows}
+    assert [weights[(START, v)] for v in "abc"] == [0.2, 0.3, 0.5]
+    best = mpmath_prob_best([1 + 60, 1 + 80, 1 + 140], [1 + 540, 1 + 620, 1 + 860])
+    challenger = [[best[k] / (1 - best[j]) if k != j else 0.0 for k in range(3)] for j in range(3)]
+    played = [0.5 * best[k] + 0.5 * sum(best[j] * challenger[j][k] for j in range(3))
+              for k in range(3)]  # fmt: skip
+    expected = [0.05 + (1 - 3 * 0.05) * p for p in played]
+    assert [weights[(END, v)] for v in "abc"] == pytest.approx(expected, abs=1e-9)

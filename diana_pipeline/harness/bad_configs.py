@@ -71,6 +71,24 @@ BAD_CASES: dict[str, tuple[Mutation, str]] = {
         set_field("tests.0.variants.1.name", "control"),
         r"tests\[0\]\.variants: duplicate variant name 'control'",
     ),
+    "unknown mode": (
+        set_field("tests.0.mode", "mab"),
+        r"tests\[0\]\.mode: Input should be 'ab' or 'bandit', got 'mab'",
+    ),
+    "bandit settings in an a/b test": (
+        set_field("tests.0.bandit", {"burn_in_users": 50}),
+        r"tests\[0\]: bandit settings are given but mode is 'ab'; set mode: bandit",
+    ),
+    "bandit floor above 1/K": (
+        lambda raw: raw["tests"][0].update(
+            mode="bandit",
+            bandit={"floor": 0.4},
+            variants=[
+                {"name": n, "allocation": a} for n, a in (("a", 0.4), ("b", 0.3), ("c", 0.3))
+            ],
+        ),
+        r"tests\[0\]: bandit\.floor must be at most 1/K = 0\.3333 for 3 variants, got 0\.4",
+    ),
     "duplicate test id": (duplicate_first_test, r"tests: duplicate test_id 'button-color-test'"),
     "no tests": (set_field("tests", []), r"tests: List should have at least 1 item"),
     "tests missing": (delete_field("tests"), r"tests: Field required"),
