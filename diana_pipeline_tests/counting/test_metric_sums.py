@@ -21,7 +21,7 @@ from diana_pipeline.counting import (
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, TEST, config_with_one_hour_window
-from diana_pipeline_tests.counting.test_state import START, add, streams_of
+from diana_pipeline_tests.counting.test_state import START, add, replay, streams_of
 
 CUTOFFS = [START + timedelta(hours=h) for h in range(6)]
 BUY, ERROR = "Purchase", "PageError"
@@ -136,21 +136,7 @@ def test_sums_merged_batch_by_batch_equal_the_per_user_recount(
     rules = CountingRules.of(config)
     path = tmp_path_factory.mktemp("state") / "s.duckdb"
     with EventStore.open(path) as store:
-        offset, number = 0, 0
-        for batch, backfill in stream:
-            rows = []
-            for (kind, variant, user, minutes, value), twice in batch:
-                rows += [(f"e{number}", kind, variant, user, minutes, value)] * (1 + twice)
-                number += 1
-            add(store, config, rows, offset)
-            offset += len(rows)
-            if backfill is not None:
-                first, size = backfill
-                start = START + timedelta(hours=first)
-                with store.transaction():
-                    counting_state.rebuild_users(
-                        store.connection, rules, start, start + timedelta(hours=size)
-                    )
+        replay(store, config, stream)
         assert counting_state.rebuilds(store.connection) == 0
         assert_equals_recount(store, config)
         assert counting_state.differences(store.connection, rules) == []

@@ -6,7 +6,6 @@ dimension's segments add up to the test's counts."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
 
 import orjson
 import pytest
@@ -23,7 +22,7 @@ from diana_pipeline.counting import (
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.store import EventStore
 from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, config_with_one_hour_window
-from diana_pipeline_tests.counting.test_state import START, WINDOWS, add, streams_of
+from diana_pipeline_tests.counting.test_state import WINDOWS, replay, streams_of
 
 DEVICE_MOBILE = {"device": "mobile", "country": "DE"}
 DESKTOP = {"device": "desktop"}
@@ -45,13 +44,10 @@ _event = st.tuples(
 )
 
 
-def as_rows(batch: list, number: int) -> list[tuple]:
-    rows = []
-    for (kind, variant, user, minutes, value, properties), twice in batch:
-        stored = None if properties is None else json_text(properties)
-        rows += [(f"e{number}", kind, variant, user, minutes, value, stored)] * (1 + twice)
-        number += 1
-    return rows
+def with_properties_text(fields: tuple) -> tuple:
+    """An event's fields as stored: its properties as canonical JSON text."""
+    *rest, properties = fields
+    return (*rest, None if properties is None else json_text(properties))
 
 
 def json_text(properties: dict) -> str:
@@ -116,19 +112,7 @@ def test_segments_merged_batch_by_batch_equal_the_recount(
     config = config_with_dimensions()
     rules = CountingRules.of(config)
     with EventStore.open(tmp_path_factory.mktemp("seg") / "s.duckdb") as store:
-        offset, number = 0, 0
-        for batch, backfill in stream:
-            rows = as_rows(batch, number)
-            number += len(batch)
-            add(store, config, rows, offset)
-            offset += len(rows)
-            if backfill is not None:
-                first, size = backfill
-                begin = START + timedelta(hours=first)
-                with store.transaction():
-                    counting_state.rebuild_users(
-                        store.connection, rules, begin, begin + timedelta(hours=size)
-                    )
+        replay(store, config, stream, stored=with_properties_text)
         assert counting_state.rebuilds(store.connection) == 0
         assert_equals_recount(store, config)
         assert counting_state.differences(store.connection, rules) == []

@@ -6,6 +6,7 @@ a rebuild's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -48,6 +49,35 @@ def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset:
         store.add_events(
             "web-events", EventColumns.of(events), WriteCounts(), rules=CountingRules.of(config)
         )
+
+
+def replay(
+    store: EventStore,
+    config: ExperimentsConfig,
+    stream: list,
+    stored: Callable[[tuple], tuple] = lambda fields: fields,
+    after_batch: Callable[[], None] = lambda: None,
+) -> None:
+    """Store a stream of `streams_of` batch by batch with `add` (an event delivered twice
+    stored twice under one id, its fields as `stored` gives them), and after a batch with a
+    backfill, recompute the state of the users of its windows, as a backfill run does."""
+    rules = CountingRules.of(config)
+    offset, number = 0, 0
+    for batch, backfill in stream:
+        rows = []
+        for fields, twice in batch:
+            rows += [(f"e{number}", *stored(fields))] * (1 + twice)
+            number += 1
+        add(store, config, rows, offset)
+        offset += len(rows)
+        after_batch()
+        if backfill is not None:
+            first, size = backfill
+            start = START + timedelta(hours=first)
+            with store.transaction():
+                counting_state.rebuild_users(
+                    store.connection, rules, start, start + timedelta(hours=size)
+                )
 
 
 def assert_equals_recount(store: EventStore, config: ExperimentsConfig) -> None:
@@ -120,22 +150,11 @@ def test_state_merged_batch_by_batch_equals_the_full_recount(
     rules = CountingRules.of(config)
     path = tmp_path_factory.mktemp("state") / "s.duckdb"
     with EventStore.open(path) as store:
-        offset, number = 0, 0
-        for batch, backfill in stream:
-            rows = []
-            for (kind, variant, user, minutes), twice in batch:
-                rows += [(f"e{number}", kind, variant, user, minutes)] * (2 if twice else 1)
-                number += 1
-            add(store, config, rows, offset)
-            offset += len(rows)
+
+        def current() -> None:
             assert counting_state.is_current(store.connection, rules)
-            if backfill is not None:
-                first, size = backfill
-                start = WINDOWS[0][0] + timedelta(hours=first)
-                with store.transaction():
-                    counting_state.rebuild_users(
-                        store.connection, rules, start, start + timedelta(hours=size)
-                    )
+
+        replay(store, config, stream, after_batch=current)
         # Merged batch by batch, never rebuilt behind the test's back.
         assert counting_state.rebuilds(store.connection) == 0
         assert_equals_recount(store, config)
