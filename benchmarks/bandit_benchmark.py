@@ -99,22 +99,20 @@ def simulate(policy: Policy, drifting: bool, replications: int, seed: int) -> Ou
     windows, arms = DAYS * WINDOWS_PER_DAY, RATES.size
     exposures = np.zeros((replications, windows, arms), dtype=np.int64)
     successes = np.zeros_like(exposures)
-    in_force = np.zeros((replications, windows, arms))
     weights = np.full((replications, arms), 1.0 / arms)
+    seen = np.zeros((replications, arms))  # exposures so far
+    expected = np.zeros((replications, arms))  # what the weights in force would give
     srm_in_force = np.zeros(replications, dtype=bool)
     srm_configured = np.zeros(replications, dtype=bool)
     for w in range(windows):
         if policy.update_every and w and w % policy.update_every == 0:
             weights = weights_from(exposures[:, :w], successes[:, :w], policy.top_two)
-        in_force[:, w] = weights
         exposures[:, w] = rng.multinomial(USERS_PER_WINDOW, weights)
         successes[:, w] = rng.binomial(exposures[:, w], RATES * drift(w, drifting))
-        # The SRM check of the window's cumulative exposures: against the weights in force
-        # window by window, and against the configured split.
-        seen = exposures[:, : w + 1].sum(axis=1)
-        expected = (exposures[:, : w + 1].sum(axis=2, keepdims=True) * in_force[:, : w + 1]).sum(
-            axis=1
-        )
+        # The SRM check of the cumulative exposures: against the weights in force window by
+        # window, and against the configured split.
+        seen += exposures[:, w]
+        expected += USERS_PER_WINDOW * weights
         srm_in_force |= stats.srm_pvalue(seen, expected) < SRM_ERROR_P
         srm_configured |= stats.srm_pvalue(seen, np.full(arms, 1.0 / arms)) < SRM_ERROR_P
         if w % WINDOWS_PER_DAY == WINDOWS_PER_DAY - 1:
