@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -108,6 +109,8 @@ class DynamoDBSettings(_Strict):
     endpoint_url: str | None = "http://127.0.0.1:8000"
     region: str = Field("us-east-1", min_length=1)
     table: str = Field("ab_posteriors", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    # A bandit's published allocations (docs/bandit.md), when the sink is DynamoDB.
+    allocation_table: str = Field("ab_allocations", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
 
     @field_validator("endpoint_url")
     @classmethod
@@ -439,15 +442,17 @@ class ExperimentsConfig(_Strict):
     output_sink: OutputSink = "console"
     # Also publish every posterior record to this Kafka topic; None (or empty): don't.
     output_topic: str | None = None
+    # Where bandit tests' allocations are published (compacted, key test_id; docs/bandit.md).
+    allocation_topic: str = "allocations_out"
     partitions: Partitions = Partitions()
     ingestion: Ingestion = Ingestion()
     statistics: Statistics = Statistics()
     tests: list[ExperimentTest] = Field(min_length=1)
 
-    @field_validator("output_topic")
+    @field_validator("output_topic", "allocation_topic")
     @classmethod
-    def _topic_name(cls, value: str | None) -> str | None:
-        if value in (None, ""):
+    def _topic_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value in (None, "") and info.field_name == "output_topic":
             return None
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
             raise ValueError(f"a Kafka topic name (letters, digits, '.', '_', '-'), got {value!r}")

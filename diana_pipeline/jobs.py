@@ -23,7 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from diana_pipeline.assets.ingestion import EVENTS
-from diana_pipeline.assets.outputs import PUBLISHED
+from diana_pipeline.assets.outputs import PUBLISHED, PUBLISHED_ALLOCATION
 from diana_pipeline.assets.statistics import STATISTICS
 from diana_pipeline.config import ConfigError, ExperimentsConfig
 from diana_pipeline.producer import ProducerError
@@ -178,7 +178,7 @@ def traffic_job() -> None:
 INGEST_JOB = "ingest_job"
 ingest_job = define_asset_job(
     INGEST_JOB,
-    selection=AssetSelection.assets(EVENTS, *STATISTICS, PUBLISHED),
+    selection=AssetSelection.assets(EVENTS, *STATISTICS, PUBLISHED, PUBLISHED_ALLOCATION),
     description="Ingest the Kafka offset ranges of the run's config into DuckDB, then refresh "
     "the statistics and the sink of the run's windows (launched by kafka_events_sensor).",
 )

@@ -15,6 +15,9 @@ Tables
                    own transaction (counting/state.py)
   variant_increments, posteriors, superiority, allocation
                    the statistics assets' results, one set of rows per window (RESULT_COLUMNS)
+  allocation_versions
+                   every published allocation of a bandit test (allocations.py), one row per
+                   version and variant; never changed once written
 
 DuckDB allows one writing process at a time: a run holds the store from its first use to its
 end (resources/event_store.py), the `duckdb` pool (dagster.yaml) lets one more run start
@@ -36,6 +39,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from diana_pipeline.allocations import AllocationError, AllocationVersion
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.counting.rules import CountingRules
 from diana_pipeline.events import EventColumns
@@ -81,6 +85,17 @@ CREATE TABLE IF NOT EXISTS ingested_ranges (
     lost            BIGINT    NOT NULL,  -- offsets Kafka no longer held when read
     ingested_at     TIMESTAMP NOT NULL,
     PRIMARY KEY (topic, kafka_partition, start_offset)
+);
+CREATE TABLE IF NOT EXISTS allocation_versions (
+    test_id         VARCHAR   NOT NULL,
+    version         BIGINT    NOT NULL,
+    variant         VARCHAR   NOT NULL,
+    weight          DOUBLE    NOT NULL,
+    variant_order   INTEGER   NOT NULL,
+    effective_from  TIMESTAMP NOT NULL,
+    published_at    TIMESTAMP NOT NULL,
+    based_on_window TIMESTAMP,
+    PRIMARY KEY (test_id, version, variant)
 );
 """
 
@@ -524,6 +539,47 @@ class EventStore:
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # ---- published allocations ------------------------------------------------------------------
+
+    def add_allocation_version(self, version: AllocationVersion) -> None:
+        """Record a version as published. Refused when it would take effect in the past
+        (weights cannot have steered traffic that already came) or its number is taken."""
+        if version.effective_from < utc_now():
+            raise AllocationError(
+                f"{version.test_id} v{version.version}: refusing to publish weights that take "
+                f"effect in the past ({version.effective_from} UTC)"
+            )
+        rows = [
+            (version.test_id, version.version, name, weight, order, version.effective_from,
+             version.published_at, version.based_on_window)
+            for order, (name, weight) in enumerate(version.weights.items())
+        ]  # fmt: skip
+        try:
+            self.connection.executemany(
+                "INSERT INTO allocation_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+        except duckdb.ConstraintException:
+            raise AllocationError(
+                f"{version.test_id}: version {version.version} was published already"
+            ) from None
+
+    def allocation_versions(self, test_id: str | None = None) -> list[AllocationVersion]:
+        """The published versions (of one test, or all), oldest first."""
+        rows = self.connection.execute(
+            "SELECT test_id, version, variant, weight, effective_from, published_at, "
+            "based_on_window FROM allocation_versions WHERE ?::VARCHAR IS NULL OR test_id = ? "
+            "ORDER BY test_id, version, variant_order",
+            [test_id, test_id],
+        ).fetchall()
+        versions: dict[tuple[str, int], list[tuple]] = {}
+        for row in rows:
+            versions.setdefault((row[0], row[1]), []).append(row)
+        return [
+            AllocationVersion(test, number, {r[2]: r[3] for r in parts}, parts[0][4],
+                              parts[0][5], parts[0][6])
+            for (test, number), parts in versions.items()
+        ]  # fmt: skip
 
     # ---- reading ------------------------------------------------------------------------------
 

@@ -1,19 +1,29 @@
-"""The output asset: each window's posterior records, read from DuckDB and handed to the IO
-manager of the sink that experiments.yaml names (console, csv or dynamodb), which also
-publishes them to a Kafka topic when `output_topic` is set (io_managers/).
+"""The output assets, whose results leave through IO managers (io_managers/):
 
-A separate asset from `posteriors` so that a sink that is down fails only this step: DuckDB
-keeps the posteriors, and re-materialising the window writes the same records."""
+- `published_posteriors`: each window's posterior records, read from DuckDB and handed to the
+  sink that experiments.yaml names (console, csv or dynamodb), which also publishes them to a
+  Kafka topic when `output_topic` is set;
+- `published_allocation`: a bandit test's new assignment weights, recorded in DuckDB as
+  published and handed to the places assignment reads them from (docs/bandit.md).
+
+Separate assets from the statistics so that a sink that is down fails only this step: DuckDB
+keeps the results, and the next run writes them again."""
+
+from datetime import datetime
 
 from dagster import AssetKey, AssetsDefinition, Failure, MetadataValue, Output, asset
 
+from diana_pipeline.allocations import AllocationVersion, next_version
 from diana_pipeline.analysis import in_config_order, is_conversion
 from diana_pipeline.config import ExperimentsConfig
-from diana_pipeline.io_managers import POSTERIOR_SINK
+from diana_pipeline.io_managers import ALLOCATION_SINK, POSTERIOR_SINK
 from diana_pipeline.partitions import run_windows
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
+from diana_pipeline.store import EventStore
+from diana_pipeline.windows import utc_now
 
 PUBLISHED = AssetKey("published_posteriors")
+PUBLISHED_ALLOCATION = AssetKey("published_allocation")
 
 
 def build_published_posteriors(
@@ -65,3 +75,79 @@ def build_published_posteriors(
         return Output(records, metadata=metadata)
 
     return published_posteriors
+
+
+def build_published_allocation(
+    config: ExperimentsConfig, allocation: AssetKey, common: dict
+) -> AssetsDefinition:
+    @asset(
+        key=PUBLISHED_ALLOCATION,
+        deps=[allocation],
+        group_name="outputs",
+        kinds={"kafka", "json"} | ({"dynamodb"} if config.output_sink == "dynamodb" else set()),
+        io_manager_key=ALLOCATION_SINK,
+        description="Bandit tests' assignment weights, published with a version and the moment "
+        f"they take effect to Kafka topic {config.allocation_topic}, allocations.json in the "
+        "CSV folder" + (" and DynamoDB" if config.output_sink == "dynamodb" else "") + " "
+        "(docs/bandit.md). Only a live refresh publishes: weights cannot steer the past.",
+        **common,
+    )
+    def published_allocation(
+        context, experiments: ExperimentsResource, event_store: EventStoreResource
+    ) -> Output[list[AllocationVersion]]:
+        settings = experiments.load()
+        bandits = [test for test in settings.tests if test.mode == "bandit"]
+        windows = run_windows(context, settings.partitions)
+        now = utc_now()
+        current = settings.partitions.grid.window_start(now)
+        size = windows[-1][1] - windows[-1][0]
+        if not bandits:
+            return Output([], metadata={"published": "no test in bandit mode"})
+        new: list[AllocationVersion] = []
+        latest: list[AllocationVersion] = []
+        live = windows[-1][0] >= current - size  # the current window or the one just ended
+        with event_store.open() as store:
+            for test in bandits:
+                versions = store.allocation_versions(test.test_id)
+                last = versions[-1] if versions else None
+                if live:
+                    version = next_version(
+                        test, settings.partitions, _recommended(store, test.test_id, current),
+                        last, now,
+                    )  # fmt: skip
+                    if version is not None:
+                        store.add_allocation_version(version)
+                        new.append(version)
+                        last = version
+                if last is not None:
+                    latest.append(last)
+        shown = [
+            {"test_id": v.test_id, "version": v.version, "effective_from": str(v.effective_from),
+             "weights": v.weights}
+            for v in latest
+        ]  # fmt: skip
+        metadata = {
+            "new_versions": len(new),
+            "latest": MetadataValue.json(shown),
+        }
+        if not live:
+            metadata["published"] = "nothing new: the run's windows are past"
+        return Output(latest, metadata=metadata)
+
+    return published_allocation
+
+
+def _recommended(
+    store: EventStore, test_id: str, current: datetime
+) -> dict[datetime, dict[str, float]]:
+    """The allocation asset's weights of the test's latest two windows up to the current."""
+    rows = store.connection.execute(
+        "SELECT window_start, variant, recommended_allocation FROM allocation "
+        "WHERE test_id = ? AND window_start IN (SELECT DISTINCT window_start FROM allocation "
+        "WHERE test_id = ? AND window_start <= ? ORDER BY window_start DESC LIMIT 2)",
+        [test_id, test_id, current],
+    ).fetchall()
+    found: dict[datetime, dict[str, float]] = {}
+    for start, variant, weight in rows:
+        found.setdefault(start, {})[variant] = weight
+    return found

@@ -41,7 +41,12 @@ from diana_pipeline.analysis import (
     superiority_rows,
 )
 from diana_pipeline.assets.ingestion import DUCKDB_POOL, EVENTS
-from diana_pipeline.assets.outputs import PUBLISHED, build_published_posteriors
+from diana_pipeline.assets.outputs import (
+    PUBLISHED,
+    PUBLISHED_ALLOCATION,
+    build_published_allocation,
+    build_published_posteriors,
+)
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import (
     CountingRules,
@@ -169,8 +174,8 @@ def _metric_records(
 
 
 def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, object]:
-    """The four statistics assets and the output asset, the statistics job, its schedule and
-    the automation sensor."""
+    """The four statistics assets and the two output assets, the statistics job, its schedule
+    and the automation sensor."""
     partitions = window_partitions(config.partitions)
     common = {
         "partitions_def": partitions,
@@ -387,7 +392,8 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         )
 
     published = build_published_posteriors(config, POSTERIORS, common)
-    selection = AssetSelection.assets(*STATISTICS, PUBLISHED)
+    published_allocation = build_published_allocation(config, ALLOCATION, common)
+    selection = AssetSelection.assets(*STATISTICS, PUBLISHED, PUBLISHED_ALLOCATION)
     statistics_job = define_asset_job(
         "statistics_job",
         selection=selection,
@@ -416,7 +422,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
         "ingestion run's own windows (late events, rebuilds), and retries failed refreshes.",
     )
     return (
-        [variant_increments, posteriors, superiority, allocation, published],
+        [variant_increments, posteriors, superiority, allocation, published, published_allocation],
         statistics_job,
         statistics_schedule,
         automation,

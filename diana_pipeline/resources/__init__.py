@@ -14,7 +14,12 @@ def pipeline_resources(config: ExperimentsConfig, config_file: Path) -> dict[str
     """Every resource of the pipeline, set up from `config` (loaded from `config_file`, which
     runs load again: the same file and environment give the same settings)."""
     # Imported here: the IO managers are built on this package's resources (the event store).
-    from diana_pipeline.io_managers import POSTERIOR_SINK, posterior_sink
+    from diana_pipeline.io_managers import (
+        ALLOCATION_SINK,
+        POSTERIOR_SINK,
+        allocation_sink,
+        posterior_sink,
+    )
 
     kafka = config.infrastructure.kafka
     return {
@@ -27,6 +32,7 @@ def pipeline_resources(config: ExperimentsConfig, config_file: Path) -> dict[str
             topic_partitions=kafka.topic_partitions,
         ),
         POSTERIOR_SINK: posterior_sink(config),
+        ALLOCATION_SINK: allocation_sink(config),
     }
 
 

@@ -86,8 +86,11 @@ def dynamodb_client(
     )
 
 
-class PosteriorTable:
-    """The posterior table on one endpoint."""
+class DynamoTable:
+    """A table on one endpoint, keyed by `test_id` and the class's sort key, created when
+    missing."""
+
+    sort_key, sort_key_type = SORT_KEY, "S"
 
     def __init__(self, endpoint_url: str | None, region: str, table: str) -> None:
         self.endpoint = endpoint_url or f"AWS {region}"
@@ -112,11 +115,11 @@ class PosteriorTable:
                     TableName=self.name,
                     KeySchema=[
                         {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
-                        {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+                        {"AttributeName": self.sort_key, "KeyType": "RANGE"},
                     ],
                     AttributeDefinitions=[
                         {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
-                        {"AttributeName": SORT_KEY, "AttributeType": "S"},
+                        {"AttributeName": self.sort_key, "AttributeType": self.sort_key_type},
                     ],
                     BillingMode="PAY_PER_REQUEST",
                 )
@@ -127,6 +130,34 @@ class PosteriorTable:
             self.client.get_waiter("table_exists").wait(  # type: ignore[attr-defined]
                 TableName=self.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """boto's errors as one-line DynamoDBErrors naming the endpoint and the table."""
+        where = f"DynamoDB at {self.endpoint}"
+        try:
+            yield
+        except BotoConnectionError as exc:
+            raise DynamoDBError(
+                f"cannot reach {where} ({exc}); is it running? (diana-stack up)"
+            ) from None
+        except NoCredentialsError:
+            raise DynamoDBError(
+                f"no AWS credentials for {where}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment"
+            ) from None
+        except ClientError as exc:
+            detail = exc.response["Error"]
+            raise DynamoDBError(
+                f"{where} refused to {action} table {self.name}: "
+                f"{detail.get('Code')}: {detail.get('Message')}"
+            ) from None
+        except BotoCoreError as exc:
+            raise DynamoDBError(f"{where}: {exc}") from None
+
+
+class PosteriorTable(DynamoTable):
+    """The posterior table (`ab_posteriors`)."""
 
     def write(self, records: Iterable[Record], span: WindowSpan = EVERY_WINDOW) -> int:
         """Put every record (overwriting its key); returns how many were written. Items are
@@ -177,30 +208,6 @@ class PosteriorTable:
             f"DynamoDB at {self.endpoint} left {len(requests[self.name])} items of "
             f"{self.name} unprocessed after {UNPROCESSED_ATTEMPTS} attempts"
         )
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        """boto's errors as one-line DynamoDBErrors naming the endpoint and the table."""
-        where = f"DynamoDB at {self.endpoint}"
-        try:
-            yield
-        except BotoConnectionError as exc:
-            raise DynamoDBError(
-                f"cannot reach {where} ({exc}); is it running? (diana-stack up)"
-            ) from None
-        except NoCredentialsError:
-            raise DynamoDBError(
-                f"no AWS credentials for {where}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment"
-            ) from None
-        except ClientError as exc:
-            detail = exc.response["Error"]
-            raise DynamoDBError(
-                f"{where} refused to {action} table {self.name}: "
-                f"{detail.get('Code')}: {detail.get('Message')}"
-            ) from None
-        except BotoCoreError as exc:
-            raise DynamoDBError(f"{where}: {exc}") from None
 
 
 def _number(value: float) -> Decimal:

@@ -1,17 +1,23 @@
-"""Kafka sink: posterior records published to a topic (`output_topic` in experiments.yaml), as
-the original design's `posteriors_out`, next to whichever sink `output_sink` names.
+"""Kafka sinks, compacted topics created when missing:
 
-The topic is created when missing, log-compacted, and keyed by test/variant#window_start:
-re-materialising a window publishes the same keys again, so after compaction a consumer that
-reads the topic from the start sees one record per test, variant and window, the latest."""
+- `PosteriorTopic`: posterior records (`output_topic` in experiments.yaml), as the original
+  design's `posteriors_out`, next to whichever sink `output_sink` names. Keyed by
+  test/variant#window_start: re-materialising a window publishes the same keys again, so after
+  compaction a consumer that reads the topic from the start sees one record per test, variant
+  and window, the latest.
+- `AllocationTopic`: a bandit's published allocations (`allocation_topic`), keyed by test_id,
+  so the topic keeps each test's latest version; `read_latest` reads them back."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from diana_pipeline.allocations import AllocationError, AllocationVersion
 from diana_pipeline.producer import (
     Deliveries,
     ProducerError,
@@ -29,8 +35,8 @@ TOPIC_PARTITIONS = 1  # few records, and one partition keeps them in the order w
 TOPIC_TIMEOUT_S = 30.0
 
 
-class PosteriorTopic:
-    """The compacted posterior topic on one Kafka cluster."""
+class CompactedTopic:
+    """A compacted topic on one Kafka cluster, written key by key."""
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -62,22 +68,108 @@ class PosteriorTopic:
                 raise ProducerError(
                     f"cannot create topic {self.name!r}: {exc.args[0].str()}"
                 ) from None
+        # Created is not yet visible everywhere: wait until its partition has a leader, or a
+        # producer asking right away is told that the topic does not exist.
+        deadline = time.monotonic() + TOPIC_TIMEOUT_S
+        while time.monotonic() < deadline:
+            described = admin.list_topics(self.name, timeout=10).topics.get(self.name)
+            if (
+                described is not None
+                and described.error is None
+                and all(p.leader >= 0 for p in described.partitions.values())
+            ):
+                return
+            time.sleep(0.05)
+        raise ProducerError(f"topic {self.name!r} was created but never became visible")
 
-    def write(self, records: list[Record], span: WindowSpan = EVERY_WINDOW) -> int:
-        """Send every record (JSON, key test/variant#window_start) to the topic, created when
-        missing, and wait for each delivery; any failure raises ProducerError. Returns how many
-        were delivered. Messages are keyed by window, so `span` needs nothing more."""
+    def send(self, messages: Iterable[tuple[str, str]], what: str) -> int:
+        """Send (key, value) messages to the topic, created when missing, and wait for each
+        delivery; any failure raises ProducerError naming `what` was sent. Returns how many
+        were delivered."""
         self.ensure_topic()
         producer = make_producer(self.bootstrap_servers)
         check_topic(producer, self.bootstrap_servers, self.name)
         deliveries = Deliveries()
-        for record in records:
-            value, key = to_json(record).encode(), record_key(record).encode()
-            produce(producer, deliveries, self.name, value, key)
+        for key, value in messages:
+            produce(producer, deliveries, self.name, value.encode(), key.encode())
         flush(producer, deliveries)
         if deliveries.failures:
             reasons = ", ".join(f"{n} {reason}" for reason, n in deliveries.failed.items())
             raise ProducerError(
-                f"{deliveries.failures} posterior records not delivered to {self.name}: {reasons}"
+                f"{deliveries.failures} {what} not delivered to {self.name}: {reasons}"
             )
         return deliveries.delivered
+
+
+class PosteriorTopic(CompactedTopic):
+    """The compacted posterior topic."""
+
+    def write(self, records: list[Record], span: WindowSpan = EVERY_WINDOW) -> int:
+        """Send every record (JSON, key test/variant#window_start). Messages are keyed by
+        window, so `span` needs nothing more."""
+        messages = ((record_key(record), to_json(record)) for record in records)
+        return self.send(messages, "posterior records")
+
+
+class AllocationTopic(CompactedTopic):
+    """The compacted topic of published allocations."""
+
+    def write(self, versions: list[AllocationVersion]) -> int:
+        return self.send(((v.test_id, v.to_json()) for v in versions), "allocations")
+
+    def read_latest(self, timeout_s: float = 10.0) -> dict[str, AllocationVersion]:
+        """Each test's highest version on the topic (nothing when the topic is missing)."""
+        consumer = allocation_consumer(self.bootstrap_servers)
+        try:
+            metadata = consumer.list_topics(self.name, timeout=timeout_s).topics.get(self.name)
+            if metadata is None or metadata.error is not None:
+                return {}
+            partitions = [
+                TopicPartition(self.name, p, OFFSET_BEGINNING) for p in metadata.partitions
+            ]
+            ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1]
+                    for p in partitions}  # fmt: skip
+            consumer.assign(partitions)
+            latest: dict[str, AllocationVersion] = {}
+            remaining = {p: end for p, end in ends.items() if end > 0}
+            while remaining:
+                message = consumer.poll(timeout_s)
+                if message is None:
+                    raise ProducerError(f"timed out reading {self.name}")
+                if message.error():
+                    continue
+                keep_latest(latest, message.value())
+                if message.offset() + 1 >= remaining.get(message.partition(), 0):
+                    remaining.pop(message.partition(), None)
+            return latest
+        finally:
+            consumer.close()
+
+
+def allocation_consumer(bootstrap_servers: str) -> Consumer:
+    """A consumer that reads an allocation topic from its start, in no consumer group's
+    name (it commits nothing)."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "diana-allocation-readers",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        },
+        logger=logging.getLogger("diana.librdkafka"),
+    )
+
+
+def keep_latest(latest: dict[str, AllocationVersion], value: bytes | None) -> None:
+    """Fold one message of an allocation topic into `latest` (test → highest version);
+    a message that is not an allocation is logged and skipped."""
+    if value is None:
+        return
+    try:
+        version = AllocationVersion.from_json(value)
+    except AllocationError as exc:
+        log.warning("skipping a message on the allocation topic: %s", exc)
+        return
+    known = latest.get(version.test_id)
+    if known is None or version.version > known.version:
+        latest[version.test_id] = version
