@@ -81,6 +81,11 @@ class TrafficConfig(Config):
         description="property -> value -> factor on the success probability, e.g. "
         "{device: {mobile: 1.3}}",
     )
+    follow_allocation: bool = Field(
+        False,
+        description="assign new users by the latest allocation published for bandit tests "
+        "(docs/bandit.md), not the configured split; users keep their first variant",
+    )
     event_values: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description="event type -> variant -> mean of its value (lognormal), e.g. "
@@ -127,6 +132,7 @@ def send_traffic(
                 PropertySpec(name, weights, config.property_effects.get(name, {}))
                 for name, weights in config.properties.items()
             ),
+            follow_allocation=config.follow_allocation,
         )
     except (TrafficError, ConfigError) as exc:
         raise Failure(description=str(exc)) from None

@@ -24,15 +24,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from diana_pipeline import markdown
+from diana_pipeline.allocation_follower import AllocationFollower
+from diana_pipeline.allocations import AllocationVersion
 from diana_pipeline.assignment import VariantAssigner, assignment_point
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.events import TimestampFormatter
 from diana_pipeline.producer import Deliveries, check_topic, flush, make_producer, produce
 from diana_pipeline.traffic_metrics import expected_metric_sums
+from diana_pipeline.windows import from_microseconds
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,9 @@ class TrafficSpec:
     noise: NoiseRates = NoiseRates()
     extra_events: tuple[ExtraEvent, ...] = ()
     properties: tuple[PropertySpec, ...] = ()
+    # Assign new users by the latest published allocation (docs/bandit.md), not the
+    # configured split; a user keeps the variant of their first visit.
+    follow_allocation: bool = False
 
 
 def build_spec(
@@ -106,6 +113,7 @@ def build_spec(
     noise: NoiseRates | None = None,
     extra_events: tuple[ExtraEvent, ...] = (),
     properties: tuple[PropertySpec, ...] = (),
+    follow_allocation: bool = False,
 ) -> TrafficSpec:
     """Check user-facing settings against experiments.yaml; TrafficError names the problem.
 
@@ -173,6 +181,7 @@ def build_spec(
         noise=noise,
         extra_events=tuple(extra_events),
         properties=tuple(properties),
+        follow_allocation=follow_allocation,
     )
 
 
@@ -273,6 +282,9 @@ class TrafficSummary:
     # (test, property, value, variant, "exposed" | "converted") -> users, as segments count
     segment_users: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
     deliveries: Deliveries = field(default_factory=Deliveries)
+    # following a published allocation: each version as first used (test_id, version,
+    # weights, the event time of its first new user)
+    allocations_used: list[dict[str, object]] = field(default_factory=list)
     elapsed_s: float = 0.0
     interrupted: bool = False
 
@@ -308,6 +320,7 @@ class TrafficSummary:
             "expected_metrics": self.expected_metrics,
             "expected_segments": self.expected_segments(),
             "noise": dict(self.noise),
+            "allocations_used": self.allocations_used,
         }
 
     def expected_segments(self) -> list[dict[str, object]]:
@@ -464,6 +477,10 @@ class TrafficRun:
         self._plans = [self._plan(test_id, p) for test_id, p in spec.probabilities.items()]
         self._next_user = 0
         self._user_state = [bytearray() for _ in self._plans]
+        # each user's variant index + 1 (0: not yet assigned): users keep their variant
+        self._user_variant = [bytearray() for _ in self._plans]
+        self._follower: AllocationFollower | None = None
+        self._assigners: dict[tuple[str, int], VariantAssigner] = {}
         self._event_seq = 0
         self._timestamps = TimestampFormatter()
         self._pending: list[_PendingSuccess] = []  # successes waiting for their time
@@ -495,6 +512,11 @@ class TrafficRun:
         producer = make_producer(kafka.bootstrap_servers)
         check_topic(producer, kafka.bootstrap_servers, kafka.topic)
         self._producer, self._topic = producer, kafka.topic
+        if self.spec.follow_allocation:
+            self._follower = AllocationFollower(
+                kafka.bootstrap_servers, self.config.allocation_topic
+            )
+            self._follower.start()
         spec = self.spec
         events_per_visit = sum(1.0 + float(np.mean(p.probabilities)) for p in self._plans)
         events_per_visit += spec.noise.malformed + spec.noise.orphan_click
@@ -527,6 +549,8 @@ class TrafficRun:
         finally:
             self._pending.clear()  # not sent, so never counted
             flush(producer, self.summary.deliveries)
+            if self._follower is not None:
+                self._follower.stop()
             self.summary.expected_metrics = self._expected_metrics()
             self._progress(started)
         return self.summary
@@ -612,7 +636,7 @@ class TrafficRun:
             state = self._user_state[plan_index]
             if len(state) <= user_index:
                 state.extend(bytes(user_index + 1 - len(state) + 4096))
-            variant = plan.assigner.variant_index(user_id)
+            variant = self._variant(plan_index, plan, user_index, user_id, event_ms)
             cross = spec.noise.cross_variant
             if cross and state[user_index] != _UNSEEN and random.uniform() < cross:
                 self._cross_variant(plan, plan_index, user_index, user_id, variant, event_ms)
@@ -689,8 +713,45 @@ class TrafficRun:
         for plan_index, plan in enumerate(self._plans):
             test = self.config.test(plan.test_id)
             mine = {u: t for (p, u), t in users.items() if p == plan_index}
-            rows += expected_metric_sums(test, plan.assigner, self._user_prefix, mine)
+            rows += expected_metric_sums(test, partial(self._variant_name, plan_index), mine)
         return rows
+
+    def _variant_name(self, plan_index: int, user_index: int) -> str:
+        """The variant a user was given (they must have been given one)."""
+        index = self._user_variant[plan_index][user_index] - 1
+        return self._plans[plan_index].assigner.names[index]
+
+    def _variant(
+        self, plan_index: int, plan: _TestPlan, user_index: int, user_id: str, event_ms: int
+    ) -> int:
+        """The user's variant: the one of their first visit, or for a new user the one the
+        allocation in force at the event's moment gives (the configured split when not
+        following, or before any version was published)."""
+        remembered = self._user_variant[plan_index]
+        if len(remembered) <= user_index:
+            remembered.extend(bytes(user_index + 1 - len(remembered) + 4096))
+        if remembered[user_index]:
+            return remembered[user_index] - 1
+        assigner = plan.assigner
+        if self._follower is not None:
+            version = self._follower.in_force(plan.test_id, from_microseconds(event_ms * 1000))
+            if version is not None:
+                assigner = self._assigner_of(plan, version, event_ms)
+        index = assigner.variant_index(user_id)
+        remembered[user_index] = index + 1
+        return index
+
+    def _assigner_of(
+        self, plan: _TestPlan, version: AllocationVersion, event_ms: int
+    ) -> VariantAssigner:
+        key = (plan.test_id, version.version)
+        if key not in self._assigners:
+            self._assigners[key] = VariantAssigner(self.config.test(plan.test_id), version.weights)
+            self.summary.allocations_used.append(
+                {"test_id": plan.test_id, "version": version.version, "weights": version.weights,
+                 "first_used_at": from_microseconds(event_ms * 1000).isoformat() + "Z"}
+            )  # fmt: skip
+        return self._assigners[key]
 
     def _properties(self, user_id: str) -> dict[str, str]:
         """The user's properties: each drawn once from its weights, by a hash of the user."""

@@ -5,18 +5,19 @@ visit's exposure, inside the conversion window."""
 
 from __future__ import annotations
 
-from diana_pipeline.assignment import VariantAssigner
+from collections.abc import Callable
+
 from diana_pipeline.config import ExperimentTest
 
 
 def expected_metric_sums(
     test: ExperimentTest,
-    assigner: VariantAssigner,
-    user_prefix: str,
+    variant_of: Callable[[int], str],
     users: dict[int, dict[str, list[int]]],
 ) -> list[dict[str, object]]:
     """Rows (test_id, variant, metric, field, value) for the test's metrics from each counted
-    user's extra events: user index -> event type -> [events, value in cents]. `field` names
+    user's extra events: user index -> event type -> [events, value in cents]; `variant_of`
+    gives a user's variant by index. `field` names
     the record field the value must equal: successes_total (binary: users with one, count:
     events), value_total (revenue, exact to the cent) or value_products_total (ratio).
     Winsorised metrics are left out: their cap depends on the whole history."""
@@ -31,7 +32,7 @@ def expected_metric_sums(
 
     sums: dict[tuple[str, str], float] = {}
     for user_index, events in users.items():
-        variant = assigner.names[assigner.variant_index(f"{user_prefix}{user_index}")]
+        variant = variant_of(user_index)
         for metric in test.other_metrics:
             if metric.type == "ratio":
                 assert metric.numerator is not None and metric.denominator is not None

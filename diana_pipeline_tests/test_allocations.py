@@ -87,7 +87,7 @@ def test_json_round_trip_and_bad_versions() -> None:
     assert '"effective_from": "2026-11-21T10:30:05.000000Z"' in one.to_json()
     with pytest.raises(AllocationError, match="not a published allocation"):
         AllocationVersion.from_json('{"test_id": "arms"}')
-    with pytest.raises(AllocationError, match="sum to 0.9"):
+    with pytest.raises(AllocationError, match=r"sum to 0\.9"):
         version(1, {"a": 0.4, "b": 0.5})
     with pytest.raises(AllocationError, match="finite"):
         version(1, {"a": float("nan"), "b": 1.0})

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -13,9 +16,11 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from diana_pipeline.allocations import AllocationVersion
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.producer import ProducerError
+from diana_pipeline.sinks.kafka_topic import AllocationTopic
 from diana_pipeline.traffic import (
     ExtraEvent,
     NoiseRates,
@@ -25,6 +30,7 @@ from diana_pipeline.traffic import (
     parse_extra_event,
     parse_probabilities,
 )
+from diana_pipeline.windows import utc_now
 
 PROBABILITIES = {"control": 0.35, "treatment": 0.55}
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -261,3 +267,47 @@ def test_extra_event_text_with_values() -> None:
     extra = parse_extra_event("Purchase=control:0.1,treatment:0.12", "control:25,treatment:27")
     assert extra == ExtraEvent("Purchase", {"control": 0.1, "treatment": 0.12},
                                {"control": 25.0, "treatment": 27.0})  # fmt: skip
+
+
+def test_following_the_allocation_switches_new_users_when_a_version_takes_effect(
+    kafka: KafkaForTests,
+) -> None:
+    """Version 1 sends every new user to control; version 2, published while the run sends,
+    to treatment from its effective moment on (its lead, 2 s, is longer than the follower's
+    poll, 1 s). Returning users keep the variant of their first visit."""
+    topic = kafka.new_topic()
+    config = kafka.config_for(topic)
+    config = config.model_copy(update={"allocation_topic": f"alloc-{uuid.uuid4().hex[:8]}"})
+    test_id = config.tests[0].test_id
+    published = AllocationTopic(kafka.bootstrap_servers, config.allocation_topic)
+    now = utc_now()
+    published.write(
+        [AllocationVersion(test_id, 1, {"control": 1.0, "treatment": 0.0}, now, now, None)]
+    )
+    spec = build_spec(config, PROBABILITIES, tests=[test_id], eps=300, duration_s=8,
+                      users=100_000, repeat_rate=0.3, seed=7, follow_allocation=True)  # fmt: skip
+    traffic = TrafficRun(config, spec)
+    runner = threading.Thread(target=traffic.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while traffic.summary.sent < 300:  # under way
+        assert time.monotonic() < deadline, "the traffic run sent nothing"
+        time.sleep(0.05)
+    switch = utc_now() + timedelta(seconds=2)
+    published.write(
+        [AllocationVersion(test_id, 2, {"control": 0.0, "treatment": 1.0}, switch, utc_now(), None)]
+    )
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    exposures = [e for e in events_on(kafka, topic) if e["event_type"] == "ButtonDisplayed"]
+    first: dict[str, dict] = {}
+    for event in sorted(exposures, key=lambda e: e["timestamp"]):
+        first.setdefault(event["user_id"], event)
+        assert event["variant"] == first[event["user_id"]]["variant"]  # sticky
+    moment = switch.isoformat(timespec="milliseconds") + "Z"
+    before = {e["variant"] for e in first.values() if e["timestamp"] < moment}
+    after = {e["variant"] for e in first.values() if e["timestamp"] >= moment}
+    assert before == {"control"} and after == {"treatment"}
+    returning = [e for e in exposures if e["timestamp"] >= moment and e["variant"] == "control"]
+    assert returning, "no user who came before the switch returned after it"
+    assert [u["version"] for u in traffic.summary.allocations_used] == [1, 2]

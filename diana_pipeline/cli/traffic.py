@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a factor on the success probability of users with that value, e.g. "
         "device=mobile:1.3 (repeatable)",
     )
+    parser.add_argument(
+        "--follow-allocation",
+        action="store_true",
+        help="assign new users by the latest allocation the pipeline published for bandit "
+        "tests (Kafka topic allocation_topic), read as it comes; users keep their variant",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             extra_events=paired(args.event, args.value, parse_extra_event, "--event/--value"),
             properties=paired(args.property, args.effect, parse_property, "--property/--effect"),
+            follow_allocation=args.follow_allocation,
         )
     except (ConfigError, TrafficError) as exc:
         print(f"diana-traffic: error: {exc}", file=sys.stderr)

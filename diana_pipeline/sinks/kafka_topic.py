@@ -6,7 +6,7 @@
   compaction a consumer that reads the topic from the start sees one record per test, variant
   and window, the latest.
 - `AllocationTopic`: a bandit's published allocations (`allocation_topic`), keyed by test_id,
-  so the topic keeps each test's latest version; `read_latest` reads them back."""
+  so the topic keeps each test's latest version (allocation_follower.py reads it)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from diana_pipeline.allocations import AllocationError, AllocationVersion
@@ -116,34 +116,6 @@ class AllocationTopic(CompactedTopic):
 
     def write(self, versions: list[AllocationVersion]) -> int:
         return self.send(((v.test_id, v.to_json()) for v in versions), "allocations")
-
-    def read_latest(self, timeout_s: float = 10.0) -> dict[str, AllocationVersion]:
-        """Each test's highest version on the topic (nothing when the topic is missing)."""
-        consumer = allocation_consumer(self.bootstrap_servers)
-        try:
-            metadata = consumer.list_topics(self.name, timeout=timeout_s).topics.get(self.name)
-            if metadata is None or metadata.error is not None:
-                return {}
-            partitions = [
-                TopicPartition(self.name, p, OFFSET_BEGINNING) for p in metadata.partitions
-            ]
-            ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1]
-                    for p in partitions}  # fmt: skip
-            consumer.assign(partitions)
-            latest: dict[str, AllocationVersion] = {}
-            remaining = {p: end for p, end in ends.items() if end > 0}
-            while remaining:
-                message = consumer.poll(timeout_s)
-                if message is None:
-                    raise ProducerError(f"timed out reading {self.name}")
-                if message.error():
-                    continue
-                keep_latest(latest, message.value())
-                if message.offset() + 1 >= remaining.get(message.partition(), 0):
-                    remaining.pop(message.partition(), None)
-            return latest
-        finally:
-            consumer.close()
 
 
 def allocation_consumer(bootstrap_servers: str) -> Consumer:

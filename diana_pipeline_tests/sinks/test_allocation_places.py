@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from diana_pipeline.allocation_follower import read_published
 from diana_pipeline.allocations import AllocationError, AllocationVersion
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.sinks.allocation_file import AllocationFile
@@ -46,10 +47,13 @@ def test_the_file_keeps_each_tests_latest_version(tmp_path: Path) -> None:
 @pytest.mark.servers
 def test_the_topic_is_compacted_and_read_back_per_test(kafka: KafkaForTests) -> None:
     topic = AllocationTopic(kafka.bootstrap_servers, f"allocations-{uuid.uuid4().hex[:8]}")
-    assert topic.read_latest() == {}  # no topic yet
+    assert read_published(kafka.bootstrap_servers, topic.name) == {}  # no topic yet
     assert topic.write([version("a", 1, 0.5), version("b", 1, 0.3)]) == 2
     topic.write([version("a", 2, 0.2)])
-    assert topic.read_latest() == {"a": version("a", 2, 0.2), "b": version("b", 1, 0.3)}
+    assert read_published(kafka.bootstrap_servers, topic.name) == {
+        "a": version("a", 2, 0.2),
+        "b": version("b", 1, 0.3),
+    }
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic.name)
     configs = admin.describe_configs([resource])[resource].result(timeout=30)
