@@ -102,7 +102,7 @@ def build_published_allocation(
         current = settings.partitions.grid.window_start(now)
         size = windows[-1][1] - windows[-1][0]
         if not bandits:
-            return Output([], metadata={"published": "no test in bandit mode"})
+            return Output([], metadata={"note": "no test in bandit mode"})
         new: list[AllocationVersion] = []
         latest: list[AllocationVersion] = []
         live = windows[-1][0] >= current - size  # the current window or the one just ended
@@ -131,7 +131,7 @@ def build_published_allocation(
             "latest": MetadataValue.json(shown),
         }
         if not live:
-            metadata["published"] = "nothing new: the run's windows are past"
+            metadata["note"] = "nothing new published: the run's windows are past"
         return Output(latest, metadata=metadata)
 
     return published_allocation
