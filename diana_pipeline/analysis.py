@@ -15,6 +15,7 @@ from typing import TypeVar
 import numpy as np
 
 from diana_pipeline import stats
+from diana_pipeline.bandit_analysis import period_weighted_looks
 from diana_pipeline.config import ALL_SEGMENTS, ExperimentsConfig, ExperimentTest
 from diana_pipeline.counting import Quality, WindowCounts
 from diana_pipeline.metric_analysis import PrimaryLook, primary_looks
@@ -36,9 +37,13 @@ def posterior_records(
     counts: Mapping[datetime, list[WindowCounts]],
     windows: list[tuple[datetime, datetime]],
     timestamp: datetime,
+    period_weighted: Mapping[tuple[datetime, str], Mapping[str, tuple]] | None = None,
 ) -> list[dict[str, object]]:
     """One record per window, test and variant, cumulative to the window's end (docs/design.md §5).
-    The statistics of every window are computed together, one vectorised pass per test."""
+    The statistics of every window are computed together, one vectorised pass per test.
+    `period_weighted`: (window_start, test_id) → variant → (rate, se) of bandit tests
+    (bandit_analysis.period_weighted); None in the records of the others."""
+    period_weighted = period_weighted or {}
     if not windows:
         return []
     by_test = {}
@@ -87,6 +92,15 @@ def posterior_records(
                         ),
                         **{name: finite_or_none(values[t, k]) for name, values in figures.items()},
                         **_conversion_fields(test),
+                        **dict(
+                            zip(
+                                ("rate_period_weighted", "rate_period_weighted_se"),
+                                period_weighted.get((window_start, test.test_id), {}).get(
+                                    row.variant, (None, None)
+                                ),
+                                strict=True,
+                            )
+                        ),
                     }
                 )
     return records
@@ -251,14 +265,13 @@ def superiority_rows(
         evidence = _running_evidence(test, table)
         table, evidence = [table[t] for t in keep], [evidence[t] for t in keep]
         alphas, betas = alphas[keep], betas[keep]
+        primary = _primary(test, records)
+        looks = None
+        if primary is None and test.mode == "bandit":
+            # The weights moved: decide on the period-weighted rates (docs/bandit.md).
+            primary = looks = period_weighted_looks(test, records)
         compared = _compare(
-            test,
-            table,
-            alphas,
-            betas,
-            evidence,
-            _guardrails(test, records),
-            _primary(test, records),
+            test, table, alphas, betas, evidence, _guardrails(test, records), primary
         )
         zeros = np.zeros(len(keep))
         lifts = [(zeros, zeros)] + [
@@ -267,18 +280,19 @@ def superiority_rows(
         ]
         rows = rows_by_test[test.test_id] = []
         for t, (mine, (beats, decision)) in enumerate(zip(table, compared, strict=True)):
+            look = looks.get(mine[0]["window_start"]) if looks is not None else None
             for k, record in enumerate(mine):
                 rows.append(
                     {
                         "test_id": test.test_id,
                         "variant": record["variant"],
                         "window_start": record["window_start"],
-                        "prob_best": record["prob_best"],
+                        "prob_best": look.prob_best[k] if look else record["prob_best"],
                         "expected_loss": record["expected_loss"],
                         "prob_beats": beats[str(record["variant"])],
                         "lift_vs_control_low": float(lifts[k][0][t]),
                         "lift_vs_control_high": float(lifts[k][1][t]),
-                        **_evidence_of(evidence[t], k),
+                        **_evidence_of(look.evidence if look else evidence[t], k),
                         "decision": decision.verdict,
                         "winner": decision.winner,
                         "reason": decision.reason,
@@ -392,8 +406,12 @@ def _decide_on_primary(
 ) -> stats.Decision:
     """The decision on a primary metric other than the conversion; its reason names it."""
     metric = next(m for m in test.metrics_in_effect if m.role == "primary")
+    if test.mode == "bandit" and metric is test.conversion_metric:
+        label = f"{metric.name} (period-weighted)"
+    else:
+        label = metric.name
     if look is None:
-        return stats.Decision("not enough data", None, f"{metric.name}: no posterior yet")
+        return stats.Decision("not enough data", None, f"{label}: no posterior yet")
     decision = stats.decide(
         look.prob_best,
         look.relative_loss,
@@ -403,7 +421,7 @@ def _decide_on_primary(
         look.evidence,
         names=names,
     )
-    return stats.Decision(decision.verdict, decision.winner, f"{metric.name}: {decision.reason}")
+    return stats.Decision(decision.verdict, decision.winner, f"{label}: {decision.reason}")
 
 
 def _guardrails(
@@ -478,11 +496,17 @@ class CheckFigure:
 
 
 def quality_checks(
-    config: ExperimentsConfig, counts: list[WindowCounts], quality: dict[str, Quality]
+    config: ExperimentsConfig,
+    counts: list[WindowCounts],
+    quality: dict[str, Quality],
+    bandit_srm: Mapping[str, tuple[float, dict[str, object]]] | None = None,
 ) -> list[CheckFigure]:
     """Sample-ratio mismatch, users in several variants, clicks without exposure, clicks
     before exposure, clicks in another variant and successes ≤ exposures, over every test,
-    cumulative to the window's end."""
+    cumulative to the window's end. A bandit test's sample ratio is judged by `bandit_srm`
+    (test_id → anytime p-value against the weights in force, its figures:
+    bandit_analysis.weights_in_force_srm), not by the configured allocation."""
+    bandit_srm = bandit_srm or {}
     srm_worst, srm_figures = 1.0, {}
     multi, exposed_all, orphans, successes_all = 0, 0, 0, 0
     early, other_variant = 0, 0
@@ -490,8 +514,11 @@ def quality_checks(
     for test in config.tests:
         rows = [c for c in counts if c.test_id == test.test_id]
         exposures = [r.exposures_total for r in rows]
-        pvalue = stats.srm_pvalue(exposures, [v.allocation for v in test.variants])
-        srm_figures[test.test_id] = {"exposures": exposures, "p_value": round(float(pvalue), 6)}
+        if test.test_id in bandit_srm:
+            pvalue, srm_figures[test.test_id] = bandit_srm[test.test_id]
+        else:
+            pvalue = stats.srm_pvalue(exposures, [v.allocation for v in test.variants])
+            srm_figures[test.test_id] = {"exposures": exposures, "p_value": round(float(pvalue), 6)}
         srm_worst = min(srm_worst, float(pvalue))
         q = quality.get(test.test_id, Quality(0, 0))
         multi += q.multi_variant_users
@@ -512,8 +539,9 @@ def quality_checks(
             "sample_ratio_mismatch",
             srm_worst >= SRM_WARN_P,
             "error" if srm_worst < SRM_ERROR_P else "warn",
-            f"chi-square of exposures against the allocation: error at p < {SRM_ERROR_P}, "
-            f"warning below {SRM_WARN_P}",
+            f"chi-square of exposures against the allocation (a bandit's: an anytime-valid "
+            f"test against the weights in force): error at p < {SRM_ERROR_P}, warning below "
+            f"{SRM_WARN_P}",
             {"worst_p_value": round(srm_worst, 6), "by_test": srm_figures},
         ),
         CheckFigure(

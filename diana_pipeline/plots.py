@@ -184,5 +184,30 @@ def lift_figure(
     return buffer.getvalue()
 
 
+def allocation_figure(versions: list[dict[str, object]], dpi: int = 80) -> bytes:
+    """A bandit's weights over time, one panel per test: each variant's share of new users
+    as a step from each version's moment on. `versions`: test_id, version, weights
+    (variant → weight) and the moment it took effect or was first used (`at`, a datetime)."""
+    plt = _pyplot()
+    tests = sorted({str(v["test_id"]) for v in versions})
+    figure, axes = plt.subplots(len(tests), 1, figsize=(9, 3.2 * len(tests)), squeeze=False)
+    for axis, test_id in zip(axes[:, 0], tests, strict=True):
+        mine = sorted((v for v in versions if v["test_id"] == test_id), key=lambda v: v["version"])
+        moments = [v["at"] for v in mine]
+        for variant in mine[-1]["weights"]:  # type: ignore[union-attr]
+            shares = [v["weights"].get(variant, 0.0) for v in mine]  # type: ignore[union-attr]
+            axis.step(moments, shares, where="post", label=str(variant))
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("share of new users")
+        axis.set_title(f"{test_id}: published allocation, versions 1-{mine[-1]['version']}")
+        axis.legend(loc="upper left", fontsize="small")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def _or(value: object, default: float) -> float:
     return default if value is None else float(value)  # type: ignore[arg-type]

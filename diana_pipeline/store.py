@@ -123,6 +123,8 @@ _METRIC = {
     "prob_worse_by_margin": "DOUBLE",
     "dimension": "VARCHAR",  # 'all' for the overall records (docs/segments.md)
     "segment": "VARCHAR",
+    "rate_period_weighted": "DOUBLE",  # a bandit's conversion (docs/bandit.md)
+    "rate_period_weighted_se": "DOUBLE",
 }
 RESULT_COLUMNS: dict[str, dict[str, str]] = {
     "variant_increments": {

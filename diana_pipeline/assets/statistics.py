@@ -47,10 +47,13 @@ from diana_pipeline.assets.outputs import (
     build_published_allocation,
     build_published_posteriors,
 )
+from diana_pipeline.bandit_analysis import period_weighted, weights_in_force_srm
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import (
     CountingRules,
     WindowCounts,
+    cohort_counts,
+    first_exposures_by_version,
     metric_sums,
     quality,
     segment_counts,
@@ -173,6 +176,38 @@ def _metric_records(
     return records
 
 
+def _weights_in_force_srm(
+    store: EventStore, config: ExperimentsConfig, cutoff: datetime
+) -> dict[str, tuple[float, dict[str, object]]]:
+    """Each bandit test's sample-ratio check against the weights in force (docs/bandit.md)."""
+    rules = CountingRules.of(config)
+    return {
+        test.test_id: weights_in_force_srm(
+            test,
+            first_exposures_by_version(store.connection, rules, test.test_id, cutoff),
+            store.allocation_versions(test.test_id),
+        )
+        for test in config.tests
+        if test.mode == "bandit"
+    }
+
+
+def _period_weighted(
+    store: EventStore, config: ExperimentsConfig, windows: list[tuple[datetime, datetime]]
+) -> dict[tuple[datetime, str], dict[str, tuple[float | None, float | None]]]:
+    """(window_start, test_id) → variant → the period-weighted rate and its standard error,
+    for each bandit test at the end of each of the run's windows."""
+    rules = CountingRules.of(config)
+    found = {}
+    for test in config.tests:
+        if test.mode != "bandit":
+            continue
+        cohorts = cohort_counts(store.connection, rules, test.test_id, [end for _, end in windows])
+        for start, end in windows:
+            found[(start, test.test_id)] = period_weighted(test, cohorts[end])
+    return found
+
+
 def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, object]:
     """The four statistics assets and the two output assets, the statistics job, its schedule
     and the automation sensor."""
@@ -227,12 +262,13 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                 if r["window_start"] == last_start
             ]
             figures = quality(store.connection, settings, last_end)
+            bandit_srm = _weights_in_force_srm(store, settings, last_end)
             segments = (
                 segment_counts(store.connection, settings, windows[-1:])
                 if any(test.dimensions for test in settings.tests)
                 else {last_start: []}
             )
-        found = quality_checks(settings, latest, figures)
+        found = quality_checks(settings, latest, figures, bandit_srm)
         found += segment_checks(settings, latest, segments, last_start)
         checks = [
             AssetCheckResult(
@@ -285,7 +321,8 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
                     WindowCounts(**{k: row[k] for k in WindowCounts.__dataclass_fields__})
                 )
             now = utc_now()
-            records = posterior_records(settings, counts, windows, now)
+            period = _period_weighted(store, settings, windows)
+            records = posterior_records(settings, counts, windows, now, period)
             records += _metric_records(store, settings, counts, windows, now)
             if any(test.dimensions for test in settings.tests):
                 segments = segment_counts(store.connection, settings, windows)

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -24,6 +25,7 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from diana_pipeline import markdown
 from diana_pipeline.cli.analyze import (
     AnalyzeError,
     analyze,
@@ -35,6 +37,7 @@ from diana_pipeline.cli.analyze import (
 from diana_pipeline.cli.progress import ProgressBar
 from diana_pipeline.config import OUTPUT_SINKS, ConfigError, ExperimentsConfig, load_config
 from diana_pipeline.local_stack import LocalStack, StackError, StackSettings
+from diana_pipeline.plots import allocation_figure
 from diana_pipeline.totals import Totals, expected_totals, totals_of
 from diana_pipeline.traffic import TrafficError, build_spec, parse_probabilities
 
@@ -51,6 +54,9 @@ BUSY = [
     DagsterRunStatus.STARTED,
 ]
 POLL_S = 2.0
+BANDIT_CONFIG = Path("examples/bandit.yaml")  # in the project folder
+AB_PROBABILITIES = "control=0.35,treatment=0.55"
+BANDIT_PROBABILITIES = "a=0.30,b=0.35,c=0.40,d=0.50"
 
 
 class DemoError(RuntimeError):
@@ -63,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of traffic (120)")
     parser.add_argument(
         "--prob",
-        default="control=0.35,treatment=0.55",
-        help="success probability per variant (control=0.35,treatment=0.55)",
+        help=f"success probability per variant ({AB_PROBABILITIES}; with --bandit "
+        f"{BANDIT_PROBABILITIES})",
+    )
+    parser.add_argument(
+        "--bandit",
+        action="store_true",
+        help=f"a bandit test instead ({BANDIT_CONFIG}): traffic follows the "
+        "allocation the pipeline publishes; the report shows the weights over time",
     )
     parser.add_argument(
         "--sink",
@@ -91,28 +103,34 @@ class Demo:
         self.settings = settings
         self.out = out
         self.plot = settings.home / "demo-posteriors.png"
+        self.weights_plot = settings.home / "demo-allocation.png"
         self.config: ExperimentsConfig = load_config(settings.config_file, env=settings.env)
         self.stack = LocalStack(settings)
-        self.env = {**settings.env, "DAGSTER_HOME": str(settings.dagster_home)}
+        self.env = {
+            **settings.env,
+            "DAGSTER_HOME": str(settings.dagster_home),
+            "DIANA_CONFIG": str(settings.config_file),
+        }
 
     # ---- the stack --------------------------------------------------------------------------
 
     def start_stack(self) -> None:
-        """Up with Dagster; a Dagster started earlier with another sink is restarted."""
-        # The sink comes from experiments.yaml, overridden by DIANA_OUTPUT_SINK (--sink): a
-        # Dagster started with another override loads another sink.
-        wanted = self.settings.env.get("DIANA_OUTPUT_SINK") or ""
+        """Up with Dagster; a Dagster started earlier with another sink or experiments file is
+        restarted."""
+        # The sink comes from the experiments file, overridden by DIANA_OUTPUT_SINK (--sink): a
+        # Dagster started with another override or file loads another pipeline.
+        wanted = {
+            "DIANA_OUTPUT_SINK": self.settings.env.get("DIANA_OUTPUT_SINK") or "",
+            "DIANA_CONFIG": str(self.settings.config_file),
+        }
         for name in ("dagster-webserver", "dagster-daemon"):
             process = self.stack.processes[name].running()
             if process is None:
                 continue
-            running = process.environ().get("DIANA_OUTPUT_SINK") or ""
+            environ = process.environ()
+            running = {key: environ.get(key) or "" for key in wanted}
             if running != wanted:
-                log.info(
-                    "Dagster runs with DIANA_OUTPUT_SINK=%s; restarting it with %s",
-                    running or "(unset)",
-                    wanted or "(unset)",
-                )
+                log.info("Dagster runs with %s; restarting it with %s", running, wanted)
                 for other in ("dagster-webserver", "dagster-daemon"):
                     self.stack.processes[other].stop()
                 break
@@ -150,7 +168,12 @@ class Demo:
         )
 
     def send_traffic(
-        self, eps: float, duration_s: float, probabilities: dict[str, float], seed: int | None
+        self,
+        eps: float,
+        duration_s: float,
+        probabilities: dict[str, float],
+        seed: int | None,
+        follow_allocation: bool = False,
     ) -> dict:
         """traffic_job through `dagster job execute`, with progress; returns its summary."""
         tag = uuid.uuid4().hex[:12]
@@ -165,6 +188,7 @@ class Demo:
                                 "duration_seconds": duration_s,
                                 "success_probabilities": probabilities,
                                 "seed": seed,
+                                "follow_allocation": follow_allocation,
                             }
                         }
                     }
@@ -271,6 +295,27 @@ class Demo:
         return reports
 
 
+def weights_over_time(summary: dict, plot: Path, rows: int = 8) -> str:
+    """The allocations the traffic followed, as a table (at most `rows` versions, evenly
+    spread, the last included) and a plot saved to `plot`."""
+    used = [
+        {**u, "at": datetime.fromisoformat(str(u["first_used_at"]).replace("Z", "+00:00"))}
+        for u in summary.get("allocations_used", [])
+    ]
+    if not used:
+        return "the traffic followed no published allocation (still in burn-in?)"
+    plot.write_bytes(allocation_figure(used))
+    step = max(1, len(used) // rows)
+    shown = [*used[::step][: rows - 1], used[-1]] if len(used) > rows else used
+    variants = list(used[-1]["weights"])
+    lines = markdown.table(
+        ["version", "from (UTC)", *variants],
+        [[u["version"], u["at"].strftime("%H:%M:%S"),
+          *(f"{u['weights'].get(v, 0.0):.0%}" for v in variants)] for u in shown],
+    )  # fmt: skip
+    return f"allocation followed ({len(used)} versions; plot: {plot}):\n{lines}"
+
+
 def _show(probabilities: dict[str, float]) -> str:
     return ", ".join(f"{name} {p:g}" for name, p in probabilities.items())
 
@@ -283,11 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # Dagster's storage migrations
     if args.sink:
         os.environ["DIANA_OUTPUT_SINK"] = args.sink
+    if args.bandit and args.config is None:
+        args.config = (args.project_dir or Path.cwd()) / BANDIT_CONFIG
+    prob = args.prob or (BANDIT_PROBABILITIES if args.bandit else AB_PROBABILITIES)
     began = time.monotonic()
     try:
         settings = StackSettings.from_environment(args.project_dir, args.config)
         demo = Demo(settings, human)
-        probabilities = parse_probabilities(args.prob)
+        probabilities = parse_probabilities(prob)
         # The same checks the job makes, before anything starts.
         build_spec(demo.config, probabilities, eps=args.eps, duration_s=args.duration)
         print(
@@ -298,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dagster UI: {settings.dagster_url}", file=human)
         demo.wait_until_idle()
         baseline = demo.published_totals()
-        summary = demo.send_traffic(args.eps, args.duration, probabilities, args.seed)
+        summary = demo.send_traffic(
+            args.eps, args.duration, probabilities, args.seed, follow_allocation=args.bandit
+        )
         print(f"sent {summary['sent']:,} events in {summary['elapsed_s']:.0f}s", file=human)
         expected = expected_totals(baseline, summary)
         caught_up = demo.wait_for_pipeline(expected, args.timeout)
@@ -332,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n\n".join(render(report) for report in reports))
         print()
         print(f"posterior plot: {demo.plot}")
+        if args.bandit:
+            print()
+            print(weights_over_time(summary, demo.weights_plot))
     print(
         f"done in {time.monotonic() - began:.0f}s. The Dagster UI stays on {settings.dagster_url} "
         "(asset lineage, runs, backfills). Stop everything with: make down",

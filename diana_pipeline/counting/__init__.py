@@ -5,10 +5,13 @@ docs/design.md §3.
     metric_sums.py the metrics beyond the conversion: per-user totals as steps of sums
     state.py       the per-user state and per-window steps, merged with every stored batch
     from_steps.py  counts and quality figures at window ends, read from the steps
+    cohorts.py     users by the window (and allocation version) of their first exposure: a
+                   bandit's sample-ratio check and period-weighted estimates
     recount.py     the same rules as a full recount of the events: the reference
     figures.py     the dataclasses handed to the statistics
 """
 
+from diana_pipeline.counting.cohorts import cohort_counts, first_exposures_by_version
 from diana_pipeline.counting.figures import (
     MetricSums,
     Quality,
@@ -32,7 +35,9 @@ __all__ = [
     "SegmentCounts",
     "VariantCounts",
     "WindowCounts",
+    "cohort_counts",
     "cumulative_counts",
+    "first_exposures_by_version",
     "metric_sums",
     "quality",
     "recount_metric_sums",

@@ -49,6 +49,10 @@ POSTERIOR_FIELDS: tuple[str, ...] = (
     # which segment (docs/segments.md): `all` and `all` for the overall records
     "dimension",
     "segment",
+    # a bandit test's conversion (docs/bandit.md): the rate weighted over the windows of first
+    # exposure, and its standard error; None in A/B mode
+    "rate_period_weighted",
+    "rate_period_weighted_se",
 )
 # Added later, so records written before them lack them; None where a figure has no finite
 # value (the control's own p-value, the open end of a confidence sequence) or does not apply

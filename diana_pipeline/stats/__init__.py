@@ -7,7 +7,8 @@
 - gamma: Gamma posteriors (count metrics): prob_best_gamma, expected_loss_gamma, both;
 - normal: normal posteriors (means, ratios): prob_best_normal, expected_loss_normal, both;
   relative_lift and prob_lift_below (a guardrail's P(worse by its margin), any family);
-- srm: srm_pvalue, the sample ratio mismatch test;
+- srm: srm_pvalue, the sample ratio mismatch test; srm_e_values and srm_anytime_pvalue, its
+  anytime-valid form for weights that move (a bandit);
 - thompson: thompson_allocation (plain or top-two) and top_two_weights, the bandit's
   traffic weights; stratified: period_weighted_rates, an arm's rate when its share moved;
 - sequential: always_valid_pvalues and lift_confidence_sequence, anytime-valid inference
@@ -59,7 +60,7 @@ from diana_pipeline.stats.sequential_normal import (
     always_valid_pvalues_normal,
     lift_confidence_sequence_normal,
 )
-from diana_pipeline.stats.srm import srm_pvalue
+from diana_pipeline.stats.srm import srm_anytime_pvalue, srm_e_values, srm_pvalue
 from diana_pipeline.stats.stratified import period_weighted_rates
 from diana_pipeline.stats.thompson import thompson_allocation, top_two_weights
 
@@ -93,6 +94,8 @@ __all__ = [
     "prob_lift_below",
     "prob_superiority",
     "relative_lift",
+    "srm_anytime_pvalue",
+    "srm_e_values",
     "srm_pvalue",
     "thompson_allocation",
     "top_two_weights",

@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from diana_pipeline.assets.ingestion import build_events
-from diana_pipeline.assets.outputs import PUBLISHED
+from diana_pipeline.assets.outputs import PUBLISHED, PUBLISHED_ALLOCATION
 from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import load_config
 from diana_pipeline.harness.paths import REPO_ROOT
@@ -171,11 +171,15 @@ def test_schedule_and_automation_target_the_statistics() -> None:
     schedule = defs.get_schedule_def("statistics_schedule")
     assert schedule.default_status == DefaultScheduleStatus.RUNNING
     job = defs.resolve_job_def(schedule.job_name)
-    assert set(job.asset_layer.executable_asset_keys) == {*STATISTICS, PUBLISHED}
+    assert set(job.asset_layer.executable_asset_keys) == {
+        *STATISTICS,
+        PUBLISHED,
+        PUBLISHED_ALLOCATION,
+    }
     automation = defs.get_sensor_def("statistics_automation")
     assert automation.default_status == DefaultSensorStatus.RUNNING
     repository = defs.get_repository_def()
-    for key in [*STATISTICS, PUBLISHED]:
+    for key in [*STATISTICS, PUBLISHED, PUBLISHED_ALLOCATION]:
         spec = repository.asset_graph.get(key)
         assert spec.automation_condition is not None, key
     assert repository.asset_graph.get(AssetKey("variant_increments")).parent_keys == {

@@ -47,6 +47,8 @@ def make_records(
                     "prob_worse_by_margin": None,
                     "dimension": "all",
                     "segment": "all",
+                    "rate_period_weighted": None,
+                    "rate_period_weighted_se": None,
                 }
             )
     return records
