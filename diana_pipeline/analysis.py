@@ -15,7 +15,11 @@ from typing import TypeVar
 import numpy as np
 
 from diana_pipeline import stats
-from diana_pipeline.bandit_analysis import period_weighted_looks
+from diana_pipeline.bandit_analysis import (
+    has_period_weighted,
+    normal_posteriors,
+    period_weighted_looks,
+)
 from diana_pipeline.config import ALL_SEGMENTS, ExperimentsConfig, ExperimentTest
 from diana_pipeline.counting import Quality, WindowCounts
 from diana_pipeline.metric_analysis import PrimaryLook, primary_looks
@@ -462,9 +466,15 @@ def allocation_rows(
         if not starts:
             continue
         if test.mode == "bandit":
-            weights = stats.thompson_allocation(
-                alphas, betas, floor=test.bandit.floor, top_two=test.bandit.top_two
-            )
+            # P(best) of the period-weighted rates' normal posteriors where the records have
+            # them (docs/bandit.md), of the pooled Beta posteriors before any stratum does.
+            best = stats.prob_best(alphas, betas)
+            for t, row in enumerate(table):
+                if has_period_weighted(row):
+                    best[t] = stats.prob_best_normal(*normal_posteriors([row]))[0]
+            played = stats.top_two_weights(best) if test.bandit.top_two else best
+            arms = len(test.variants)
+            weights = test.bandit.floor + (1.0 - arms * test.bandit.floor) * played
             exposed = np.array([[r["exposures_total"] for r in row] for row in table], float)
             weights[exposed.min(axis=1) < test.bandit.burn_in_users] = test.allocation
         else:

@@ -97,11 +97,8 @@ def period_weighted_looks(
     if not starts:
         return {}
     table = [[grouped[s][v] for v in names] for s in starts]
-    means = np.array([[float(r[RATE]) for r in row] for row in table])  # type: ignore[arg-type]
-    # A stratum with no spread yet (every rate 0 or 1) gives se 0: floor it at one user's worth.
     users = np.array([[int(r["exposures_total"]) for r in row] for row in table])  # type: ignore[call-overload]
-    sds = np.array([[float(r[SE]) for r in row] for row in table])  # type: ignore[arg-type]
-    sds = np.maximum(sds, 0.5 / np.maximum(users, 1))
+    means, sds = normal_posteriors(table)
     best, loss = stats.prob_best_and_expected_loss_normal(means, sds)
     tuning = {"expected_lift": test.expected_lift}
     pairs = [stats.always_valid_pvalues_normal(means, sds, control=j, **tuning)
@@ -123,3 +120,19 @@ def period_weighted_looks(
         )
         for t, start in enumerate(starts)
     }
+
+
+def normal_posteriors(table: list[list[Mapping[str, object]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Means and standard deviations, (windows, variants), of the normal posteriors of the
+    period-weighted rates in records (each window's in variant order, every one with them).
+    A rate with no spread yet (0 or 1 in every stratum) has SE 0: it is floored at half a
+    user's worth, so no posterior is a point."""
+    means = np.array([[float(r[RATE]) for r in row] for row in table])  # type: ignore[arg-type]
+    users = np.array([[int(r["exposures_total"]) for r in row] for row in table])  # type: ignore[call-overload]
+    sds = np.array([[float(r[SE]) for r in row] for row in table])  # type: ignore[arg-type]
+    return means, np.maximum(sds, 0.5 / np.maximum(users, 1))
+
+
+def has_period_weighted(row: list[Mapping[str, object]]) -> bool:
+    """Whether every variant's record of a window has its period-weighted rate."""
+    return all(r.get(RATE) is not None and r.get(SE) is not None for r in row)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pytest
+from scipy import integrate
+from scipy import stats as scipy_stats
 
 from diana_pipeline import stats
 from diana_pipeline.analysis import (
@@ -337,3 +340,34 @@ def test_a_bandit_keeps_its_configured_split_through_burn_in_then_plays_top_two(
               for k in range(3)]  # fmt: skip
     expected = [0.05 + (1 - 3 * 0.05) * p for p in played]
     assert [weights[(END, v)] for v in "abc"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_bandit_weighs_the_period_weighted_rates_where_the_records_have_them() -> None:
+    """The pooled counts favour c (140/1000), but the records' period-weighted rates say b
+    (0.14 against 0.10 and 0.11, SE 0.005): the weights follow the period-weighted normal
+    posteriors, P(best) by an independent reference (scipy's normal integral)."""
+    windows = [(START, END)]
+    counts = {START: [WindowCounts("t", "a", 600, 60, 600, 60),
+                      WindowCounts("t", "b", 700, 80, 700, 80),
+                      WindowCounts("t", "c", 1000, 140, 1000, 140)]}  # fmt: skip
+    period = {(START, "t"): {"a": (0.10, 0.005), "b": (0.14, 0.005), "c": (0.11, 0.005)}}
+    records = posterior_records(BANDIT, counts, windows, END, period)
+    rows = allocation_rows(BANDIT, records)
+    weights = {r["variant"]: r["recommended_allocation"] for r in rows}
+    assert max(weights, key=weights.get) == "b"
+
+    def prob_best(k: int) -> float:
+        means = [0.10, 0.14, 0.11]
+        others = [j for j in range(3) if j != k]
+
+        def integrand(x: float) -> float:
+            density = scipy_stats.norm.pdf(x, means[k], 0.005)
+            return density * np.prod([scipy_stats.norm.cdf(x, means[j], 0.005) for j in others])
+
+        return integrate.quad(integrand, 0.0, 0.3, points=means, limit=200)[0]
+
+    best = [prob_best(k) for k in range(3)]
+    challenger = [[best[k] / (1 - best[j]) if k != j else 0.0 for k in range(3)] for j in range(3)]
+    played = [0.5 * best[k] + 0.5 * sum(best[j] * challenger[j][k] for j in range(3))
+              for k in range(3)]  # fmt: skip
+    assert [weights[v] for v in "abc"] == pytest.approx([0.05 + 0.85 * p for p in played], abs=1e-7)
