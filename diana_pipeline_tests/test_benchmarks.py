@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import backfill_benchmark, bandit_benchmark, refresh_benchmark, sequential_benchmark
@@ -69,3 +70,18 @@ def test_the_bandit_benchmark_steers_traffic_and_flags_the_configured_split() ->
     assert diana.best_share.min() > 0.35 > equal.best_share.max()
     assert diana.srm_configured.all()
     assert abs(equal.weighted_z).max() < 5 and abs(equal.pooled_z).max() < 5
+    # Against the weights in force, the anytime-valid check finds nothing to flag.
+    assert not diana.srm_in_force.any()
+
+
+def test_the_bandit_benchmarks_decision_calls_a_clear_winner() -> None:
+    """The A/A count goes through the product's decision: with one arm far ahead (0.20
+    against 0.10) it calls a winner in each of two runs."""
+    policy = bandit_benchmark.Policy("clear", 1)
+    outcome = bandit_benchmark.simulate(
+        policy, False, replications=2, seed=5, rates=np.array([0.10, 0.10, 0.10, 0.20])
+    )
+    assert all(
+        bandit_benchmark.ever_called_a_winner(outcome.exposures[r], outcome.successes[r])
+        for r in range(2)
+    )
