@@ -1,7 +1,8 @@
 """The published_allocation asset through Dagster, with a real Kafka broker: a live refresh
 of a bandit test records a version in DuckDB and publishes it to the topic and the file; a
 refresh whose weights did not move publishes no new version; new events do; a run of past
-windows publishes nothing."""
+windows publishes nothing; a place that is down fails the step, keeps the version, and the
+next run sends it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from diana_pipeline.assets.statistics import STATISTICS, build_statistics
 from diana_pipeline.config import load_config
 from diana_pipeline.events import EventColumns, ValidEvent
 from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.stack import free_port
+from diana_pipeline.io_managers import ALLOCATION_SINK
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.sinks.allocation_file import AllocationFile
@@ -81,7 +84,7 @@ class BanditPipeline:
         with EventStore.open(self.store_path) as store:
             store.add_events("web-events", EventColumns.of(rows), WriteCounts())
 
-    def refresh(self, key: str | None = None):
+    def refresh(self, key: str | None = None, raise_on_error: bool = True):
         key = key or partition_key(self.config.partitions.window_start(utc_now()))
         return materialize(
             self.assets,
@@ -89,6 +92,7 @@ class BanditPipeline:
             selection=[*STATISTICS, PUBLISHED_ALLOCATION],
             instance=self.instance,
             partition_key=key,
+            raise_on_error=raise_on_error,
         )
 
     def versions(self):
@@ -127,3 +131,25 @@ def test_a_live_refresh_publishes_a_version_everywhere(
     assert pipeline.versions()[-1] == second
     [event] = result.asset_materializations_for_node("published_allocation")
     assert "past" in event.metadata["note"].value
+
+
+def test_a_place_that_is_down_fails_the_step_and_the_next_run_sends_the_version(
+    tmp_path: Path, kafka: KafkaForTests
+) -> None:
+    pipeline = BanditPipeline(tmp_path, kafka)
+    pipeline.add_users({"a": (200, 20), "b": (200, 24), "c": (200, 40)})
+    reachable = pipeline.resources
+    sink = reachable[ALLOCATION_SINK]
+    settings = {name: getattr(sink, name) for name in type(sink).model_fields}
+    down = type(sink)(**{**settings, "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    pipeline.resources = {**reachable, ALLOCATION_SINK: down}
+    result = pipeline.refresh(raise_on_error=False)
+    assert not result.success
+    [failed] = [e for e in result.all_events if e.is_step_failure]
+    assert failed.step_key == "published_allocation"
+    [recorded] = pipeline.versions()  # recorded before sending: kept
+    assert read_published(kafka.bootstrap_servers, pipeline.topic) == {}
+    pipeline.resources = reachable
+    pipeline.refresh()  # no new weights, but the latest version goes out again
+    assert pipeline.versions() == [recorded]
+    assert read_published(kafka.bootstrap_servers, pipeline.topic) == {"arms": recorded}
