@@ -16,7 +16,9 @@ import numpy as np
 
 from diana_pipeline import stats
 from diana_pipeline.bandit_analysis import (
+    anytime_pvalues,
     has_period_weighted,
+    lift_sequence,
     normal_posteriors,
     period_weighted_looks,
 )
@@ -66,6 +68,9 @@ def posterior_records(
             **_posterior_figures(alphas, betas),
             **_anytime_figures(test, exposures, successes),
         }
+        if test.mode == "bandit":
+            # The pooled test assumes the configured split: a bandit's moved (docs/bandit.md).
+            figures |= _bandit_anytime_figures(test, windows, period_weighted, exposures)
         if test.conversion_metric.role == "guardrail":
             sds = np.sqrt(alphas * betas / ((alphas + betas) ** 2 * (alphas + betas + 1)))
             margin = float(test.conversion_metric.margin or 0.0)
@@ -144,6 +149,36 @@ def _anytime_figures(
         "lift_cs_low": low,
         "lift_cs_high": high,
     }
+
+
+def _bandit_anytime_figures(
+    test: ExperimentTest,
+    windows: list[tuple[datetime, datetime]],
+    period_weighted: Mapping[tuple[datetime, str], Mapping[str, tuple]],
+    exposures: FloatArray,
+) -> dict[str, FloatArray]:
+    """A bandit test's anytime-valid figures per look (not running), from the normal
+    posteriors of its period-weighted rates; NaN (null) for a window without them."""
+    names = test.variant_names
+    rows = [
+        [{"rate_period_weighted": rate, "rate_period_weighted_se": se,
+          "exposures_total": int(exposures[t, k])}
+         for k, (rate, se) in enumerate(
+             period_weighted.get((start, test.test_id), {}).get(n, (None, None)) for n in names)]
+        for t, (start, _) in enumerate(windows)
+    ]  # fmt: skip
+    known = np.array([has_period_weighted(row) for row in rows])
+    shape = exposures.shape
+    figures = {name: np.full(shape, np.nan) for name in ANYTIME_FIELDS}
+    if known.any():
+        means, sds = normal_posteriors([row for row, ok in zip(rows, known, strict=True) if ok])
+        low, high = lift_sequence(test, means, sds)
+        figures["p_value_always_valid"][known] = anytime_pvalues(test, means, sds)
+        figures["lift_cs_low"][known], figures["lift_cs_high"][known] = low, high
+    return figures
+
+
+ANYTIME_FIELDS = ("p_value_always_valid", "lift_cs_low", "lift_cs_high")
 
 
 def decision_level(test: ExperimentTest) -> float:
@@ -269,11 +304,7 @@ def superiority_rows(
         evidence = _running_evidence(test, table)
         table, evidence = [table[t] for t in keep], [evidence[t] for t in keep]
         alphas, betas = alphas[keep], betas[keep]
-        primary = _primary(test, records)
-        looks = None
-        if primary is None and test.mode == "bandit":
-            # The weights moved: decide on the period-weighted rates (docs/bandit.md).
-            primary = looks = period_weighted_looks(test, records)
+        primary, looks = _decision_looks(test, records)
         compared = _compare(
             test, table, alphas, betas, evidence, _guardrails(test, records), primary
         )
@@ -396,6 +427,19 @@ def _compare(
     return compared
 
 
+def _decision_looks(
+    test: ExperimentTest, records: Iterable[Mapping[str, object]]
+) -> tuple[dict[object, PrimaryLook] | None, dict[object, PrimaryLook] | None]:
+    """What the decision weighs instead of the conversion's pooled posteriors, if anything:
+    a primary metric's looks, or a bandit's period-weighted ones (docs/bandit.md); and the
+    latter again, when they are what it weighs."""
+    primary = _primary(test, records)
+    if primary is None and test.mode == "bandit":
+        looks = period_weighted_looks(test, records)
+        return looks, looks
+    return primary, None
+
+
 def _primary(
     test: ExperimentTest, records: Iterable[Mapping[str, object]]
 ) -> dict[object, PrimaryLook] | None:
@@ -410,7 +454,7 @@ def _decide_on_primary(
 ) -> stats.Decision:
     """The decision on a primary metric other than the conversion; its reason names it."""
     metric = next(m for m in test.metrics_in_effect if m.role == "primary")
-    if test.mode == "bandit" and metric is test.conversion_metric:
+    if test.mode == "bandit" and metric.name == test.conversion_metric.name:
         label = f"{metric.name} (period-weighted)"
     else:
         label = metric.name
@@ -603,18 +647,22 @@ def summarize_test(test: ExperimentTest, records: list[dict[str, object]]) -> di
     p-value and lift confidence sequence (running over every window in `records`); the
     probability that each variant beats each other; the decision. Records need variant,
     window_start, alpha, beta, exposures_total and successes_total, one per configured
-    variant in each window; the figures they hold besides are not trusted."""
+    variant in each window; the figures they hold besides are not trusted, but for a bandit
+    test's period-weighted rates, which the counts alone cannot give back (docs/bandit.md)."""
     _, table, alphas, betas = _by_window(test, records)
     if not table:
         raise ValueError(f"no records of test {test.test_id}")
     evidence = _running_evidence(test, table)[-1]
+    guardrails, (primary, looks) = _guardrails(test, records), _decision_looks(test, records)
+    look = looks.get(table[-1][0]["window_start"]) if looks is not None else None
+    if look is not None:
+        evidence = look.evidence
     alphas, betas = alphas[-1:], betas[-1:]
     figures = _posterior_figures(alphas, betas)
     window = [
         {**record, **{name: float(values[0, k]) for name, values in figures.items()}}
         for k, record in enumerate(table[-1])
     ]
-    guardrails, primary = _guardrails(test, records), _primary(test, records)
     [(beats, decision)] = _compare(test, [window], alphas, betas, [evidence], guardrails, primary)
     first = window[0]
     return {

@@ -100,14 +100,10 @@ def period_weighted_looks(
     users = np.array([[int(r["exposures_total"]) for r in row] for row in table])  # type: ignore[call-overload]
     means, sds = normal_posteriors(table)
     best, loss = stats.prob_best_and_expected_loss_normal(means, sds)
-    tuning = {"expected_lift": test.expected_lift}
-    pairs = [stats.always_valid_pvalues_normal(means, sds, control=j, **tuning)
-             for j in range(len(names))]  # fmt: skip
-    level = 1 - test.alpha / (len(names) - 1)
-    low, high = stats.lift_confidence_sequence_normal(means, sds, level=level, **tuning)
+    pairs = [anytime_pvalues(test, means, sds, control=j) for j in range(len(names))]
+    low, high = lift_sequence(test, means, sds)
     p_values = np.fmin.accumulate(np.stack(pairs, axis=-1), axis=0)
     low, high = np.maximum.accumulate(low, axis=0), np.minimum.accumulate(high, axis=0)
-    low = np.maximum(low, -1.0)  # rates are ≥ 0: no arm falls below −100%
     control = np.abs(means[:, :1])
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(control > 0, loss / control, np.inf)
@@ -136,3 +132,25 @@ def normal_posteriors(table: list[list[Mapping[str, object]]]) -> tuple[np.ndarr
 def has_period_weighted(row: list[Mapping[str, object]]) -> bool:
     """Whether every variant's record of a window has its period-weighted rate."""
     return all(r.get(RATE) is not None and r.get(SE) is not None for r in row)
+
+
+def anytime_pvalues(
+    test: ExperimentTest, means: np.ndarray, sds: np.ndarray, control: int = 0
+) -> np.ndarray:
+    """Each look's anytime-valid p-value of each variant against `control`, from the normal
+    posteriors of the period-weighted rates ((windows, variants); not running)."""
+    return stats.always_valid_pvalues_normal(
+        means, sds, control=control, expected_lift=test.expected_lift
+    )
+
+
+def lift_sequence(
+    test: ExperimentTest, means: np.ndarray, sds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each look's anytime-valid confidence sequence of each variant's lift over the control
+    at the decision's level (not running); rates are ≥ 0, so no lift falls below −100%."""
+    level = 1 - test.alpha / (len(test.variants) - 1)
+    low, high = stats.lift_confidence_sequence_normal(
+        means, sds, level=level, expected_lift=test.expected_lift
+    )
+    return np.maximum(low, -1.0), high

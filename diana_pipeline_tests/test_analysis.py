@@ -371,3 +371,23 @@ def test_a_bandit_weighs_the_period_weighted_rates_where_the_records_have_them()
     played = [0.5 * best[k] + 0.5 * sum(best[j] * challenger[j][k] for j in range(3))
               for k in range(3)]  # fmt: skip
     assert [weights[v] for v in "abc"] == pytest.approx([0.05 + 0.85 * p for p in played], abs=1e-7)
+
+
+def test_a_bandits_anytime_figures_and_report_come_from_the_period_weighted_rates() -> None:
+    """The pooled anytime-valid test assumes the configured split, which a bandit left: its
+    records carry the test of the period-weighted normal estimates instead (null while none),
+    and diana-analyze's report decides and shows the evidence on them."""
+    windows = [(START, END)]
+    counts = {START: [WindowCounts("t", "a", 600, 60, 600, 60),
+                      WindowCounts("t", "b", 700, 80, 700, 80),
+                      WindowCounts("t", "c", 1000, 140, 1000, 140)]}  # fmt: skip
+    period = {(START, "t"): {"a": (0.10, 0.005), "b": (0.14, 0.005), "c": (0.11, 0.005)}}
+    records = posterior_records(BANDIT, counts, windows, END, period)
+    expected = stats.always_valid_pvalues_normal([0.10, 0.14, 0.11], [0.005] * 3, 0.05)
+    assert [r["p_value_always_valid"] for r in records][1:] == pytest.approx(expected[1:])
+    assert records[0]["p_value_always_valid"] is None
+    without = posterior_records(BANDIT, counts, windows, END)
+    assert all(r["p_value_always_valid"] is None for r in without)
+    report = summarize_test(BANDIT.tests[0], records)
+    assert report["variants"][1]["p_value_always_valid"] == pytest.approx(expected[1])
+    assert str(report["decision"]["reason"]).startswith("conversion (period-weighted): ")
