@@ -7,14 +7,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from diana_pipeline.allocations import AllocationVersion
 from diana_pipeline.cli.traffic import main
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.harness.stack import free_port
+from diana_pipeline.sinks.kafka_topic import AllocationTopic
+from diana_pipeline.windows import utc_now
 from diana_pipeline_tests.conftest import run_command
 
 DIANA_TRAFFIC = str(Path(sys.executable).with_name("diana-traffic"))
@@ -115,3 +119,27 @@ def test_ctrl_c_stops_cleanly_after_flushing(kafka: KafkaForTests) -> None:
 def test_a_value_without_its_event_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--count", "5", "--value", "Purchase=control:25,treatment:27"]) == 2
     assert "--value for Purchase without its --event" in capsys.readouterr().err
+
+
+def test_follow_allocation_assigns_by_the_published_weights(
+    kafka: KafkaForTests, tmp_path: Path
+) -> None:
+    """The shipped bandit example on its own topics: every new user goes where the published
+    version says (all to d), and the summary names the version used."""
+    topic, allocations = kafka.new_topic(), f"alloc-{uuid.uuid4().hex[:8]}"
+    text = (REPO_ROOT / "examples" / "bandit.yaml").read_text()
+    text = text.replace("topic: web-events-bandit", f"topic: {topic}")
+    text = text.replace("allocation_topic: allocations_out", f"allocation_topic: {allocations}")
+    config = tmp_path / "bandit.yaml"
+    config.write_text(text)
+    now = utc_now()
+    weights = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 1.0}
+    AllocationTopic(kafka.bootstrap_servers, allocations).write(
+        [AllocationVersion("headline-test", 1, weights, now, now, None)]
+    )
+    flags = ["--count", "300", "--unthrottled", "--prob", "a=0.3,b=0.35,c=0.4,d=0.5"]
+    result = traffic(kafka.env, "--config", str(config), *flags, "--follow-allocation", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {row["variant"] for row in summary["expected_counts"]} == {"d"}
+    assert [u["version"] for u in summary["allocations_used"]] == [1]
