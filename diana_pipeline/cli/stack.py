@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--dagster", action="store_true", help="also start the Dagster webserver and daemon"
     )
+    up.add_argument(
+        "--profile",
+        choices=("default", "scale"),
+        help="scale: also PostgreSQL, with the Dagster instance's storage in it (docs/scale.md); "
+        "default: $DIANA_STACK_PROFILE, else default",
+    )
     commands.add_parser("down", help="stop every server of the stack folder")
     commands.add_parser("status", help="say what runs where")
     return parser
@@ -52,7 +59,8 @@ def print_status(stack: LocalStack) -> int:
         print(f"  {'':<{width}}  {status.detail}; log {status.log_path}")
     if any(s.name == "dynamodb" and s.running for s in statuses):
         print("  note: DynamoDB Local has no bind option, so it listens on all interfaces.")
-    core_running = all(s.running for s in statuses if s.name in ("kafka", "dynamodb"))
+    core = ("kafka", "dynamodb", "postgres")
+    core_running = all(s.running for s in statuses if s.name in core)
     return 0 if core_running else EXIT_NOT_RUNNING
 
 
@@ -60,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        stack = LocalStack(StackSettings.from_environment(args.project_dir, args.config))
+        environ = dict(os.environ)
+        if getattr(args, "profile", None):
+            environ["DIANA_STACK_PROFILE"] = args.profile
+        settings = StackSettings.from_environment(args.project_dir, args.config, environ)
+        stack = LocalStack(settings)
         if args.command == "up":
             stack.up(with_dagster=args.dagster)
             print_status(stack)

@@ -35,6 +35,7 @@ def private_stack_environment(
         DIANA_KAFKA_CONTROLLER_PORT=str(new_port()),
         DIANA_DYNAMODB_ENDPOINT=f"http://127.0.0.1:{new_port()}",
         DIANA_DAGSTER_PORT=str(new_port()),
+        DIANA_POSTGRES_PORT=str(new_port()),
         DIANA_DUCKDB_PATH=str(home / "events.duckdb"),
         DIANA_CSV_DIR=str(home / "output"),
     )

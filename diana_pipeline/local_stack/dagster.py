@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from diana_pipeline.local_stack.errors import StackError
+from diana_pipeline.local_stack.postgres import Postgres
 from diana_pipeline.local_stack.processes import (
     ComponentStatus,
     ensure_ports_free,
@@ -23,6 +24,20 @@ from diana_pipeline.local_stack.settings import LOOPBACK, StackSettings
 log = logging.getLogger(__name__)
 
 DAGSTER_READY_TIMEOUT_S = 180.0
+
+# The scale profile's instance storage (dagster-postgres), added to the project's dagster.yaml.
+POSTGRES_STORAGE = """
+# Added by diana-stack's scale profile: the instance's storage in PostgreSQL.
+storage:
+  postgres:
+    postgres_db:
+      hostname: 127.0.0.1
+      port: { env: DIANA_POSTGRES_PORT }
+      username: diana
+      password: { env: DIANA_POSTGRES_PASSWORD }
+      db_name: dagster
+      scheme: postgresql+psycopg2  # the driver dagster-postgres brings (psycopg2-binary)
+"""
 
 _WORKSPACE_QUERY = """{
   workspaceOrError {
@@ -42,8 +57,9 @@ _WORKSPACE_QUERY = """{
 class Dagster:
     """The Dagster webserver and daemon of one stack folder."""
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, postgres: Postgres | None = None) -> None:
         self.settings = settings
+        self.postgres = postgres
         self.webserver = settings.process("dagster-webserver")
         self.daemon = settings.process("dagster-daemon")
         self.processes = (self.webserver, self.daemon)
@@ -59,8 +75,6 @@ class Dagster:
         link = s.dagster_home / "dagster.yaml"
         if link.is_symlink() or link.exists():
             link.unlink()
-        # A link, not a copy: the instance always runs with the project's dagster.yaml.
-        link.symlink_to(instance_yaml)
         env = {
             **s.env,
             "DAGSTER_HOME": str(s.dagster_home),
@@ -68,6 +82,15 @@ class Dagster:
             "DIANA_HOME": str(s.home),
             "PYTHONUNBUFFERED": "1",
         }
+        if s.profile == "scale" and self.postgres is not None:
+            # The project's instance settings, with runs, event logs and schedules in
+            # PostgreSQL: what lets the webserver, the daemon and run workers be on other hosts.
+            link.write_text(instance_yaml.read_text() + POSTGRES_STORAGE)
+            env["DIANA_POSTGRES_PASSWORD"] = self.postgres.password
+            env["DIANA_POSTGRES_PORT"] = str(s.postgres_port)
+        else:
+            # A link, not a copy: the instance always runs with the project's dagster.yaml.
+            link.symlink_to(instance_yaml)
         bin_dir = Path(sys.executable).parent
         webserver_up = self.webserver.running() is not None
         daemon_up = self.daemon.running() is not None

@@ -31,6 +31,8 @@ class StackSettings:
     topic_partitions: int
     dynamodb_port: int
     dagster_port: int
+    postgres_port: int = 5432  # the scale profile's PostgreSQL (docs/scale.md)
+    profile: str = "default"  # or "scale": PostgreSQL, and Dagster's storage in it
     kafka_heap: str = "512m"
     dynamodb_heap: str = "256m"
     dynamodb_in_memory: bool = False
@@ -76,6 +78,8 @@ class StackSettings:
             topic_partitions=config.infrastructure.kafka.topic_partitions,
             dynamodb_port=dynamodb_port,
             dagster_port=_port_from_env(env, "DIANA_DAGSTER_PORT", 3000),
+            postgres_port=_port_from_env(env, "DIANA_POSTGRES_PORT", 5432),
+            profile=_profile(env.get("DIANA_STACK_PROFILE") or "default"),
             kafka_heap=env.get("DIANA_KAFKA_HEAP") or "512m",
             dynamodb_heap=env.get("DIANA_DYNAMODB_HEAP") or "256m",
             dynamodb_in_memory=env.get("DIANA_DYNAMODB_IN_MEMORY", "") in ("1", "true", "yes"),
@@ -105,6 +109,12 @@ class StackSettings:
     def process(self, name: str) -> ManagedProcess:
         """The server `name` of this stack folder: its pid file and its log."""
         return ManagedProcess(name, self.home / "pids", self.logs_dir / f"{name}.log")
+
+
+def _profile(name: str) -> str:
+    if name not in ("default", "scale"):
+        raise StackError(f"DIANA_STACK_PROFILE must be default or scale, got {name!r}")
+    return name
 
 
 def _port_from_env(env: dict[str, str], name: str, default: int) -> int:
