@@ -13,6 +13,7 @@ import yaml
 from diana_pipeline.config import load_config
 from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.local_stack.jars import DYNAMODB_LOCAL, KAFKA
+from diana_pipeline.local_stack.settings import StackSettings
 
 DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
 
@@ -117,3 +118,17 @@ def test_dockerfile_ships_what_compose_expects() -> None:
     assert "FROM python:3.11" in dockerfile
     assert "experiments.yaml workspace.yaml" in dockerfile
     assert "DIANA_CONFIG=/opt/diana/experiments.yaml" in dockerfile
+
+
+def test_the_scale_profile_adds_postgres_on_loopback_as_the_local_stack_does(
+    services: dict[str, Any],
+) -> None:
+    """The official image, in the scale profile only, on the local stack's default port, its
+    password required from the environment (none written here)."""
+    postgres = services["postgres"]
+    assert postgres["profiles"] == ["scale"]
+    assert postgres["image"].startswith("postgres:15")
+    default_port = StackSettings.__dataclass_fields__["postgres_port"].default
+    assert published(postgres)[default_port] == ("127.0.0.1", 5432) and default_port == 5432
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${DIANA_POSTGRES_PASSWORD:?")
+    assert all("profiles" not in s for n, s in services.items() if n != "postgres")

@@ -25,19 +25,8 @@ log = logging.getLogger(__name__)
 
 DAGSTER_READY_TIMEOUT_S = 180.0
 
-# The scale profile's instance storage (dagster-postgres), added to the project's dagster.yaml.
-POSTGRES_STORAGE = """
-# Added by diana-stack's scale profile: the instance's storage in PostgreSQL.
-storage:
-  postgres:
-    postgres_db:
-      hostname: 127.0.0.1
-      port: { env: DIANA_POSTGRES_PORT }
-      username: diana
-      password: { env: DIANA_POSTGRES_PASSWORD }
-      db_name: dagster
-      scheme: postgresql+psycopg2  # the driver dagster-postgres brings (psycopg2-binary)
-"""
+# The scale profile's instance storage, appended to the project's dagster.yaml.
+POSTGRES_STORAGE = Path("deploy") / "dagster-postgres-storage.yaml"
 
 _WORKSPACE_QUERY = """{
   workspaceOrError {
@@ -85,7 +74,9 @@ class Dagster:
         if s.profile == "scale" and self.postgres is not None:
             # The project's instance settings, with runs, event logs and schedules in
             # PostgreSQL: what lets the webserver, the daemon and run workers be on other hosts.
-            link.write_text(instance_yaml.read_text() + POSTGRES_STORAGE)
+            storage = (s.project_dir / POSTGRES_STORAGE).read_text()
+            link.write_text(f"{instance_yaml.read_text()}\n{storage}")
+            env["DIANA_POSTGRES_HOST"] = LOOPBACK
             env["DIANA_POSTGRES_PASSWORD"] = self.postgres.password
             env["DIANA_POSTGRES_PORT"] = str(s.postgres_port)
         else:

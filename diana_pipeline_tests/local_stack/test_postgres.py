@@ -51,6 +51,7 @@ def test_the_scale_profile_keeps_dagsters_storage_in_postgres(
         monkeypatch.setenv("DAGSTER_HOME", str(own.settings.dagster_home))
         monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", password_file.read_text().strip())
         monkeypatch.setenv("DIANA_POSTGRES_PORT", str(port))
+        monkeypatch.setenv("DIANA_POSTGRES_HOST", "127.0.0.1")
         instance = DagsterInstance.get()
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         # Events sent: the Kafka sensor's ingestion run is recorded there, and succeeds.
