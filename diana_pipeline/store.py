@@ -566,13 +566,17 @@ class EventStore:
                 f"{version.test_id}: version {version.version} was published already"
             ) from None
 
-    def allocation_versions(self, test_id: str | None = None) -> list[AllocationVersion]:
-        """The published versions (of one test, or all), oldest first."""
+    def allocation_versions(
+        self, test_id: str | None = None, latest: bool = False
+    ) -> list[AllocationVersion]:
+        """The published versions (of one test, or all), oldest first; with `latest`, each
+        test's last one only."""
         rows = self.connection.execute(
             "SELECT test_id, version, variant, weight, effective_from, published_at, "
-            "based_on_window FROM allocation_versions WHERE ?::VARCHAR IS NULL OR test_id = ? "
+            "based_on_window FROM allocation_versions WHERE (?::VARCHAR IS NULL OR test_id = ?) "
+            "QUALIFY NOT ? OR version = max(version) OVER (PARTITION BY test_id) "
             "ORDER BY test_id, version, variant_order",
-            [test_id, test_id],
+            [test_id, test_id, latest],
         ).fetchall()
         versions: dict[tuple[str, int], list[tuple]] = {}
         for row in rows:

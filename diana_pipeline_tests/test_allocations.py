@@ -110,3 +110,4 @@ def test_the_store_keeps_versions_and_refuses_the_past(tmp_path: Path) -> None:
         # The variant order is kept as published.
         assert list(store.allocation_versions()[0].weights) == ["c", "a", "b"]
         assert store.allocation_versions("other") == []
+        assert store.allocation_versions("arms", latest=True) == [two]

@@ -108,7 +108,7 @@ def build_published_allocation(
         live = windows[-1][0] >= current - size  # the current window or the one just ended
         with event_store.open() as store:
             for test in bandits:
-                versions = store.allocation_versions(test.test_id)
+                versions = store.allocation_versions(test.test_id, latest=True)
                 last = versions[-1] if versions else None
                 if live:
                     version = next_version(
