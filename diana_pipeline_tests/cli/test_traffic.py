@@ -100,6 +100,9 @@ def test_ctrl_c_stops_cleanly_after_flushing(kafka: KafkaForTests) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (`make test &`) ignores
+        # SIGINT, and a child would inherit that and never see the Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 30
     while kafka.count(topic) < 200:  # running for real before the interrupt
