@@ -1,7 +1,6 @@
 """The Kafka sensor: turns new offsets on the events topic into ingestion runs, each of
 which also refreshes the statistics of the windows its messages belong to."""
 
-import json
 from datetime import UTC, datetime
 
 from dagster import (
@@ -27,8 +26,10 @@ from diana_pipeline.ingestion import (
     KafkaUnavailableError,
     plan_runs,
     produced_span,
+    read_cursor,
     run_key,
     watermarks,
+    write_cursor,
 )
 from diana_pipeline.partitions import window_range
 from diana_pipeline.resources import ExperimentsResource, KafkaResource
@@ -78,7 +79,7 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
                                 "requesting them again")  # fmt: skip
             resumes.append(resume_request(run))
         topic = kafka.topic
-        cursor = {int(p): o for p, o in json.loads(context.cursor or "{}").items()}
+        cursor = read_cursor(context.cursor, topic)
         consumer = kafka.consumer()
         try:
             try:
@@ -123,7 +124,7 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
             )
         return SensorResult(
             run_requests=resumes + requests,
-            cursor=json.dumps({str(p): o for p, o in sorted(next_cursor.items())}),
+            cursor=write_cursor(topic, next_cursor),
         )
 
     return kafka_events_sensor

@@ -155,7 +155,10 @@ class Demo:
         event = self.instance.get_latest_materialization_event(PUBLISHED)
         if event is None or event.asset_materialization is None:
             return Counter()
-        return totals_of(event.asset_materialization.metadata["latest_window"].value)  # type: ignore[union-attr,arg-type]
+        totals = totals_of(event.asset_materialization.metadata["latest_window"].value)  # type: ignore[union-attr,arg-type]
+        # Only this experiments file's tests: the last run may have been another file's.
+        tests = {test.test_id for test in self.config.tests}
+        return Counter({key: n for key, n in totals.items() if key[0] in tests})
 
     # ---- traffic ----------------------------------------------------------------------------
 

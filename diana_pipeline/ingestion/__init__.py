@@ -7,7 +7,7 @@ from diana_pipeline.ingestion.kafka_client import (
     produced_span,
     watermarks,
 )
-from diana_pipeline.ingestion.planning import plan_runs, run_key
+from diana_pipeline.ingestion.planning import plan_runs, read_cursor, run_key, write_cursor
 from diana_pipeline.ingestion.rebuild import rebuild_window
 from diana_pipeline.ingestion.runs import IngestResult, ingest
 
@@ -18,7 +18,9 @@ __all__ = [
     "make_consumer",
     "plan_runs",
     "produced_span",
+    "read_cursor",
     "rebuild_window",
     "run_key",
     "watermarks",
+    "write_cursor",
 ]

@@ -3,7 +3,26 @@ a micro-batch each, and the run key that makes each request unique."""
 
 from __future__ import annotations
 
+import json
+
 from diana_pipeline.store import OffsetRange
+
+
+def read_cursor(text: str | None, topic: str) -> dict[int, int]:
+    """The sensor's next offset per partition of `topic`. A cursor kept for another topic
+    (experiments.yaml now names another one) says nothing about this one: its offsets would
+    skip this topic's first messages. A cursor from before the topic was kept in it
+    ({partition: offset}) is taken to be this topic's."""
+    data = json.loads(text or "{}")
+    if "topic" in data:
+        return {int(p): o for p, o in data["next"].items()} if data["topic"] == topic else {}
+    return {int(p): o for p, o in data.items()}
+
+
+def write_cursor(topic: str, next_offsets: dict[int, int]) -> str:
+    return json.dumps(
+        {"topic": topic, "next": {str(p): o for p, o in sorted(next_offsets.items())}}
+    )
 
 
 def plan_runs(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from diana_pipeline.ingestion import plan_runs
+from diana_pipeline.ingestion import plan_runs, read_cursor, write_cursor
 from diana_pipeline.partitions import partition_key
 from diana_pipeline.store import OffsetRange
 
@@ -32,3 +32,15 @@ def test_plan_runs_respects_the_run_limit() -> None:
 
 def test_partition_keys_match_the_window() -> None:
     assert partition_key(datetime(2026, 11, 21, 10, 0)) == "2026-11-21-10:00"
+
+
+def test_the_cursor_belongs_to_its_topic() -> None:
+    """A cursor kept for another topic (the experiments file moved to another) does not skip
+    this topic's first messages; one from before the topic was kept is taken as this one's."""
+    kept = write_cursor("web-events", {0: 2022, 2: 2047})
+    assert read_cursor(kept, "web-events") == {0: 2022, 2: 2047}
+    assert read_cursor(kept, "web-events-bandit") == {}
+    assert read_cursor('{"0": 5, "1": 7}', "web-events") == {0: 5, 1: 7}
+    assert read_cursor(None, "web-events") == {}
+    runs, _ = plan_runs({0: (0, 10)}, read_cursor(kept, "web-events-bandit"), 100, 5)
+    assert runs == [[OffsetRange(0, 0, 10)]]
