@@ -342,15 +342,19 @@ def test_a_bandit_keeps_its_configured_split_through_burn_in_then_plays_top_two(
     assert [weights[(END, v)] for v in "abc"] == pytest.approx(expected, abs=1e-9)
 
 
+# Pooled, c leads (140/1000); weighted over the windows of first exposure, b does.
+SIMPSON_COUNTS = {START: [WindowCounts("t", "a", 600, 60, 600, 60),
+                          WindowCounts("t", "b", 700, 80, 700, 80),
+                          WindowCounts("t", "c", 1000, 140, 1000, 140)]}  # fmt: skip
+SIMPSON_PERIOD = {(START, "t"): {"a": (0.10, 0.005), "b": (0.14, 0.005), "c": (0.11, 0.005)}}
+
+
 def test_a_bandit_weighs_the_period_weighted_rates_where_the_records_have_them() -> None:
     """The pooled counts favour c (140/1000), but the records' period-weighted rates say b
     (0.14 against 0.10 and 0.11, SE 0.005): the weights follow the period-weighted normal
     posteriors, P(best) by an independent reference (scipy's normal integral)."""
     windows = [(START, END)]
-    counts = {START: [WindowCounts("t", "a", 600, 60, 600, 60),
-                      WindowCounts("t", "b", 700, 80, 700, 80),
-                      WindowCounts("t", "c", 1000, 140, 1000, 140)]}  # fmt: skip
-    period = {(START, "t"): {"a": (0.10, 0.005), "b": (0.14, 0.005), "c": (0.11, 0.005)}}
+    counts, period = SIMPSON_COUNTS, SIMPSON_PERIOD
     records = posterior_records(BANDIT, counts, windows, END, period)
     rows = allocation_rows(BANDIT, records)
     weights = {r["variant"]: r["recommended_allocation"] for r in rows}
@@ -378,10 +382,7 @@ def test_a_bandits_anytime_figures_and_report_come_from_the_period_weighted_rate
     records carry the test of the period-weighted normal estimates instead (null while none),
     and diana-analyze's report decides and shows the evidence on them."""
     windows = [(START, END)]
-    counts = {START: [WindowCounts("t", "a", 600, 60, 600, 60),
-                      WindowCounts("t", "b", 700, 80, 700, 80),
-                      WindowCounts("t", "c", 1000, 140, 1000, 140)]}  # fmt: skip
-    period = {(START, "t"): {"a": (0.10, 0.005), "b": (0.14, 0.005), "c": (0.11, 0.005)}}
+    counts, period = SIMPSON_COUNTS, SIMPSON_PERIOD
     records = posterior_records(BANDIT, counts, windows, END, period)
     expected = stats.always_valid_pvalues_normal([0.10, 0.14, 0.11], [0.005] * 3, 0.05)
     assert [r["p_value_always_valid"] for r in records][1:] == pytest.approx(expected[1:])
