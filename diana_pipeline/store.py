@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS allocation_versions (
 
 # The statistics assets' tables, declared rather than inferred from the first rows written: a
 # column that is NULL in every first row (superiority.winner before any test has a winner)
-# would otherwise get DuckDB's NULL type, and every later row with a value would fail to cast.
+# would otherwise get a type guessed from NULLs, and every later row with a value would fail.
 _WINDOW_KEY = {"test_id": "VARCHAR", "variant": "VARCHAR", "window_start": "TIMESTAMP"}
 _COUNTS = {
     "exposures_inc": "BIGINT",
@@ -204,7 +204,7 @@ SELECT * FROM (
         make_timestamp(event_us) AS event_time, make_timestamp(window_us) AS window_start,
         $topic AS topic, kafka_partition::INTEGER AS kafka_partition,
         kafka_offset::BIGINT AS kafka_offset, CASE WHEN NOT isnan(value) THEN value END AS value,
-        properties::VARCHAR AS properties
+        {properties} AS properties
     FROM incoming_events
     WHERE $window_us::BIGINT IS NULL OR window_us = $window_us
 ) AS incoming
@@ -249,6 +249,10 @@ class WriteCounts:
         return sum(self.events_by_window.values())
 
 
+class StoreFormatError(Exception):
+    """The store file is in a storage format this DuckDB cannot read."""
+
+
 WRITER_LOCK_WAIT_S = 30.0
 LOCK_RETRY_S = 0.05  # a waiting run takes the file within this of its release
 
@@ -261,6 +265,12 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
+            if "created with an newer version" in str(exc):
+                raise StoreFormatError(
+                    f"{path} was written by a newer DuckDB than this Diana's {duckdb.__version__} "
+                    "(Diana ran DuckDB 2.0 before its scale profile): carry it over with "
+                    "docs/operations.md, 'A store written by DuckDB 2.0'"
+                ) from None
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise
             if not waiting:
@@ -282,16 +292,6 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS value DOUBLE")
     # ... or properties.
     connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS properties VARCHAR")
-    # Results tables that earlier versions created from their first rows may hold a column of
-    # DuckDB's NULL type (all NULL so far), which no value can be written to: give it its type.
-    untyped = connection.execute(
-        "SELECT table_name, column_name FROM duckdb_columns() "
-        "WHERE trim(data_type, '\"') = 'NULL' AND table_name IN (SELECT unnest(?::VARCHAR[]))",
-        [list(RESULT_COLUMNS)],
-    ).fetchall()
-    for table, column in untyped:
-        kind = RESULT_COLUMNS[table].get(column, "VARCHAR")
-        connection.execute(f'ALTER TABLE {table} ALTER "{column}" TYPE {kind}')
 
 
 class EventStore:
@@ -429,8 +429,13 @@ class EventStore:
             "event_us": np.array(columns.event_us, dtype=np.int64),
             "window_us": np.array(columns.window_us, dtype=np.int64),
             "value": np.array(columns.value, dtype=np.float64),
-            "properties": np.array(columns.properties, dtype=object),
         }
+        # DuckDB 1.5 cannot scan an object array that holds only None (a batch of events
+        # without properties): such a batch registers no properties column at all.
+        properties = "NULL::VARCHAR"
+        if any(p is not None for p in columns.properties):
+            incoming["properties"] = np.array(columns.properties, dtype=object)
+            properties = "properties::VARCHAR"
         window_us = None if only_window is None else to_microseconds(only_window)
         copies = len(set(columns.event_id)) < len(columns)
         windows = {window_us} if window_us is not None else set(columns.window_us)
@@ -438,7 +443,8 @@ class EventStore:
         self.connection.register("incoming_events", incoming)
         try:
             self.connection.execute(
-                _NEW_EVENTS.format(windows=constants) + (_FIRST_COPIES if copies else ""),
+                _NEW_EVENTS.format(windows=constants, properties=properties)
+                + (_FIRST_COPIES if copies else ""),
                 {"topic": topic, "window_us": window_us},
             )
             self.connection.execute(

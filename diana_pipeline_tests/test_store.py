@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import threading
@@ -9,14 +10,14 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pytest
 
 from diana_pipeline.events import EventColumns, ValidEvent
-from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
+from diana_pipeline.store import EventStore, OffsetRange, StoreFormatError, WriteCounts
 
 WINDOW = datetime(2026, 11, 21, 10, 0)
 LATER = datetime(2026, 11, 21, 11, 0)
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def event(event_id: str, user: str = "u") -> ValidEvent:
@@ -205,22 +206,10 @@ def test_a_results_column_null_in_every_first_row_takes_values_later(tmp_path: P
     ]
 
 
-def test_a_results_column_of_null_type_from_an_earlier_version_is_typed_on_open(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "old.duckdb"
-    old = duckdb.connect(str(path))
-    # How earlier versions created a results table: from the first rows written.
-    old.register("first_rows", pd.DataFrame([superiority_row(WINDOW, None)]))
-    old.execute("CREATE TABLE superiority AS SELECT * FROM first_rows")
-    assert old.execute(
-        "SELECT trim(data_type, '\"') FROM duckdb_columns() "
-        "WHERE table_name = 'superiority' AND column_name = 'winner'"
-    ).fetchall() == [("NULL",)]
-    old.close()
-    with EventStore.open(path) as store:
-        store.replace_windows("superiority", [LATER], [superiority_row(LATER, "treatment")])
-        winners = store.connection.execute(
-            "SELECT winner FROM superiority ORDER BY window_start"
-        ).fetchall()
-    assert winners == [(None,), ("treatment",)]
+def test_a_store_in_a_newer_storage_format_is_one_clear_error(tmp_path: Path) -> None:
+    """Diana ran DuckDB 2.0, whose files DuckDB 1.5 cannot read. The fixture is a store file
+    DuckDB 2.0.0 wrote (one empty table), gzipped."""
+    path = tmp_path / "newer.duckdb"
+    path.write_bytes(gzip.decompress((FIXTURES / "written-by-duckdb-2.0.duckdb.gz").read_bytes()))
+    with pytest.raises(StoreFormatError, match=r"docs/operations\.md"), EventStore.open(path):
+        pass
