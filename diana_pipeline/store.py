@@ -482,9 +482,11 @@ class EventStore:
         self.connection.register("incoming_rejected", batch)
         try:
             inserted = self.connection.execute(
-                "INSERT OR IGNORE INTO rejected_events "
+                "INSERT INTO rejected_events "
                 "SELECT topic, kafka_partition, kafka_offset, raw, reason, ? "
-                "FROM incoming_rejected RETURNING 1",
+                "FROM incoming_rejected AS i WHERE NOT EXISTS (SELECT 1 FROM rejected_events "
+                "AS r WHERE r.topic = i.topic AND r.kafka_partition = i.kafka_partition "
+                "AND r.kafka_offset = i.kafka_offset) RETURNING 1",
                 [utc_now()],
             ).fetchall()
         finally:
@@ -563,14 +565,17 @@ class EventStore:
              version.published_at, version.based_on_window)
             for order, (name, weight) in enumerate(version.weights.items())
         ]  # fmt: skip
-        try:
-            self.connection.executemany(
-                "INSERT INTO allocation_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-        except duckdb.ConstraintException:
+        taken = self.connection.execute(
+            "SELECT count(*) FROM allocation_versions WHERE test_id = ? AND version = ?",
+            [version.test_id, version.version],
+        ).fetchone()[0]
+        if taken:
             raise AllocationError(
                 f"{version.test_id}: version {version.version} was published already"
-            ) from None
+            )
+        self.connection.executemany(
+            "INSERT INTO allocation_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
 
     def allocation_versions(
         self, test_id: str | None = None, latest: bool = False

@@ -108,19 +108,25 @@ _MERGE_TABLES = ("batch_rows", "old_moments", "new_moments", "old_rows")
 _ROW = "test_id, user_key, is_exposure, variant, event_time, properties"  # a user_rows row
 _MOMENTS = "test_id, user_key, t1, v, t2, c1, ca, co, p1"  # a user_moments row
 
+# MERGE rather than INSERT ... ON CONFLICT: a DuckLake table has no key to conflict on.
 _ADD_STEPS = """
-INSERT INTO window_steps
-SELECT test_id, dimension, segment, measure, variant, window_start, sum(change)
-FROM ({steps}) GROUP BY ALL
-HAVING sum(change) <> 0
-ON CONFLICT DO UPDATE SET change = change + excluded.change
+MERGE INTO window_steps USING (
+    SELECT test_id, dimension, segment, measure, variant, window_start, sum(change) AS change
+    FROM ({steps}) GROUP BY ALL
+    HAVING sum(change) <> 0
+) AS delta USING (test_id, dimension, segment, measure, variant, window_start)
+WHEN MATCHED THEN UPDATE SET change = window_steps.change + delta.change
+WHEN NOT MATCHED THEN INSERT BY NAME
 """
 _ADD_METRIC_STEPS = """
-INSERT INTO metric_steps
-SELECT test_id, dimension, segment, metric, measure, variant, window_start, sum(change)
-FROM ({steps}) GROUP BY ALL
-HAVING sum(change) <> 0
-ON CONFLICT DO UPDATE SET change = change + excluded.change
+MERGE INTO metric_steps USING (
+    SELECT test_id, dimension, segment, metric, measure, variant, window_start,
+        sum(change) AS change
+    FROM ({steps}) GROUP BY ALL
+    HAVING sum(change) <> 0
+) AS delta USING (test_id, dimension, segment, metric, measure, variant, window_start)
+WHEN MATCHED THEN UPDATE SET change = metric_steps.change + delta.change
+WHEN NOT MATCHED THEN INSERT BY NAME
 """
 # The state's tables, dropped when they have an older shape (no segments): rebuilt from the
 # events before they are next read.
