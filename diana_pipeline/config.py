@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from diana_pipeline.lake import DuckLakeSettings, StoreLocation
 from diana_pipeline.windows import WindowGrid, aware_utc
 
 CONFIG_ENV_VAR = "DIANA_CONFIG"
@@ -123,15 +124,41 @@ class DynamoDBSettings(_Strict):
         return value.rstrip("/")
 
 
+class DuckLakeConfig(_Strict):
+    """The shared event store (docs/scale.md): a libpq connection string for its catalog
+    (the password comes from $DIANA_POSTGRES_PASSWORD, never from this file) and where its
+    Parquet files go (a folder, relative to this file, or an s3:// URL)."""
+
+    catalog: str = Field("host=127.0.0.1 port=5432 dbname=diana user=diana", min_length=1)
+    data_path: str = Field(".diana/lake", min_length=1)
+
+    @field_validator("catalog")
+    @classmethod
+    def _no_password(cls, catalog: str) -> str:
+        if re.search(r"\bpassword\s*=", catalog):
+            raise ValueError("keep the password out of the file: set DIANA_POSTGRES_PASSWORD")
+        return catalog
+
+
 class CsvSettings(_Strict):
     directory: Path = Path(".diana/output")
 
 
 class Infrastructure(_Strict):
     kafka: KafkaSettings = KafkaSettings()
+    # duckdb: one file, one writer at a time; ducklake: tables shared through PostgreSQL
+    event_store: Literal["duckdb", "ducklake"] = "duckdb"
     duckdb: DuckDBSettings = DuckDBSettings()
+    ducklake: DuckLakeConfig = DuckLakeConfig()
     dynamodb: DynamoDBSettings = DynamoDBSettings()
     csv: CsvSettings = CsvSettings()
+
+    @property
+    def store_location(self) -> StoreLocation:
+        """Where EventStore.open finds the store."""
+        if self.event_store == "ducklake":
+            return DuckLakeSettings(self.ducklake.catalog, self.ducklake.data_path)
+        return self.duckdb.path
 
 
 class Partitions(_Strict):
@@ -547,6 +574,13 @@ def parse_config(
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
+def _beside(base: Path, location: str) -> str:
+    """A local path relative to the experiments file; a URL as it is."""
+    if re.match(r"^[a-z0-9]+://", location):
+        return location
+    return str(base / location)
+
+
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The experiments file to use: the argument, else $DIANA_CONFIG, else ./experiments.yaml."""
     return Path(path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_FILE).resolve()
@@ -572,6 +606,9 @@ def load_config(
             "infrastructure": infrastructure.model_copy(
                 update={
                     "duckdb": DuckDBSettings(path=base / infrastructure.duckdb.path),
+                    "ducklake": infrastructure.ducklake.model_copy(
+                        update={"data_path": _beside(base, infrastructure.ducklake.data_path)}
+                    ),
                     "csv": CsvSettings(directory=base / infrastructure.csv.directory),
                 }
             )

@@ -27,6 +27,7 @@ meanwhile, and that run waits for the file.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -39,10 +40,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from diana_pipeline import lake
 from diana_pipeline.allocations import AllocationError, AllocationVersion
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.counting.rules import CountingRules
 from diana_pipeline.events import EventColumns
+from diana_pipeline.lake import DuckLakeSettings, StoreLocation
 from diana_pipeline.windows import to_microseconds, utc_now
 
 log = logging.getLogger(__name__)
@@ -279,10 +282,28 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
             time.sleep(LOCK_RETRY_S)
 
 
+def _without_keys(schema: str) -> str:
+    """The schema without its PRIMARY KEY clauses, which DuckLake tables cannot have: their
+    rows are kept unique by the statements that write them (and the ledger's ranges by the
+    one writer per partition)."""
+    return re.sub(r",([ \t]*--[^\n]*)?\s*PRIMARY KEY \([^)]*\)", r"\1", schema)
+
+
+def _create_tables(connection: duckdb.DuckDBPyConnection, keyed: bool) -> None:
+    """Create what is missing and bring older stores up to date."""
+    for schema in (SCHEMA, counting_state.SCHEMA, RESULTS_SCHEMA):
+        if schema is counting_state.SCHEMA:
+            counting_state.drop_outdated(connection)
+        connection.execute(schema if keyed else _without_keys(schema))
+    connection.execute(RESULTS_COLUMNS_ADDED)
+    _migrate(connection)
+
+
 def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
     has_key = connection.execute(
         "SELECT count(*) FROM duckdb_columns() "
-        "WHERE table_name = 'events' AND column_name = 'event_key'"
+        "WHERE table_name = 'events' AND column_name = 'event_key' "
+        "AND database_name = current_database()"
     ).fetchall()[0][0]
     if not has_key:
         connection.execute("BEGIN TRANSACTION")
@@ -304,43 +325,41 @@ class EventStore:
     @contextmanager
     def open(
         cls,
-        path: Path,
+        location: StoreLocation,
         read_only: bool = False,
         memory_limit: str | None = None,
         lock_wait_s: float = WRITER_LOCK_WAIT_S,
     ) -> Iterator[EventStore]:
-        """Waits up to `lock_wait_s` while another process holds the file (a run, or an
-        outside reader such as diana-analyze or a test)."""
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(path, read_only, lock_wait_s)
+        """The store file, or the DuckLake tables (docs/scale.md). A file is waited for up to
+        `lock_wait_s` while another process holds it (a run, or an outside reader such as
+        diana-analyze or a test); DuckLake lets processes share the tables."""
+        if isinstance(location, DuckLakeSettings):
+            connection = lake.connect(location, read_only)
+        else:
+            if not read_only:
+                location.parent.mkdir(parents=True, exist_ok=True)
+            connection = _connect(location, read_only, lock_wait_s)
         try:
             if memory_limit is not None:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only:
-                connection.execute(SCHEMA)
-                counting_state.drop_outdated(connection)
-                connection.execute(counting_state.SCHEMA)
-                connection.execute(RESULTS_SCHEMA)
-                connection.execute(RESULTS_COLUMNS_ADDED)
-                _migrate(connection)
+                _create_tables(connection, keyed=not isinstance(location, DuckLakeSettings))
             yield cls(connection)
         finally:
             connection.close()
 
     @classmethod
     @contextmanager
-    def open_when_free(cls, path: Path, timeout_s: float = 60.0) -> Iterator[EventStore]:
+    def open_when_free(
+        cls, location: StoreLocation, timeout_s: float = 60.0
+    ) -> Iterator[EventStore]:
         """Read-only, waiting while a run holds the file (DuckDB lets no other process open
         it while one writes). Raises FileNotFoundError or, after the timeout, DuckDB's
         IOException."""
-        if not path.exists():
-            raise FileNotFoundError(f"no event store at {path}")
-        connection = _connect(path, True, timeout_s)
-        try:
-            yield cls(connection)
-        finally:
-            connection.close()
+        if isinstance(location, Path) and not location.exists():
+            raise FileNotFoundError(f"no event store at {location}")
+        with cls.open(location, read_only=True, lock_wait_s=timeout_s) as store:
+            yield store
 
     # ---- the ledger ---------------------------------------------------------------------------
 
@@ -486,12 +505,12 @@ class EventStore:
                 "SELECT topic, kafka_partition, kafka_offset, raw, reason, ? "
                 "FROM incoming_rejected AS i WHERE NOT EXISTS (SELECT 1 FROM rejected_events "
                 "AS r WHERE r.topic = i.topic AND r.kafka_partition = i.kafka_partition "
-                "AND r.kafka_offset = i.kafka_offset) RETURNING 1",
+                "AND r.kafka_offset = i.kafka_offset)",
                 [utc_now()],
-            ).fetchall()
+            ).fetchone()[0]  # the rows inserted (no RETURNING: DuckLake lacks it)
         finally:
             self.connection.unregister("incoming_rejected")
-        counts.rejected += len(inserted)
+        counts.rejected += inserted
 
     # ---- results of the statistics assets -------------------------------------------------------
 
@@ -538,7 +557,9 @@ class EventStore:
         if table not in self.RESULT_TABLES:
             raise ValueError(f"not a results table: {table}")
         exists = self.connection.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? "
+            "AND database_name = current_database()",
+            [table],
         ).fetchone()[0]
         if not exists:
             return []

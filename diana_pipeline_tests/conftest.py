@@ -17,6 +17,7 @@ from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import REPO_ROOT, SHIPPED_CONFIG
+from diana_pipeline.harness.postgres import PostgresForTests, postgres_for_tests
 from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.jobs import ingest_job
 from diana_pipeline.resources import pipeline_resources
@@ -67,3 +68,11 @@ def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     session; tests use a table each."""
     with private_stack(tmp_path_factory.mktemp("dynamodb-stack"), with_kafka=False) as own:
         yield own.settings.dynamodb_endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresForTests]:
+    """A real PostgreSQL started by the project's stack (scale profile), shared by the
+    session; each DuckLake store gets a database of its own (PostgresForTests.new_lake)."""
+    with postgres_for_tests() as server:
+        yield server

@@ -29,6 +29,7 @@ from diana_pipeline.config import (
     config_path,
     load_config,
 )
+from diana_pipeline.lake import LakeError, StoreLocation
 from diana_pipeline.metric_analysis import metric_summaries
 from diana_pipeline.plots import posterior_figure
 from diana_pipeline.segments import segment_summaries
@@ -141,7 +142,7 @@ def read_records(source: str, files: list[Path], config: ExperimentsConfig | Non
                 f"(pass --config or set {CONFIG_ENV_VAR})"
             )
     if source == "duckdb":
-        return _read_duckdb(config.infrastructure.duckdb.path)  # type: ignore[union-attr]
+        return _read_duckdb(config.infrastructure.store_location)
     if source == "dynamodb":
         settings = config.infrastructure.dynamodb  # type: ignore[union-attr]
         table = PosteriorTable(settings.endpoint_url, settings.region, settings.table)
@@ -173,18 +174,20 @@ def read_records(source: str, files: list[Path], config: ExperimentsConfig | Non
     return records
 
 
-def _read_duckdb(path: Path) -> list[Record]:
+def _read_duckdb(location: StoreLocation) -> list[Record]:
     """The posteriors table of the event store (what every sink writes), for the console
     sink, which keeps nothing readable. Waits while a run holds the file."""
     try:
-        with EventStore.open_when_free(path, timeout_s=60) as store:
+        with EventStore.open_when_free(location, timeout_s=60) as store:
             records = store.read_window_range("posteriors", None, None)
     except FileNotFoundError:
-        raise AnalyzeError(f"no event store at {path}; has the pipeline run?") from None
+        raise AnalyzeError(f"no event store at {location}; has the pipeline run?") from None
+    except LakeError as exc:
+        raise AnalyzeError(str(exc), exit_code=1) from None
     except duckdb.Error as exc:
-        raise AnalyzeError(f"cannot read the event store {path}: {exc}", exit_code=1) from None
+        raise AnalyzeError(f"cannot read the event store {location}: {exc}", exit_code=1) from None
     if not records:
-        raise AnalyzeError(f"the event store {path} holds no posteriors yet")
+        raise AnalyzeError(f"the event store {location} holds no posteriors yet")
     return records
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from diana_pipeline.config import ConfigError, load_config
 from diana_pipeline.counting import CountingRules
@@ -43,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"diana-state: error: {exc}", file=sys.stderr)
         return 2
     rules = CountingRules.of(config)
-    path = config.infrastructure.duckdb.path
-    if not path.exists():
-        print(f"diana-state: error: no event store at {path}", file=sys.stderr)
+    location = config.infrastructure.store_location
+    if isinstance(location, Path) and not location.exists():
+        print(f"diana-state: error: no event store at {location}", file=sys.stderr)
         return 2
-    with EventStore.open(path) as store:
+    with EventStore.open(location) as store:
         connection = store.connection
         if args.command == "rebuild":
             seconds = counting_state.rebuild(connection, rules)

@@ -139,7 +139,8 @@ def drop_outdated(connection: duckdb.DuckDBPyConnection) -> None:
     shapes = connection.execute(
         "SELECT count(*) FILTER (WHERE table_name = 'window_steps'), "
         "count(*) FILTER (WHERE table_name = 'window_steps' AND column_name = 'dimension') "
-        "FROM duckdb_columns() WHERE table_name = 'window_steps'"
+        "FROM duckdb_columns() WHERE table_name = 'window_steps' "
+        "AND database_name = current_database()"
     ).fetchone()
     if shapes[0] and not shapes[1]:
         log.info("counting state of an older shape: dropped, to be rebuilt from the events")

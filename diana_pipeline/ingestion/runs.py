@@ -54,7 +54,7 @@ class OpenStore(Protocol):
 def settings_store(config: ExperimentsConfig) -> OpenStore:
     """The store of experiments.yaml's `infrastructure.duckdb.path`, for callers outside
     Dagster (benchmarks, scenarios, tests)."""
-    return partial(EventStore.open, config.infrastructure.duckdb.path)
+    return partial(EventStore.open, config.infrastructure.store_location)
 
 
 @dataclass

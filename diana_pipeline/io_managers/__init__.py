@@ -36,7 +36,7 @@ def posterior_sink(config: ExperimentsConfig) -> ConfigurableIOManager:
             table=infrastructure.dynamodb.table,
             **topic,
         )
-    store = EventStoreResource(path=str(infrastructure.duckdb.path))
+    store = EventStoreResource.of(infrastructure)
     return ConsoleIOManager(event_store=store, **topic)
 
 

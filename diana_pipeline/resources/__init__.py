@@ -24,7 +24,7 @@ def pipeline_resources(config: ExperimentsConfig, config_file: Path) -> dict[str
     kafka = config.infrastructure.kafka
     return {
         "experiments": ExperimentsResource(config_file=str(config_file)),
-        "event_store": EventStoreResource(path=str(config.infrastructure.duckdb.path)),
+        "event_store": EventStoreResource.of(config.infrastructure),
         "kafka": KafkaResource(
             bootstrap_servers=kafka.bootstrap_servers,
             topic=kafka.topic,

@@ -11,6 +11,8 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from diana_pipeline.config import Infrastructure
+from diana_pipeline.lake import DuckLakeSettings, StoreLocation
 from diana_pipeline.store import EventStore
 
 # Counting keeps a hash table per user: without a limit DuckDB's memory grows with the events
@@ -23,8 +25,8 @@ RUN_LOCK_WAIT_S = 900.0
 
 
 class EventStoreResource(ConfigurableResource):
-    """The store file (experiments.yaml `infrastructure.duckdb.path`) and the memory a run's
-    connection may use before DuckDB spills to disk.
+    """The store (experiments.yaml `infrastructure`: the DuckDB file, or the DuckLake tables)
+    and the memory a run's connection may use before DuckDB spills to disk.
 
     In a run, the first `open()` connects and the connection stays until the run ends: DuckDB
     lets one process write at a time, and a run that kept the file from step to step runs
@@ -32,10 +34,26 @@ class EventStoreResource(ConfigurableResource):
     pool `duckdb` with run granularity lets one more run start). Outside a run (tests,
     scripts), each `open()` is its own connection."""
 
-    path: str
+    path: str = ""
+    # the DuckLake store instead of the file (experiments.yaml `infrastructure.ducklake`)
+    ducklake_catalog: str = ""
+    ducklake_data_path: str = ""
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     _held: ExitStack | None = PrivateAttr(default=None)
     _store: EventStore | None = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, infrastructure: Infrastructure) -> EventStoreResource:
+        location = infrastructure.store_location
+        if isinstance(location, DuckLakeSettings):
+            return cls(ducklake_catalog=location.catalog, ducklake_data_path=location.data_path)
+        return cls(path=str(location))
+
+    @property
+    def location(self) -> StoreLocation:
+        if self.ducklake_catalog:
+            return DuckLakeSettings(self.ducklake_catalog, self.ducklake_data_path)
+        return Path(self.path)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._held = ExitStack()
@@ -51,12 +69,12 @@ class EventStoreResource(ConfigurableResource):
         narrower one (ingestion holds only a chunk at a time)."""
         limit = memory_limit or self.memory_limit
         if self._held is None:
-            with EventStore.open(Path(self.path), memory_limit=limit) as store:
+            with EventStore.open(self.location, memory_limit=limit) as store:
                 yield store
             return
         if self._store is None:
             self._store = self._held.enter_context(
-                EventStore.open(Path(self.path), memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S)
+                EventStore.open(self.location, memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S)
             )
         else:
             self._store.connection.execute(f"SET memory_limit = '{limit}'")

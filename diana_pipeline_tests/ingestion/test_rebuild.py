@@ -19,6 +19,7 @@ from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
 pytestmark = pytest.mark.servers
 
 
+@pytest.mark.parametrize("setup", ["duckdb"], indirect=True)  # its backfill names a file
 def test_rebuilding_a_window_from_kafka_gives_the_same_rows(
     setup: tuple[ExperimentsConfig, Path], tmp_path: Path
 ) -> None:

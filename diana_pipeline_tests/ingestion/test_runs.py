@@ -8,9 +8,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from itertools import pairwise
-from pathlib import Path
 
-import duckdb
 import pytest
 
 from diana_pipeline.config import ExperimentsConfig
@@ -20,15 +18,15 @@ from diana_pipeline.ingestion import (
     runs,
 )
 from diana_pipeline.producer import make_producer
-from diana_pipeline.store import EventStore
+from diana_pipeline.store import EventStore, StoreLocation
 from diana_pipeline.traffic import NoiseRates
-from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
+from diana_pipeline_tests.ingestion.conftest import all_ranges, produce, reading
 
 pytestmark = pytest.mark.servers
 
 
-def snapshot(path: Path) -> tuple:
-    with duckdb.connect(str(path), read_only=True) as con:
+def snapshot(path: StoreLocation) -> tuple:
+    with reading(path) as con:
         return tuple(
             con.execute(f"SELECT * EXCLUDE ({ts}) FROM {table} ORDER BY ALL").fetchall()
             for table, ts in [
@@ -39,7 +37,7 @@ def snapshot(path: Path) -> tuple:
         )
 
 
-def test_noisy_traffic_lands_exactly(setup: tuple[ExperimentsConfig, Path]) -> None:
+def test_noisy_traffic_lands_exactly(setup: tuple[ExperimentsConfig, StoreLocation]) -> None:
     config, path = setup
     noise = NoiseRates(duplicate=0.03, malformed=0.03, orphan_click=0.02, cross_variant=0.02)
     sent = produce(config, 30_000, seed=11, noise=noise)
@@ -52,7 +50,7 @@ def test_noisy_traffic_lands_exactly(setup: tuple[ExperimentsConfig, Path]) -> N
     assert sum(r.counts.rejected for r in results) == sent.noise["malformed messages"]
     assert all(r.lost == 0 for r in results)
     assert results[-1].lag == {0: 0, 1: 0, 2: 0}
-    with duckdb.connect(str(path), read_only=True) as con:
+    with reading(path) as con:
         assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (
             valid_unique,
             valid_unique,
@@ -90,7 +88,7 @@ SQL_LOOKALIKES = [
 
 
 def test_event_fields_that_look_like_sql_are_stored_verbatim(
-    setup: tuple[ExperimentsConfig, Path],
+    setup: tuple[ExperimentsConfig, StoreLocation],
 ) -> None:
     """Event fields reach DuckDB as data (registered arrays, parameters), never as SQL text."""
     config, path = setup
@@ -117,7 +115,7 @@ def test_event_fields_that_look_like_sql_are_stored_verbatim(
     [ranges] = all_ranges(config)
     result = ingest(config, ranges, run_id="sql")
     assert result.counts.events == len(SQL_LOOKALIKES) and result.counts.rejected == 1
-    with duckdb.connect(str(path), read_only=True) as con:
+    with reading(path) as con:
         stored = dict(con.execute("SELECT event_id, user_id FROM events").fetchall())
         assert stored == sent
         assert con.execute("SELECT raw FROM rejected_events").fetchall() == [(unknown,)]
@@ -125,7 +123,7 @@ def test_event_fields_that_look_like_sql_are_stored_verbatim(
 
 
 def test_values_are_stored_exactly_and_bad_ones_kept_with_their_reason(
-    setup: tuple[ExperimentsConfig, Path],
+    setup: tuple[ExperimentsConfig, StoreLocation],
 ) -> None:
     """#21: an event's optional value lands in `events.value` as sent (NULL when absent); a
     value that is no finite number within ±1e12 rejects its message, raw bytes and reason."""
@@ -155,7 +153,7 @@ def test_values_are_stored_exactly_and_bad_ones_kept_with_their_reason(
     [ranges] = all_ranges(config)
     result = ingest(config, ranges, run_id="values")
     assert (result.counts.events, result.counts.rejected) == (6, 3)
-    with duckdb.connect(str(path), read_only=True) as con:
+    with reading(path) as con:
         stored = dict(con.execute("SELECT event_id, value FROM events").fetchall())
         reasons = [
             (json.loads(raw)["event_id"], reason)
@@ -169,7 +167,7 @@ def test_values_are_stored_exactly_and_bad_ones_kept_with_their_reason(
 
 
 def test_properties_are_stored_with_sorted_keys_and_bad_ones_kept_with_their_reason(
-    setup: tuple[ExperimentsConfig, Path],
+    setup: tuple[ExperimentsConfig, StoreLocation],
 ) -> None:
     """#22: an event's optional properties land in `events.properties` as JSON with sorted
     keys (NULL when absent or empty); bad properties reject the message with the reason."""
@@ -193,7 +191,7 @@ def test_properties_are_stored_with_sorted_keys_and_bad_ones_kept_with_their_rea
     [ranges] = all_ranges(config)
     result = ingest(config, ranges, run_id="properties")
     assert (result.counts.events, result.counts.rejected) == (3, 3)
-    with duckdb.connect(str(path), read_only=True) as con:
+    with reading(path) as con:
         stored = dict(con.execute("SELECT event_id, properties FROM events").fetchall())
         reasons = dict(
             (json.loads(raw)["event_id"], reason)
@@ -205,7 +203,9 @@ def test_properties_are_stored_with_sorted_keys_and_bad_ones_kept_with_their_rea
     assert reasons["b3"] == "properties.device must be a string, got int"
 
 
-def test_the_same_range_twice_changes_nothing(setup: tuple[ExperimentsConfig, Path]) -> None:
+def test_the_same_range_twice_changes_nothing(
+    setup: tuple[ExperimentsConfig, StoreLocation],
+) -> None:
     config, path = setup
     produce(config, 5000, seed=12, noise=NoiseRates(malformed=0.05))
     [ranges] = all_ranges(config)
@@ -218,7 +218,7 @@ def test_the_same_range_twice_changes_nothing(setup: tuple[ExperimentsConfig, Pa
 
 
 def test_a_run_killed_between_chunks_is_finished_by_its_retry(
-    setup: tuple[ExperimentsConfig, Path], monkeypatch: pytest.MonkeyPatch
+    setup: tuple[ExperimentsConfig, StoreLocation], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, path = setup
     sent = produce(config, 3_000, seed=5)
@@ -238,14 +238,14 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
     with pytest.raises(KeyboardInterrupt):
         ingest(config, ranges, run_id="killed")
     monkeypatch.setattr(EventStore, "record_range", real_record_range)
-    with duckdb.connect(str(path), read_only=True) as con:
+    with reading(path) as con:
         assert con.execute("SELECT count(*) FROM ingested_ranges").fetchone() == (3,)
         stored = sum(r.size for r in chunks_stored)
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == stored > 0
     retry = ingest(config, ranges, run_id="retry")
     assert retry.counts.duplicates == 0 and retry.lost == 0
     valid = sum(sent.events.values())
-    with duckdb.connect(str(path), read_only=True) as con:
+    with reading(path) as con:
         assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (
             valid,
             valid,
