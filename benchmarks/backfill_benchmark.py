@@ -210,7 +210,8 @@ def measure(home: Path, event_count: int, days: int) -> dict[str, float]:
         group_by = best_of(3, lambda: con.execute(group_by_sql).fetchall())
 
     progress("counting step alone: the range's counts from the stored steps (best of 3)")
-    with duckdb.connect(str(path), read_only=True) as con:
+    with EventStore.open(path, read_only=True) as store:
+        con = store.connection
         one_pass = best_of(3, lambda: window_counts(con, config, windows))
         progress("counting step the old way: two cutoff queries per window (24 windows)")
         sample = windows[-24:]

@@ -9,12 +9,19 @@ names serves all three."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import psycopg2
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = {  # DuckDB's name: (package, file name in the package)
     "ducklake": ("duckdb_extension_ducklake", "ducklake"),
@@ -32,15 +39,14 @@ class LakeError(Exception):
 @dataclass(frozen=True)
 class DuckLakeSettings:
     """Where the store's catalog and data live. `catalog` is a libpq connection string
-    without the password, which comes from $DIANA_POSTGRES_PASSWORD (else libpq's own
-    PGPASSWORD or ~/.pgpass)."""
+    without the password (see _password)."""
 
     catalog: str
     data_path: str
 
     def attach_sql(self, read_only: bool) -> str:
         catalog = self.catalog
-        password = os.environ.get(PASSWORD_ENV)
+        password = _password()
         if password and not re.search(r"\bpassword\s*=", catalog):
             catalog = f"{catalog} password={password}"
         options = [f"DATA_PATH {_quoted(self.data_path)}"]
@@ -53,6 +59,19 @@ class DuckLakeSettings:
 
 
 StoreLocation = Path | DuckLakeSettings  # the DuckDB file, or the DuckLake tables
+
+
+def _password() -> str | None:
+    """$DIANA_POSTGRES_PASSWORD, else the local stack's password file (scale profile), else
+    None: libpq's own PGPASSWORD or ~/.pgpass."""
+    given = os.environ.get(PASSWORD_ENV)
+    if given:
+        return given
+    stack_file = Path(os.environ.get("DIANA_HOME") or ".diana") / "postgres" / "password"
+    try:
+        return stack_file.read_text().strip()
+    except OSError:
+        return None
 
 
 def _quoted(text: str) -> str:
@@ -90,6 +109,48 @@ def extension_directory() -> Path:
             temporary.symlink_to(source)
             temporary.replace(link)  # atomic: a concurrent process sees one link or the other
     return root
+
+
+# One writer at a time, as with the DuckDB file: DuckLake merges two transactions that only
+# appended, so two runs that each saw a user as new would both add them (a click counted as
+# orphaned while its exposure, in the other run, started a second state row). The lock is a
+# PostgreSQL advisory lock on the catalog's database, held by a session of its own for as
+# long as the store is open, and released by the server when that process dies.
+WRITER_LOCK_KEY = 0x4449414E41  # "DIANA"
+LOCK_RETRY_S = 0.05
+
+
+@contextmanager
+def writer_lock(settings: DuckLakeSettings, timeout_s: float) -> Iterator[None]:
+    """Hold the store's writer lock, waiting up to `timeout_s` for another process's."""
+    dsn = settings.catalog
+    password = _password()
+    if password and not re.search(r"\bpassword\s*=", dsn):
+        dsn = f"{dsn} password={password}"
+    try:
+        session = psycopg2.connect(dsn)
+    except psycopg2.Error as exc:
+        first = re.sub(r"password=\S+", "password=…", str(exc).splitlines()[0])
+        raise LakeError(f"cannot open the event store at {settings}: {first}") from None
+    try:
+        session.autocommit = True
+        deadline = time.monotonic() + timeout_s
+        waiting = False
+        with session.cursor() as cursor:
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [WRITER_LOCK_KEY])
+                if cursor.fetchone()[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise LakeError(f"another process kept {settings} for {timeout_s:.0f} s")
+                if not waiting:
+                    log.info("waiting up to %.0f s for %s: another process writes", timeout_s,
+                             settings)  # fmt: skip
+                    waiting = True
+                time.sleep(LOCK_RETRY_S)
+        yield
+    finally:
+        session.close()  # the server releases the lock with the session
 
 
 def connect(settings: DuckLakeSettings, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -31,7 +31,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
     kafka_partition INTEGER   NOT NULL,
     kafka_offset    BIGINT    NOT NULL,
     ingested_at     TIMESTAMP NOT NULL,
-    event_key       UHUGEINT  NOT NULL,  -- md5_number(event_id): duplicates compare on it
+    event_key       UHUGEINT  NOT NULL,  -- hash_key(event_id): duplicates compare on it
     value           DOUBLE,              -- the event's optional value (value metrics)
     properties      VARCHAR              -- its optional properties: JSON, sorted keys
 );
@@ -191,7 +191,7 @@ RESULTS_COLUMNS_ADDED = "\n".join(
 _MIGRATE_EVENTS = f"""
 ALTER TABLE events RENAME TO events_before_key;
 {SCHEMA}
-INSERT INTO events BY NAME SELECT *, md5_number(event_id) AS event_key FROM events_before_key;
+INSERT INTO events BY NAME SELECT *, hash_key(event_id) AS event_key FROM events_before_key;
 DROP TABLE events_before_key;
 """
 
@@ -203,7 +203,7 @@ DROP TABLE events_before_key;
 _NEW_EVENTS = """
 CREATE OR REPLACE TEMP TABLE new_events AS
 SELECT * FROM (
-    SELECT md5_number(event_id) AS event_key, event_id, event_type, test_id, variant, user_id,
+    SELECT hash_key(event_id) AS event_key, event_id, event_type, test_id, variant, user_id,
         make_timestamp(event_us) AS event_time, make_timestamp(window_us) AS window_start,
         $topic AS topic, kafka_partition::INTEGER AS kafka_partition,
         kafka_offset::BIGINT AS kafka_offset, CASE WHEN NOT isnan(value) THEN value END AS value,
@@ -282,19 +282,28 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
             time.sleep(LOCK_RETRY_S)
 
 
-def _without_keys(schema: str) -> str:
-    """The schema without its PRIMARY KEY clauses, which DuckLake tables cannot have: their
-    rows are kept unique by the statements that write them (and the ledger's ranges by the
-    one writer per partition)."""
-    return re.sub(r",([ \t]*--[^\n]*)?\s*PRIMARY KEY \([^)]*\)", r"\1", schema)
+# Events and users are compared by a 128-bit hash of their ids, `hash_key(text)`, defined on
+# every connection. A DuckLake table's Parquet files would keep a (U)HUGEINT as a DOUBLE,
+# rounding the keys (users merged by mistake) and the sums of values: there the keys are
+# UUIDs (the same md5) and the sums DECIMAL(38, 0), both exact in Parquet.
+_HASH_KEY = "CREATE OR REPLACE TEMP MACRO hash_key(text) AS {}"
+_HASH = {False: "md5_number(text)", True: "md5(text)::UUID"}
 
 
-def _create_tables(connection: duckdb.DuckDBPyConnection, keyed: bool) -> None:
+def _for_ducklake(schema: str) -> str:
+    """The schema in DuckLake's terms: its 128-bit types, and no PRIMARY KEY clauses (their
+    rows are kept unique by the statements that write them and the one writer)."""
+    schema = re.sub(r",([ \t]*--[^\n]*)?\s*PRIMARY KEY \([^)]*\)", r"\1", schema)
+    schema = re.sub(r"\bUHUGEINT\b", "UUID    ", schema)
+    return re.sub(r"\bHUGEINT\b", "DECIMAL(38, 0)", schema)
+
+
+def _create_tables(connection: duckdb.DuckDBPyConnection, ducklake: bool) -> None:
     """Create what is missing and bring older stores up to date."""
     for schema in (SCHEMA, counting_state.SCHEMA, RESULTS_SCHEMA):
         if schema is counting_state.SCHEMA:
             counting_state.drop_outdated(connection)
-        connection.execute(schema if keyed else _without_keys(schema))
+        connection.execute(_for_ducklake(schema) if ducklake else schema)
     connection.execute(RESULTS_COLUMNS_ADDED)
     _migrate(connection)
 
@@ -330,23 +339,27 @@ class EventStore:
         memory_limit: str | None = None,
         lock_wait_s: float = WRITER_LOCK_WAIT_S,
     ) -> Iterator[EventStore]:
-        """The store file, or the DuckLake tables (docs/scale.md). A file is waited for up to
-        `lock_wait_s` while another process holds it (a run, or an outside reader such as
-        diana-analyze or a test); DuckLake lets processes share the tables."""
-        if isinstance(location, DuckLakeSettings):
-            connection = lake.connect(location, read_only)
-        else:
-            if not read_only:
-                location.parent.mkdir(parents=True, exist_ok=True)
-            connection = _connect(location, read_only, lock_wait_s)
-        try:
+        """The store file, or the DuckLake tables (docs/scale.md). A writer waits up to
+        `lock_wait_s` while another process holds the store: the file (a run, or an outside
+        reader such as diana-analyze or a test), or DuckLake's writer lock (lake.py), which
+        readers do not need."""
+        with ExitStack() as held:
+            if isinstance(location, DuckLakeSettings):
+                if not read_only:
+                    held.enter_context(lake.writer_lock(location, lock_wait_s))
+                connection = lake.connect(location, read_only)
+            else:
+                if not read_only:
+                    location.parent.mkdir(parents=True, exist_ok=True)
+                connection = _connect(location, read_only, lock_wait_s)
+            held.callback(connection.close)  # before the writer lock is let go
+            ducklake = isinstance(location, DuckLakeSettings)
+            connection.execute(_HASH_KEY.format(_HASH[ducklake]))
             if memory_limit is not None:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only:
-                _create_tables(connection, keyed=not isinstance(location, DuckLakeSettings))
+                _create_tables(connection, ducklake)
             yield cls(connection)
-        finally:
-            connection.close()
 
     @classmethod
     @contextmanager

@@ -6,6 +6,7 @@ the traffic produced, P(best) favours the better variant, the data-quality check
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -67,13 +68,36 @@ def processes_of(home: Path) -> list[psutil.Process]:
     return found
 
 
+def assert_stored_once(env: dict[str, str], sent: int) -> None:
+    """Every event sent is in the store exactly once, nothing was rejected."""
+    infrastructure = load_config(REPO_ROOT / "experiments.yaml", env=env).infrastructure
+    with EventStore.open(infrastructure.store_location, read_only=True) as store:
+        assert store.count_events() == sent
+        rejected = store.connection.execute("SELECT count(*) FROM rejected_events")
+        assert rejected.fetchone() == (0,)
+
+
 DONE = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 
 
-@pytest.mark.parametrize("sink", ["csv", "dynamodb", "console"])
-def test_demo_end_to_end(sink: str, tmp_path: Path) -> None:
-    home = tmp_path / "stack"
-    env = {**private_stack_environment(home, free_port), "DIANA_OUTPUT_SINK": sink}
+SCALE = {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake"}
+
+
+@pytest.mark.parametrize(
+    ("sink", "profile"),
+    [("csv", {}), ("dynamodb", {}), ("console", {}), ("console", SCALE)],
+    ids=["csv", "dynamodb", "console", "scale-ducklake"],
+)
+def test_demo_end_to_end(
+    sink: str, profile: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scale profile's PostgreSQL runs as its own user when the tests run as root: the
+    # stack folder must be reachable by it, which pytest's private folders are not.
+    home = Path(tempfile.mkdtemp(prefix="diana-e2e-")) / "stack" if profile else tmp_path / "stack"
+    home.parent.chmod(0o755)
+    env = {**private_stack_environment(home, free_port), "DIANA_OUTPUT_SINK": sink, **profile}
+    # This process reads the store too: DuckLake's catalog password is in the stack folder.
+    monkeypatch.setenv("DIANA_HOME", str(home))
     dagster_home = home / "dagster_home"
     try:
         demo = run_command(
@@ -131,14 +155,14 @@ def test_demo_end_to_end(sink: str, tmp_path: Path) -> None:
                 assert statuses[AssetCheckExecutionRecordStatus.FAILED] == 0, (name, statuses)
         finally:
             instance.dispose()
+        if profile:  # DuckLake's tables, while their catalog's server is up
+            assert_stored_once(env, traffic["sent"])
     finally:
         down = run_command("diana-stack", "down", env=env, timeout=180)
     assert down.returncode == 0, down.stderr
 
-    # Every event sent is in DuckDB exactly once, nothing was rejected.
-    with EventStore.open(Path(env["DIANA_DUCKDB_PATH"])) as store:
-        assert store.count_events() == traffic["sent"]
-        assert store.connection.execute("SELECT count(*) FROM rejected_events").fetchone() == (0,)
+    if not profile:  # the file, once the runs let go of it
+        assert_stored_once(env, traffic["sent"])
 
     # Nothing is left running: no server, code server or run worker of this stack.
     deadline = time.monotonic() + 30

@@ -117,11 +117,13 @@ class Demo:
     def start_stack(self) -> None:
         """Up with Dagster; a Dagster started earlier with another sink or experiments file is
         restarted."""
-        # The sink comes from the experiments file, overridden by DIANA_OUTPUT_SINK (--sink): a
-        # Dagster started with another override or file loads another pipeline.
+        # The sink comes from the experiments file, overridden by DIANA_OUTPUT_SINK (--sink), and
+        # so does the store (DIANA_EVENT_STORE): a Dagster started with another override or
+        # file loads another pipeline.
         wanted = {
             "DIANA_OUTPUT_SINK": self.settings.env.get("DIANA_OUTPUT_SINK") or "",
             "DIANA_CONFIG": str(self.settings.config_file),
+            "DIANA_EVENT_STORE": self.settings.env.get("DIANA_EVENT_STORE") or "",
         }
         for name in ("dagster-webserver", "dagster-daemon"):
             process = self.stack.processes[name].running()
@@ -135,7 +137,10 @@ class Demo:
                     self.stack.processes[other].stop()
                 break
         self.stack.up(with_dagster=True)
-        os.environ["DAGSTER_HOME"] = str(self.settings.dagster_home)
+        # This process watches the instance and reads the store; `dagster job execute` runs
+        # on the instance too.
+        self.env.update(self.stack.dagster.instance_env())
+        os.environ.update(self.stack.dagster.instance_env())
         self.instance = DagsterInstance.get()
 
     def wait_until_idle(self, timeout_s: float = 120.0) -> None:

@@ -34,7 +34,8 @@ def _steps_before(
     first, last = min(cutoffs), max(cutoffs)
     return connection.execute(
         f"SELECT CASE WHEN window_start < ? THEN ? ELSE window_start END AS moment, {keys}, "
-        f"sum(change) FROM {table} WHERE {where} AND window_start < ? "
+        # HUGEINT: a DuckLake store keeps the sums of values as DECIMAL(38, 0) (store.py)
+        f"sum(change)::HUGEINT FROM {table} WHERE {where} AND window_start < ? "
         "GROUP BY ALL ORDER BY moment",
         [first, first - timedelta(microseconds=1), *params, last],
     ).fetchall()

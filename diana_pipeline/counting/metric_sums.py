@@ -29,7 +29,7 @@ def value_events_sql(source: str, metrics: str) -> str:
     """The rows of `source` (columns of the events table) of a summed metric's event type, as
     (test_id, user_key, event_type, event_time, value); `metrics` is the metrics' VALUES."""
     return f"""
-    SELECT e.test_id, md5_number(e.test_id || chr(31) || e.user_id) AS user_key,
+    SELECT e.test_id, hash_key(e.test_id || chr(31) || e.user_id) AS user_key,
            e.event_type, e.event_time, e.value
     FROM {source} e
     SEMI JOIN (SELECT * FROM (VALUES {metrics}) AS v(test_id, metric, type, event)) m

@@ -127,7 +127,7 @@ def rule_events_sql(source: str, tests: str) -> str:
     (test_id, user_key, is_exposure, variant, event_time, properties: an exposure's only);
     `tests` is the tests' VALUES."""
     return f"""
-    SELECT e.test_id, md5_number(e.test_id || chr(31) || e.user_id) AS user_key,
+    SELECT e.test_id, hash_key(e.test_id || chr(31) || e.user_id) AS user_key,
            e.event_type = t.exposure_event
                AS is_exposure, e.variant, e.event_time,
            CASE WHEN e.event_type = t.exposure_event THEN e.properties END AS properties

@@ -57,7 +57,7 @@ SCHEMA = """
 DROP TABLE IF EXISTS user_state;  -- state version 1: every user's representatives
 CREATE TABLE IF NOT EXISTS user_moments (
     test_id  VARCHAR  NOT NULL,
-    user_key UHUGEINT NOT NULL,  -- md5_number(test_id, chr(31), user_id)
+    user_key UHUGEINT NOT NULL,  -- hash_key(test_id, chr(31), user_id) (store.py)
     t1 TIMESTAMP, v VARCHAR, t2 TIMESTAMP, c1 TIMESTAMP, ca TIMESTAMP, co TIMESTAMP,
     p1 VARCHAR  -- the first exposure's properties (its segments)
 );

@@ -37,6 +37,7 @@ def private_stack_environment(
         DIANA_DAGSTER_PORT=str(new_port()),
         DIANA_POSTGRES_PORT=str(new_port()),
         DIANA_DUCKDB_PATH=str(home / "events.duckdb"),
+        DIANA_DUCKLAKE_DATA=str(home / "lake"),
         DIANA_CSV_DIR=str(home / "output"),
     )
     return env

@@ -53,6 +53,20 @@ class Dagster:
         self.daemon = settings.process("dagster-daemon")
         self.processes = (self.webserver, self.daemon)
 
+    @property
+    def on_postgres(self) -> bool:
+        return self.settings.profile == "scale" and self.postgres is not None
+
+    def instance_env(self) -> dict[str, str]:
+        """What a process needs to open this stack's Dagster instance (and, in the scale
+        profile, the DuckLake store): its folder and its PostgreSQL."""
+        env = {"DAGSTER_HOME": str(self.settings.dagster_home)}
+        if self.on_postgres:
+            env["DIANA_POSTGRES_HOST"] = LOOPBACK
+            env["DIANA_POSTGRES_PASSWORD"] = self.postgres.password  # type: ignore[union-attr]
+            env["DIANA_POSTGRES_PORT"] = str(self.settings.postgres_port)
+        return env
+
     def up(self) -> None:
         s = self.settings
         workspace = s.project_dir / "workspace.yaml"
@@ -66,19 +80,16 @@ class Dagster:
             link.unlink()
         env = {
             **s.env,
-            "DAGSTER_HOME": str(s.dagster_home),
+            **self.instance_env(),
             "DIANA_CONFIG": str(s.config_file),
             "DIANA_HOME": str(s.home),
             "PYTHONUNBUFFERED": "1",
         }
-        if s.profile == "scale" and self.postgres is not None:
+        if self.on_postgres:
             # The project's instance settings, with runs, event logs and schedules in
             # PostgreSQL: what lets the webserver, the daemon and run workers be on other hosts.
             storage = (s.project_dir / POSTGRES_STORAGE).read_text()
             link.write_text(f"{instance_yaml.read_text()}\n{storage}")
-            env["DIANA_POSTGRES_HOST"] = LOOPBACK
-            env["DIANA_POSTGRES_PASSWORD"] = self.postgres.password
-            env["DIANA_POSTGRES_PORT"] = str(s.postgres_port)
         else:
             # A link, not a copy: the instance always runs with the project's dagster.yaml.
             link.symlink_to(instance_yaml)

@@ -1,0 +1,67 @@
+"""The DuckLake store against a real PostgreSQL (the project's stack, scale profile): one
+writer at a time across processes, readers alongside it, a clear error for a catalog that
+cannot be reached, and no password in it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from diana_pipeline.config import load_config
+from diana_pipeline.harness.paths import SHIPPED_CONFIG
+from diana_pipeline.harness.postgres import PostgresForTests
+from diana_pipeline.lake import DuckLakeSettings, LakeError
+from diana_pipeline.store import EventStore
+
+pytestmark = pytest.mark.servers
+
+
+@pytest.fixture
+def lake(
+    postgres: PostgresForTests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> DuckLakeSettings:
+    env = postgres.new_lake(tmp_path)
+    monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", env["DIANA_POSTGRES_PASSWORD"])
+    location = load_config(SHIPPED_CONFIG, env=env).infrastructure.store_location
+    assert isinstance(location, DuckLakeSettings)
+    return location
+
+
+def test_a_second_writer_waits_for_the_first_and_readers_do_not(lake: DuckLakeSettings) -> None:
+    with EventStore.open(lake) as first:
+        first.connection.execute("INSERT INTO counting_state VALUES ('written by the first', 0, 0)")
+        with (
+            pytest.raises(LakeError, match="another process kept"),
+            EventStore.open(lake, lock_wait_s=0.5),
+        ):
+            pass
+        with EventStore.open(lake, read_only=True) as reader:
+            assert reader.count_events() == 0
+        # A writer waiting when the first lets go gets in, and sees what it wrote.
+        seen: list[object] = []
+
+        def second_writer() -> None:
+            with EventStore.open(lake, lock_wait_s=120) as second:
+                seen.append(
+                    second.connection.execute("SELECT rules FROM counting_state").fetchone()
+                )
+
+        waiting = threading.Thread(target=second_writer)
+        waiting.start()
+        assert seen == []
+    waiting.join(timeout=120)
+    assert seen == [("written by the first",)]
+
+
+def test_an_unreachable_catalog_is_one_clear_error_without_the_password(
+    postgres: PostgresForTests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", "not-to-be-shown")
+    nowhere = DuckLakeSettings("host=127.0.0.1 port=1 dbname=diana user=diana", str(tmp_path))
+    for read_only in (False, True):
+        refused = pytest.raises(LakeError, match="cannot open the event store")
+        with refused as raised, EventStore.open(nowhere, read_only=read_only):
+            pass
+        assert "not-to-be-shown" not in str(raised.value)
