@@ -6,6 +6,7 @@ the traffic produced, P(best) favours the better variant, the data-quality check
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -113,6 +114,11 @@ def test_demo_end_to_end(
             timeout=720,
         )
         assert demo.returncode == 0, demo.stderr[-4000:]
+        if profile:  # this process reads the instance, in PostgreSQL, too
+            monkeypatch.setenv("DIANA_POSTGRES_HOST", "127.0.0.1")
+            monkeypatch.setenv("DIANA_POSTGRES_PORT", env["DIANA_POSTGRES_PORT"])
+            password = (home / "postgres" / "password").read_text().strip()
+            monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", password)
         result = json.loads(demo.stdout)
         assert "Dagster UI: http://127.0.0.1:" in demo.stderr
         assert "Stop everything with: make down" in demo.stderr
@@ -169,3 +175,5 @@ def test_demo_end_to_end(
     while processes_of(home) and time.monotonic() < deadline:
         time.sleep(1)
     assert processes_of(home) == []
+    if profile:
+        shutil.rmtree(home.parent, ignore_errors=True)
