@@ -16,6 +16,7 @@ from pathlib import Path
 from diana_pipeline.config import ConfigError, load_config
 from diana_pipeline.counting import CountingRules
 from diana_pipeline.counting import state as counting_state
+from diana_pipeline.lake import LakeError, StoreLocation
 from diana_pipeline.markdown import table
 from diana_pipeline.store import EventStore
 
@@ -48,12 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(location, Path) and not location.exists():
         print(f"diana-state: error: no event store at {location}", file=sys.stderr)
         return 2
+    try:
+        return _run(args.command, location, rules)
+    except LakeError as exc:
+        print(f"diana-state: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(command: str, location: StoreLocation, rules: CountingRules) -> int:
     with EventStore.open(location) as store:
         connection = store.connection
-        if args.command == "rebuild":
+        if command == "rebuild":
             seconds = counting_state.rebuild(connection, rules)
             print(f"rebuilt the counting state from all events in {seconds:.1f} s")
-        elif args.command == "check":
+        elif command == "check":
             different = counting_state.differences(connection, rules)
             if different:
                 print(f"{len(different)} window steps differ from a recount of the events:")
