@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from diana_pipeline.config import load_config
+from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import SHIPPED_CONFIG
-from diana_pipeline.harness.postgres import PostgresForTests
+from diana_pipeline.harness.postgres import PostgresForTests, postgres_for_tests
+from diana_pipeline.ingestion import ingest
 from diana_pipeline.lake import DuckLakeSettings, LakeError
 from diana_pipeline.store import EventStore
+from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
 
 pytestmark = pytest.mark.servers
 
@@ -65,3 +68,25 @@ def test_an_unreachable_catalog_is_one_clear_error_without_the_password(
         with refused as raised, EventStore.open(nowhere, read_only=read_only):
             pass
         assert "not-to-be-shown" not in str(raised.value)
+
+
+def test_ingestion_while_the_catalog_is_down_fails_clearly_and_its_retry_loses_nothing(
+    kafka: KafkaForTests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server of its own, since it is stopped half-way (the session's serves other tests)."""
+    with postgres_for_tests() as server:
+        topic = kafka.new_topic(partitions=3)
+        env = {**kafka.env_for(topic), **server.new_lake(tmp_path)}
+        monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", env["DIANA_POSTGRES_PASSWORD"])
+        config = load_config(SHIPPED_CONFIG, env=env)
+        sent = produce(config, 3000, seed=5)
+        [ranges] = all_ranges(config)
+        server.server.process.stop()
+        with pytest.raises(LakeError, match=f"port={server.port}.*(refused|failed)"):
+            ingest(config, ranges, run_id="while down")
+        server.server.up()
+        result = ingest(config, ranges, run_id="retry")
+        assert result.counts.events == sum(sent.events.values())
+        with EventStore.open(config.infrastructure.store_location, read_only=True) as store:
+            assert store.count_events() == sum(sent.events.values())
+            assert store.ingested(topic, ranges[0]) and store.ingested(topic, ranges[-1])

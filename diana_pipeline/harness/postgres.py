@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 
 from diana_pipeline.harness.stack import private_stack
-from diana_pipeline.local_stack.postgres import SUPERUSER
+from diana_pipeline.local_stack.postgres import SUPERUSER, Postgres
 
 
 @dataclass
@@ -22,6 +22,7 @@ class PostgresForTests:
     port: int
     password: str = field(repr=False)
     env: dict[str, str] = field(repr=False)  # DIANA_* settings pointing at this server
+    server: Postgres = field(repr=False)  # to stop and start it again
 
     def new_lake(self, folder: Path) -> dict[str, str]:
         """Settings (for load_config or a subprocess) of a new, empty DuckLake store: its
@@ -57,6 +58,8 @@ def postgres_for_tests() -> Iterator[PostgresForTests]:
         scale = {"DIANA_STACK_PROFILE": "scale"}
         with private_stack(home / "stack", scale, with_kafka=False, with_dynamodb=False) as own:
             password = (own.settings.home / "postgres" / "password").read_text().strip()
-            yield PostgresForTests(own.settings.postgres_port, password, own.env)
+            yield PostgresForTests(
+                own.settings.postgres_port, password, own.env, own.stack.postgres
+            )
     finally:
         shutil.rmtree(home, ignore_errors=True)
