@@ -102,7 +102,14 @@ def test_dagster_services_share_one_instance(services: dict[str, Any]) -> None:
         assert any(v.endswith(f":{home}") and not v.startswith(".") for v in volumes), (
             f"{name} keeps DAGSTER_HOME on a shared volume"
         )
-        assert f"./dagster.yaml:{home}/dagster.yaml:ro" in volumes
+        # The instance file is the project's (plus PostgreSQL storage in the scale profile),
+        # written by the entrypoint from the files mounted where it reads them.
+        assert "./dagster.yaml:/opt/diana/dagster.yaml:ro" in volumes
+        assert "./deploy:/opt/diana/deploy:ro" in volumes
+        script = (REPO_ROOT / "deploy" / "dagster-instance.sh").read_text()
+        assert services[name]["entrypoint"] == ["/opt/diana/deploy/dagster-instance.sh"]
+        assert 'cat /opt/diana/dagster.yaml > "$DAGSTER_HOME/dagster.yaml"' in script
+        assert "/opt/diana/deploy/dagster-postgres-storage.yaml" in script
         assert services[name]["command"][-2:] == ["-w", "workspace.yaml"]
         assert services[name]["environment"]["DIANA_CONFIG"] == "/opt/diana/experiments.yaml"
 
@@ -132,3 +139,29 @@ def test_the_scale_profile_adds_postgres_on_loopback_as_the_local_stack_does(
     assert published(postgres)[default_port] == ("127.0.0.1", 5432) and default_port == 5432
     assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${DIANA_POSTGRES_PASSWORD:?")
     assert all("profiles" not in s for n, s in services.items() if n != "postgres")
+
+
+def test_the_scale_profile_runs_dagster_and_the_store_on_postgres(services: dict[str, Any]) -> None:
+    """With DIANA_STACK_PROFILE=scale and DIANA_EVENT_STORE=ducklake, the Dagster services
+    resolve experiments.yaml to the DuckLake store on the compose PostgreSQL, whose init
+    script creates the catalog's database."""
+    postgres = services["postgres"]
+    scale = {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake"}
+    for name in DAGSTER_SERVICES:
+        env = {**container_environment(services[name]), **scale}
+        infrastructure = load_config(REPO_ROOT / "experiments.yaml", env=env).infrastructure
+        location = infrastructure.store_location
+        assert f"host={env['DIANA_POSTGRES_HOST']} port=5432" in location.catalog
+        assert env["DIANA_POSTGRES_HOST"] in services
+        assert location.data_path.startswith("/opt/diana/data/")
+        dependency = services[name]["depends_on"]["postgres"]
+        assert dependency == {"condition": "service_healthy", "required": False}
+        assert services[name]["environment"]["DIANA_POSTGRES_PASSWORD"] == (
+            "${DIANA_POSTGRES_PASSWORD:-}"
+        )
+    database = re.search(r"dbname=(\w+)", location.catalog).group(1)
+    init = "./deploy/postgres-init.sql:/docker-entrypoint-initdb.d/diana.sql:ro"
+    assert init in postgres["volumes"]
+    assert (
+        f"CREATE DATABASE {database};" in (REPO_ROOT / "deploy" / "postgres-init.sql").read_text()
+    )
