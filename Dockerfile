@@ -5,7 +5,8 @@ FROM python:3.11-slim
 WORKDIR /opt/diana
 COPY pyproject.toml README.md ./
 COPY diana_pipeline ./diana_pipeline
-RUN pip install --no-cache-dir .
+# [k8s]: the run launcher of deploy/helm/values.yaml (runs as Kubernetes Jobs)
+RUN pip install --no-cache-dir '.[k8s]'
 COPY experiments.yaml workspace.yaml ./
 
 ENV DAGSTER_HOME=/opt/dagster/dagster_home \

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -81,6 +82,15 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _cron(value: str) -> str:
+    if len(value.split()) != 5 or not re.fullmatch(r"[\d*/,\- ]+", value):
+        raise ValueError(f"expected a 5-field cron expression such as */5 * * * *, got {value!r}")
+    return value
+
+
+Cron = Annotated[str, AfterValidator(_cron)]
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo must not silently fall back to a default.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -131,6 +141,10 @@ class DuckLakeConfig(_Strict):
 
     catalog: str = Field("host=127.0.0.1 port=5432 dbname=diana user=diana", min_length=1)
     data_path: str = Field(".diana/lake", min_length=1)
+    # lake_maintenance_job: on this cron, small files are merged, snapshots older than
+    # keep_snapshots forgotten (the time travel left) and the files no snapshot reads deleted.
+    maintenance_schedule: Cron = "0 * * * *"
+    keep_snapshots: Duration = timedelta(days=1)
 
     @field_validator("catalog")
     @classmethod
@@ -235,18 +249,9 @@ class Statistics(_Strict):
     """How the statistics assets refresh and decide."""
 
     # The current window's statistics are rematerialised on this cron even with no events.
-    schedule: str = "*/5 * * * *"
+    schedule: Cron = "*/5 * * * *"
     # Every variant keeps at least this share of traffic in the bandit's allocation.
     thompson_floor: float = Field(0.01, ge=0, lt=0.5, allow_inf_nan=False)
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5 or not re.fullmatch(r"[\d*/,\- ]+", value):
-            raise ValueError(
-                f"expected a 5-field cron expression such as */5 * * * *, got {value!r}"
-            )
-        return value
 
 
 class Prior(_Strict):

@@ -12,22 +12,26 @@ import time
 from dagster import (
     AssetSelection,
     Config,
+    DefaultScheduleStatus,
     Failure,
+    JobDefinition,
     MetadataValue,
     OpExecutionContext,
     Output,
+    ScheduleDefinition,
     define_asset_job,
     job,
     op,
 )
 from pydantic import Field
 
+from diana_pipeline import lake
 from diana_pipeline.assets.ingestion import EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED, PUBLISHED_ALLOCATION
 from diana_pipeline.assets.statistics import STATISTICS
 from diana_pipeline.config import ConfigError, ExperimentsConfig
 from diana_pipeline.producer import ProducerError
-from diana_pipeline.resources import ExperimentsResource, KafkaResource
+from diana_pipeline.resources import EventStoreResource, ExperimentsResource, KafkaResource
 from diana_pipeline.traffic import (
     ExtraEvent,
     NoiseRates,
@@ -188,3 +192,35 @@ ingest_job = define_asset_job(
     description="Ingest the Kafka offset ranges of the run's config into DuckDB, then refresh "
     "the statistics and the sink of the run's windows (launched by kafka_events_sensor).",
 )
+
+
+@op(description="Merge the DuckLake store's small files, expire old snapshots, delete the "
+    "files no snapshot reads (docs/scale.md).")  # fmt: skip
+def maintain_lake(
+    context: OpExecutionContext, experiments: ExperimentsResource, event_store: EventStoreResource
+) -> Output[dict]:
+    keep = experiments.load().infrastructure.ducklake.keep_snapshots
+    with event_store.open() as store:
+        figures = lake.maintain(store.connection, keep)
+    context.log.info(", ".join(f"{count} {what}" for what, count in figures.items()))
+    return Output(figures, metadata={what: MetadataValue.int(n) for what, n in figures.items()})
+
+
+@job(description="Maintenance of the DuckLake event store, on infrastructure.ducklake's "
+     "maintenance_schedule (a store in one DuckDB file needs none).")  # fmt: skip
+def lake_maintenance_job() -> None:
+    maintain_lake()
+
+
+def lake_maintenance(
+    config: ExperimentsConfig,
+) -> tuple[list[JobDefinition], list[ScheduleDefinition]]:
+    """The maintenance job and its schedule, for a DuckLake store; none for the DuckDB file."""
+    if config.infrastructure.event_store != "ducklake":
+        return [], []
+    schedule = ScheduleDefinition(
+        job=lake_maintenance_job,
+        cron_schedule=config.infrastructure.ducklake.maintenance_schedule,
+        default_status=DefaultScheduleStatus.RUNNING,
+    )
+    return [lake_maintenance_job], [schedule]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -173,3 +174,25 @@ def connect(settings: DuckLakeSettings, read_only: bool) -> duckdb.DuckDBPyConne
         first = re.sub(r"password=\S+", "password=…", str(exc).splitlines()[0])
         raise LakeError(f"cannot open the event store at {settings}: {first}") from None
     return connection
+
+
+def maintain(connection: duckdb.DuckDBPyConnection, keep: timedelta) -> dict[str, int]:
+    """What a lake that takes a commit every few seconds needs (lake_maintenance_job): write
+    the rows that small commits left inlined in the catalog to Parquet, merge the small files
+    commits wrote, forget snapshots older than `keep`, and delete the files no remaining
+    snapshot reads. Returns how many of each."""
+    older_than = f"now() - INTERVAL '{int(keep.total_seconds())} seconds'"
+    flushed = connection.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").fetchall()
+    merged = connection.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')").fetchall()
+    expired = connection.execute(
+        f"CALL ducklake_expire_snapshots('{LAKE}', older_than => {older_than})"
+    ).fetchall()
+    deleted = connection.execute(
+        f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => {older_than})"
+    ).fetchall()
+    return {
+        "inlined rows written": int(sum(row[2] for row in flushed)),
+        "files merged": sum(row[2] for row in merged),  # (schema, table, processed, created)
+        "snapshots expired": len(expired),
+        "files deleted": len(deleted),
+    }

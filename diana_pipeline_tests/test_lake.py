@@ -5,6 +5,7 @@ cannot be reached, and no password in it."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,12 @@ from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import SHIPPED_CONFIG
 from diana_pipeline.harness.postgres import PostgresForTests, postgres_for_tests
 from diana_pipeline.ingestion import ingest
-from diana_pipeline.lake import DuckLakeSettings, LakeError
+from diana_pipeline.jobs import lake_maintenance, lake_maintenance_job
+from diana_pipeline.lake import DuckLakeSettings, LakeError, maintain
+from diana_pipeline.resources import EventStoreResource, ExperimentsResource
 from diana_pipeline.store import EventStore
+from diana_pipeline_tests.counting.test_rules import CLICK, SHOW, config_with_one_hour_window
+from diana_pipeline_tests.counting.test_state import add, stored_steps
 from diana_pipeline_tests.ingestion.conftest import all_ranges, produce
 
 pytestmark = pytest.mark.servers
@@ -90,3 +95,44 @@ def test_ingestion_while_the_catalog_is_down_fails_clearly_and_its_retry_loses_n
         with EventStore.open(config.infrastructure.store_location, read_only=True) as store:
             assert store.count_events() == sum(sent.events.values())
             assert store.ingested(topic, ranges[0]) and store.ingested(topic, ranges[-1])
+
+
+def test_maintenance_merges_the_small_files_and_every_row_stays(
+    lake: DuckLakeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thirty commits of a few dozen events each, as a live stream writes them: the
+    maintenance job (in process, as its schedule runs it) merges their files; expiring every
+    snapshot then deletes the files none reads. The events and the counting state read the
+    same."""
+    config = config_with_one_hour_window()
+    with EventStore.open(lake) as store:
+        for batch in range(30):
+            rows = [(f"e{batch}-{i}", SHOW if i % 3 else CLICK, "control", f"u{batch % 7}-{i}",
+                     batch + i % 50) for i in range(60)]  # fmt: skip
+            add(store, config, rows, offset=batch * 60)
+        before = (store.count_events(), stored_steps(store))
+    files = list(Path(lake.data_path).rglob("*.parquet"))
+
+    resources = {
+        "experiments": ExperimentsResource(config_file=str(SHIPPED_CONFIG)),
+        "event_store": EventStoreResource(
+            ducklake_catalog=lake.catalog, ducklake_data_path=lake.data_path
+        ),
+    }
+    result = lake_maintenance_job.execute_in_process(resources=resources)
+    assert result.success
+    assert result.output_for_node("maintain_lake")["files merged"] > 0
+    with EventStore.open(lake) as store:
+        assert (store.count_events(), stored_steps(store)) == before
+        figures = maintain(store.connection, keep=timedelta(0))
+        assert figures["files deleted"] > 0
+        assert (store.count_events(), stored_steps(store)) == before
+    assert len(list(Path(lake.data_path).rglob("*.parquet"))) < len(files)
+
+
+def test_only_a_ducklake_store_gets_the_maintenance_job() -> None:
+    for store, expected in (("duckdb", []), ("ducklake", ["lake_maintenance_job"])):
+        config = load_config(SHIPPED_CONFIG, env={"DIANA_EVENT_STORE": store})
+        jobs, schedules = lake_maintenance(config)
+        assert [job.name for job in jobs] == expected
+        assert [s.cron_schedule for s in schedules] == ["0 * * * *"] * len(expected)
