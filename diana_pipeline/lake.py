@@ -45,11 +45,19 @@ class DuckLakeSettings:
     catalog: str
     data_path: str
 
-    def attach_sql(self, read_only: bool) -> str:
-        catalog = self.catalog
+    def catalog_with_password(self) -> str:
         password = _password()
-        if password and not re.search(r"\bpassword\s*=", catalog):
-            catalog = f"{catalog} password={password}"
+        if password and not re.search(r"\bpassword\s*=", self.catalog):
+            return f"{self.catalog} password={password}"
+        return self.catalog
+
+    def failure(self, exc: Exception) -> LakeError:
+        """The error for a failed connection: its first line, the password blanked out."""
+        first = re.sub(r"password=\S+", "password=…", str(exc).splitlines()[0])
+        return LakeError(f"cannot open the event store at {self}: {first}")
+
+    def attach_sql(self, read_only: bool) -> str:
+        catalog = self.catalog_with_password()
         options = [f"DATA_PATH {_quoted(self.data_path)}"]
         if read_only:
             options.append("READ_ONLY")
@@ -124,15 +132,10 @@ LOCK_RETRY_S = 0.05
 @contextmanager
 def writer_lock(settings: DuckLakeSettings, timeout_s: float) -> Iterator[None]:
     """Hold the store's writer lock, waiting up to `timeout_s` for another process's."""
-    dsn = settings.catalog
-    password = _password()
-    if password and not re.search(r"\bpassword\s*=", dsn):
-        dsn = f"{dsn} password={password}"
     try:
-        session = psycopg2.connect(dsn)
+        session = psycopg2.connect(settings.catalog_with_password())
     except psycopg2.Error as exc:
-        first = re.sub(r"password=\S+", "password=…", str(exc).splitlines()[0])
-        raise LakeError(f"cannot open the event store at {settings}: {first}") from None
+        raise settings.failure(exc) from None
     try:
         session.autocommit = True
         deadline = time.monotonic() + timeout_s
@@ -171,8 +174,7 @@ def connect(settings: DuckLakeSettings, read_only: bool) -> duckdb.DuckDBPyConne
         connection.execute(f"USE {LAKE}")
     except duckdb.Error as exc:
         connection.close()
-        first = re.sub(r"password=\S+", "password=…", str(exc).splitlines()[0])
-        raise LakeError(f"cannot open the event store at {settings}: {first}") from None
+        raise settings.failure(exc) from None
     return connection
 
 
