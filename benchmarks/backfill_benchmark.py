@@ -53,7 +53,7 @@ WITH users AS (
            $start + to_microseconds((hash(i * 7 + 1) % $span)::BIGINT) AS first_seen
     FROM range($users) AS r(i)
 )
-SELECT md5_number(event_id) AS event_key, event_id, event_type, 'button-color-test' AS test_id,
+SELECT hash_key(event_id) AS event_key, event_id, event_type, 'button-color-test' AS test_id,
        variant, user_id, event_time,
        CASE WHEN event_type = 'Purchase' THEN 1 + (hash(event_id) % 9900) / 100 END AS value,
        -- every user's exposures carry a device of 5 and a country of 20 (segments)
@@ -174,8 +174,10 @@ def fill_events(
     """Write `event_count` events between `start` and `end` (aware UTC) straight into the
     config's store, then build the counting state that ingestion would have kept with them;
     returns the seconds that rebuild took."""
-    progress(f"writing {event_count:,} events from {start:%Y-%m-%d} to {end:%Y-%m-%d} into DuckDB")
-    with EventStore.open(config.infrastructure.duckdb.path) as store:
+    progress(
+        f"writing {event_count:,} events from {start:%Y-%m-%d} to {end:%Y-%m-%d} into the store"
+    )
+    with EventStore.open(config.infrastructure.store_location) as store:
         store.connection.execute(
             _FILL_SQL,
             {

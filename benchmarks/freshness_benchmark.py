@@ -24,6 +24,7 @@ traffic alike, and the section is written apart from the one without.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -68,13 +69,13 @@ def experiments_file(home: Path, dimensions: bool) -> Path:
     return path
 
 
-def preload_history(home: Path, events: int, experiments: Path) -> int:
-    """Write `events` events over the 30 days before now into the store the private stack in
-    `home` will use, with their counting state; returns their exposed plus converted users."""
-    config = load_config(experiments, env={"DIANA_DUCKDB_PATH": str(home / "events.duckdb")})
+def preload_history(events: int, experiments: Path, env: dict[str, str]) -> int:
+    """Write `events` events over the 30 days before now into the store of the private
+    stack's `env`, with their counting state; returns their exposed plus converted users."""
+    config = load_config(experiments, env=env)
     now = datetime.now(UTC)
     fill_events(config, events, now - timedelta(days=30), now - timedelta(minutes=1))
-    with EventStore.open(config.infrastructure.duckdb.path) as store:
+    with EventStore.open(config.infrastructure.store_location) as store:
         totals = cumulative_counts(store.connection, config, datetime(2200, 1, 1))
     return sum(c.exposures + c.successes for c in totals.values())
 
@@ -177,16 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=10_000_000, help="events preloaded")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--dimensions", action="store_true", help="two dimensions (segments)")
+    parser.add_argument(
+        "--store", choices=["duckdb", "ducklake"], default="duckdb",
+        help="ducklake: the scale profile, the store as DuckLake tables (docs/scale.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="diana-bench-") as home:
-        experiments = experiments_file(Path(home), args.dimensions)
-        history_users = (
-            preload_history(Path(home), args.history, experiments) if args.history else 0
-        )
-        print("  .. starting a private stack with the Dagster daemon", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="diana-bench-") as folder:
+        home = Path(folder) / "stack"
+        Path(folder).chmod(0o755)  # the scale profile's PostgreSQL runs as its own user
+        experiments = experiments_file(Path(folder), args.dimensions)
         env = {"DIANA_OUTPUT_SINK": "csv"}
-        with private_stack(Path(home), env, experiments, with_dagster=True) as own:
-            return measure(args, Path(home), own.env, history_users, experiments)
+        if args.store == "ducklake":
+            env |= {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake"}
+        print("  .. starting a private stack", file=sys.stderr)
+        with private_stack(home, env, experiments) as own:
+            # This process writes the history and reads the instance (in the scale profile,
+            # both in PostgreSQL).
+            os.environ.update(own.stack.dagster.instance_env())
+            history = preload_history(args.history, experiments, own.env) if args.history else 0
+            print("  .. starting the Dagster webserver and daemon", file=sys.stderr)
+            own.stack.up(with_dagster=True)
+            return measure(args, home, own.env, history, experiments)
 
 
 def measure(
@@ -259,15 +271,20 @@ def measure(
     )
     print(lag_table)
     print(runs)
-    segmented = " --dimensions" if args.dimensions else ""
+    options = (" --dimensions" if args.dimensions else "") + (
+        f" --store {args.store}" if args.store != "duckdb" else ""
+    )
     if not args.no_write:
         write_section(
             BENCHMARKS_PAGE,
-            "freshness-benchmark" + ("-segments" if args.dimensions else ""),
+            "freshness-benchmark"
+            + ("-segments" if args.dimensions else "")
+            + ("-ducklake" if args.store == "ducklake" else ""),
             "Freshness: event to posterior in the sink"
-            + (", with two dimensions (5 and 20 segments)" if args.dimensions else ""),
+            + (", with two dimensions (5 and 20 segments)" if args.dimensions else "")
+            + (", scale profile, DuckLake store" if args.store == "ducklake" else ""),
             f"python -m benchmarks.freshness_benchmark --eps {args.eps:g} "
-            f"--duration {args.duration:g} --history {args.history}{segmented}",
+            f"--duration {args.duration:g} --history {args.history}{options}",
             "The daemon runs the Kafka sensor, the ingestion runs, the statistics "
             "automation and the CSV sink on its own; the lag of each half-second of "
             "traffic is when the sink first counts its users. The store starts with "
