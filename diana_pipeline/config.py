@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from diana_pipeline.lake import DuckLakeSettings, StoreLocation
+from diana_pipeline.lake import DuckLakeSettings, StoreLocation, is_url, names_password
 from diana_pipeline.windows import WindowGrid, aware_utc
 
 CONFIG_ENV_VAR = "DIANA_CONFIG"
@@ -149,7 +149,7 @@ class DuckLakeConfig(_Strict):
     @field_validator("catalog")
     @classmethod
     def _no_password(cls, catalog: str) -> str:
-        if re.search(r"\bpassword\s*=", catalog):
+        if names_password(catalog):
             raise ValueError("keep the password out of the file: set DIANA_POSTGRES_PASSWORD")
         return catalog
 
@@ -581,7 +581,7 @@ def parse_config(
 
 def _beside(base: Path, location: str) -> str:
     """A local path relative to the experiments file; a URL as it is."""
-    if re.match(r"^[a-z0-9]+://", location):
+    if is_url(location):
         return location
     return str(base / location)
 

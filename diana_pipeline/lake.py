@@ -9,6 +9,8 @@ names serves all three."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import os
 import re
@@ -47,7 +49,7 @@ class DuckLakeSettings:
 
     def catalog_with_password(self) -> str:
         password = _password()
-        if password and not re.search(r"\bpassword\s*=", self.catalog):
+        if password and not names_password(self.catalog):
             return f"{self.catalog} password={password}"
         return self.catalog
 
@@ -83,15 +85,23 @@ def _password() -> str | None:
         return None
 
 
+def names_password(catalog: str) -> bool:
+    return re.search(r"\bpassword\s*=", catalog) is not None
+
+
+def is_url(location: str) -> bool:
+    """s3://..., gs://...: a data path that is not a local folder."""
+    return re.match(r"^[a-z0-9]+://", location) is not None
+
+
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+@functools.cache  # once per process: every store open connects through it
 def extension_directory() -> Path:
     """A folder laid out as DuckDB expects, linking to the packages' files (made once per
     DuckDB version, in the user's cache)."""
-    import importlib
-
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     root = cache / "diana" / "duckdb-extensions"
     platform = duckdb.execute("PRAGMA platform").fetchone()[0]
@@ -126,7 +136,7 @@ def extension_directory() -> Path:
 # PostgreSQL advisory lock on the catalog's database, held by a session of its own for as
 # long as the store is open, and released by the server when that process dies.
 WRITER_LOCK_KEY = 0x4449414E41  # "DIANA"
-LOCK_RETRY_S = 0.05
+LOCK_RETRY_S = 0.05  # a waiting writer gets the store within this of its release (file or lake)
 
 
 @contextmanager
@@ -168,7 +178,7 @@ def connect(settings: DuckLakeSettings, read_only: bool) -> duckdb.DuckDBPyConne
     try:
         for name in EXTENSIONS:
             connection.execute(f"LOAD {name}")
-        if not settings.data_path.startswith(("s3://", "gs://", "r2://", "http")):
+        if not is_url(settings.data_path):
             Path(settings.data_path).mkdir(parents=True, exist_ok=True)
         connection.execute(settings.attach_sql(read_only))
         connection.execute(f"USE {LAKE}")

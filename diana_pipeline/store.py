@@ -45,7 +45,7 @@ from diana_pipeline.allocations import AllocationError, AllocationVersion
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.counting.rules import CountingRules
 from diana_pipeline.events import EventColumns
-from diana_pipeline.lake import DuckLakeSettings, StoreLocation
+from diana_pipeline.lake import LOCK_RETRY_S, DuckLakeSettings, StoreLocation
 from diana_pipeline.windows import to_microseconds, utc_now
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,6 @@ class StoreFormatError(Exception):
 
 
 WRITER_LOCK_WAIT_S = 30.0
-LOCK_RETRY_S = 0.05  # a waiting run takes the file within this of its release
 
 
 def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
@@ -300,10 +299,11 @@ def _for_ducklake(schema: str) -> str:
 
 def _create_tables(connection: duckdb.DuckDBPyConnection, ducklake: bool) -> None:
     """Create what is missing and bring older stores up to date."""
-    for schema in (SCHEMA, counting_state.SCHEMA, RESULTS_SCHEMA):
-        if schema is counting_state.SCHEMA:
-            counting_state.drop_outdated(connection)
-        connection.execute(_for_ducklake(schema) if ducklake else schema)
+    in_terms = _for_ducklake if ducklake else str
+    connection.execute(in_terms(SCHEMA))
+    counting_state.drop_outdated(connection)
+    connection.execute(in_terms(counting_state.SCHEMA))
+    connection.execute(in_terms(RESULTS_SCHEMA))
     connection.execute(RESULTS_COLUMNS_ADDED)
     _migrate(connection)
 
@@ -343,8 +343,9 @@ class EventStore:
         `lock_wait_s` while another process holds the store: the file (a run, or an outside
         reader such as diana-analyze or a test), or DuckLake's writer lock (lake.py), which
         readers do not need."""
+        ducklake = isinstance(location, DuckLakeSettings)
         with ExitStack() as held:
-            if isinstance(location, DuckLakeSettings):
+            if ducklake:
                 if not read_only:
                     held.enter_context(lake.writer_lock(location, lock_wait_s))
                 connection = lake.connect(location, read_only)
@@ -353,7 +354,6 @@ class EventStore:
                     location.parent.mkdir(parents=True, exist_ok=True)
                 connection = _connect(location, read_only, lock_wait_s)
             held.callback(connection.close)  # before the writer lock is let go
-            ducklake = isinstance(location, DuckLakeSettings)
             connection.execute(_HASH_KEY.format(_HASH[ducklake]))
             if memory_limit is not None:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")

@@ -139,8 +139,9 @@ class Demo:
         self.stack.up(with_dagster=True)
         # This process watches the instance and reads the store; `dagster job execute` runs
         # on the instance too.
-        self.env.update(self.stack.dagster.instance_env())
-        os.environ.update(self.stack.dagster.instance_env())
+        instance_env = self.stack.dagster.instance_env()
+        self.env.update(instance_env)
+        os.environ.update(instance_env)
         self.instance = DagsterInstance.get()
 
     def wait_until_idle(self, timeout_s: float = 120.0) -> None:
