@@ -243,6 +243,9 @@ class Ingestion(_Strict):
     max_clock_skew: Duration = timedelta(hours=1)
     # Rebuilding a window from Kafka also reads messages produced this long after it ended.
     max_lateness: Duration = timedelta(hours=1)
+    # Ingestion runs at once, each on its own group of partitions (partition % parallel_runs):
+    # more than one needs the DuckLake store (docs/scale.md, Parallel ingestion).
+    parallel_runs: int = Field(1, ge=1, le=64)
 
 
 class Statistics(_Strict):
@@ -489,6 +492,15 @@ class ExperimentsConfig(_Strict):
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
             raise ValueError(f"a Kafka topic name (letters, digits, '.', '_', '-'), got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _parallel_runs_need_ducklake(self) -> ExperimentsConfig:
+        if self.ingestion.parallel_runs > 1 and self.infrastructure.event_store != "ducklake":
+            raise ValueError(
+                f"ingestion.parallel_runs: {self.ingestion.parallel_runs} runs at once need "
+                "infrastructure.event_store: ducklake (the DuckDB file has one writer at a time)"
+            )
+        return self
 
     @field_validator("tests")
     @classmethod

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,6 +143,30 @@ LOCK_RETRY_S = 0.05  # a waiting writer gets the store within this of its releas
 @contextmanager
 def writer_lock(settings: DuckLakeSettings, timeout_s: float) -> Iterator[None]:
     """Hold the store's writer lock, waiting up to `timeout_s` for another process's."""
+    with _advisory_locks(settings, [(WRITER_LOCK_KEY,)], timeout_s, "another process writes"):
+        yield
+
+
+@contextmanager
+def partition_locks(
+    settings: DuckLakeSettings, topic: str, partitions: list[int], timeout_s: float
+) -> Iterator[None]:
+    """Hold the ingestion lock of each of the topic's `partitions`: parallel runs (and a
+    window's rebuild) store a partition's offsets one at a time, so that each checks the
+    ledger and the stored events after the previous one committed. Taken in partition order
+    (no two runs wait on each other), in the two-key space, apart from the writer lock's."""
+    topic_key = zlib.crc32(topic.encode()) - 2**31  # PostgreSQL's int4
+    keys = [(topic_key, partition) for partition in sorted(set(partitions))]
+    with _advisory_locks(settings, keys, timeout_s, f"another run ingests {topic}"):
+        yield
+
+
+@contextmanager
+def _advisory_locks(
+    settings: DuckLakeSettings, keys: list[tuple[int, ...]], timeout_s: float, holder: str
+) -> Iterator[None]:
+    """Take the advisory locks in order, in a session of their own, waiting up to `timeout_s`
+    in all; the server releases them when the session ends (or its process dies)."""
     try:
         session = psycopg2.connect(settings.catalog_with_password())
     except psycopg2.Error as exc:
@@ -151,20 +176,21 @@ def writer_lock(settings: DuckLakeSettings, timeout_s: float) -> Iterator[None]:
         deadline = time.monotonic() + timeout_s
         waiting = False
         with session.cursor() as cursor:
-            while True:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [WRITER_LOCK_KEY])
-                if cursor.fetchone()[0]:
-                    break
-                if time.monotonic() > deadline:
-                    raise LakeError(f"another process kept {settings} for {timeout_s:.0f} s")
-                if not waiting:
-                    log.info("waiting up to %.0f s for %s: another process writes", timeout_s,
-                             settings)  # fmt: skip
-                    waiting = True
-                time.sleep(LOCK_RETRY_S)
+            for key in keys:
+                arguments = ", ".join(["%s"] * len(key))
+                while True:
+                    cursor.execute(f"SELECT pg_try_advisory_lock({arguments})", key)
+                    if cursor.fetchone()[0]:
+                        break
+                    if time.monotonic() > deadline:
+                        raise LakeError(f"{holder}: waited {timeout_s:.0f} s for {settings}")
+                    if not waiting:
+                        log.info("waiting up to %.0f s for %s: %s", timeout_s, settings, holder)
+                        waiting = True
+                    time.sleep(LOCK_RETRY_S)
         yield
     finally:
-        session.close()  # the server releases the lock with the session
+        session.close()
 
 
 def connect(settings: DuckLakeSettings, read_only: bool) -> duckdb.DuckDBPyConnection:

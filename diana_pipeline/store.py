@@ -26,6 +26,7 @@ meanwhile, and that run waits for the file.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -65,7 +66,9 @@ CREATE TABLE IF NOT EXISTS events (
     ingested_at     TIMESTAMP NOT NULL,
     event_key       UHUGEINT  NOT NULL,  -- hash_key(event_id): duplicates compare on it
     value           DOUBLE,              -- the event's optional value (value metrics)
-    properties      VARCHAR              -- its optional properties: JSON, sorted keys
+    properties      VARCHAR,             -- its optional properties: JSON, sorted keys
+    range_start     BIGINT               -- its ledger range's start_offset when that range
+                                         -- awaits the counting fold; NULL: counted at once
 );
 CREATE TABLE IF NOT EXISTS rejected_events (
     topic           VARCHAR   NOT NULL,
@@ -87,7 +90,18 @@ CREATE TABLE IF NOT EXISTS ingested_ranges (
     rejected        BIGINT    NOT NULL,
     lost            BIGINT    NOT NULL,  -- offsets Kafka no longer held when read
     ingested_at     TIMESTAMP NOT NULL,
+    counted         BOOLEAN,             -- false: its events await the counting fold
     PRIMARY KEY (topic, kafka_partition, start_offset)
+);
+CREATE TABLE IF NOT EXISTS counted_ranges (  -- ledger ranges the counting fold has counted
+    topic           VARCHAR   NOT NULL,
+    kafka_partition INTEGER   NOT NULL,
+    start_offset    BIGINT    NOT NULL,
+    counted_at      TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store_schema (  -- one row: the fingerprint of the schema below
+    fingerprint     VARCHAR   NOT NULL,
+    written_at      TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS allocation_versions (
     test_id         VARCHAR   NOT NULL,
@@ -207,7 +221,7 @@ SELECT * FROM (
         make_timestamp(event_us) AS event_time, make_timestamp(window_us) AS window_start,
         $topic AS topic, kafka_partition::INTEGER AS kafka_partition,
         kafka_offset::BIGINT AS kafka_offset, CASE WHEN NOT isnan(value) THEN value END AS value,
-        {properties} AS properties
+        {properties} AS properties, $range_start::BIGINT AS range_start
     FROM incoming_events
     WHERE $window_us::BIGINT IS NULL OR window_us = $window_us
 ) AS incoming
@@ -297,6 +311,27 @@ def _for_ducklake(schema: str) -> str:
     return re.sub(r"\bHUGEINT\b", "DECIMAL(38, 0)", schema)
 
 
+# Raised when _migrate learns something new, so that every store runs it once more.
+_MIGRATIONS = 4
+
+
+def _schema_fingerprint(ducklake: bool) -> str:
+    text = "\n".join(
+        (SCHEMA, counting_state.SCHEMA, RESULTS_SCHEMA, RESULTS_COLUMNS_ADDED, str(_MIGRATIONS))
+    )
+    return hashlib.sha256(f"{text}{ducklake}".encode()).hexdigest()[:16]
+
+
+def _schema_is_current(connection: duckdb.DuckDBPyConnection, ducklake: bool) -> bool:
+    """The store was set up by this schema: opening it can skip the ~50 statements of
+    _create_tables (each costs DuckLake a round trip to its catalog)."""
+    try:
+        row = connection.execute("SELECT fingerprint FROM store_schema").fetchone()
+    except duckdb.CatalogException:
+        return False
+    return row is not None and row[0] == _schema_fingerprint(ducklake)
+
+
 def _create_tables(connection: duckdb.DuckDBPyConnection, ducklake: bool) -> None:
     """Create what is missing and bring older stores up to date."""
     in_terms = _for_ducklake if ducklake else str
@@ -306,6 +341,10 @@ def _create_tables(connection: duckdb.DuckDBPyConnection, ducklake: bool) -> Non
     connection.execute(in_terms(RESULTS_SCHEMA))
     connection.execute(RESULTS_COLUMNS_ADDED)
     _migrate(connection)
+    connection.execute("DELETE FROM store_schema")
+    connection.execute(
+        "INSERT INTO store_schema VALUES (?, ?)", [_schema_fingerprint(ducklake), utc_now()]
+    )
 
 
 def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
@@ -322,13 +361,19 @@ def _migrate(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS value DOUBLE")
     # ... or properties.
     connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS properties VARCHAR")
+    # ... or be left for the counting fold (parallel runs).
+    connection.execute("ALTER TABLE events ADD COLUMN IF NOT EXISTS range_start BIGINT")
+    connection.execute("ALTER TABLE ingested_ranges ADD COLUMN IF NOT EXISTS counted BOOLEAN")
 
 
 class EventStore:
-    """A connection to the store file; use `EventStore.open(path)` as a context manager."""
+    """A connection to the store; use `EventStore.open(location)` as a context manager."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+    def __init__(
+        self, connection: duckdb.DuckDBPyConnection, location: StoreLocation | None = None
+    ) -> None:
         self.connection = connection
+        self.location = location
 
     @classmethod
     @contextmanager
@@ -338,15 +383,20 @@ class EventStore:
         read_only: bool = False,
         memory_limit: str | None = None,
         lock_wait_s: float = WRITER_LOCK_WAIT_S,
+        appends_only: bool = False,
     ) -> Iterator[EventStore]:
         """The store file, or the DuckLake tables (docs/scale.md). A writer waits up to
         `lock_wait_s` while another process holds the store: the file (a run, or an outside
         reader such as diana-analyze or a test), or DuckLake's writer lock (lake.py), which
-        readers do not need."""
+        readers do not need. With `appends_only` (DuckLake, parallel ingestion runs) the
+        writer lock is not taken: such a connection only appends events, rejected messages
+        and ledger rows, under `partitions_held`, and leaves the counting to the fold."""
         ducklake = isinstance(location, DuckLakeSettings)
+        if appends_only and not ducklake:
+            raise ValueError("appends_only: the DuckDB file has one writer at a time")
         with ExitStack() as held:
             if ducklake:
-                if not read_only:
+                if not read_only and not appends_only:
                     held.enter_context(lake.writer_lock(location, lock_wait_s))
                 connection = lake.connect(location, read_only)
             else:
@@ -357,9 +407,25 @@ class EventStore:
             connection.execute(_HASH_KEY.format(_HASH[ducklake]))
             if memory_limit is not None:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
-            if not read_only:
-                _create_tables(connection, ducklake)
-            yield cls(connection)
+            if not read_only and not _schema_is_current(connection, ducklake):
+                with ExitStack() as setting_up:
+                    if appends_only:  # the tables are set up by one process at a time
+                        setting_up.enter_context(lake.writer_lock(location, lock_wait_s))
+                    if not _schema_is_current(connection, ducklake):
+                        _create_tables(connection, ducklake)
+            yield cls(connection, location)
+
+    @contextmanager
+    def partitions_held(
+        self, topic: str, partitions: list[int], wait_s: float = WRITER_LOCK_WAIT_S
+    ) -> Iterator[None]:
+        """While storing these partitions' offsets, no other process stores any of them (on
+        DuckLake, where parallel runs append side by side; the file has one writer anyway)."""
+        if isinstance(self.location, DuckLakeSettings):
+            with lake.partition_locks(self.location, topic, partitions, wait_s):
+                yield
+        else:
+            yield
 
     @classmethod
     @contextmanager
@@ -416,9 +482,14 @@ class EventStore:
         run_id: str | None,
         counts: WriteCounts,
         lost: int,
+        counted: bool = True,
     ) -> None:
+        """The ledger row of a stored range; `counted=False` when its events were left for
+        the counting fold (add_events' range_start)."""
         self.connection.execute(
-            "INSERT INTO ingested_ranges VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ingested_ranges (topic, kafka_partition, start_offset, end_offset, "
+            "run_id, events, duplicates, rejected, lost, ingested_at, counted) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 topic,
                 offset_range.partition,
@@ -430,6 +501,7 @@ class EventStore:
                 counts.rejected,
                 lost,
                 utc_now(),
+                counted,
             ],
         )
 
@@ -442,11 +514,14 @@ class EventStore:
         counts: WriteCounts,
         only_window: datetime | None = None,
         rules: CountingRules | None = None,
+        range_start: int | None = None,
     ) -> None:
         """Insert the events that are new (see the module's docstring on duplicates); within
         the batch the first position of an event wins. With `only_window`, events of other
         windows are left out. With `rules`, the new events are merged into the counting state
-        too (call inside `transaction()`, so that the two are stored together)."""
+        too (call inside `transaction()`, so that the two are stored together); with
+        `range_start` instead, they are marked as the events of that ledger range, for the
+        counting fold (counting/fold.py)."""
         if not len(columns):
             return
         # NumPy arrays: DuckDB scans them for a fraction of a DataFrame's cost to build.
@@ -477,7 +552,7 @@ class EventStore:
             self.connection.execute(
                 _NEW_EVENTS.format(windows=constants, properties=properties)
                 + (_FIRST_COPIES if copies else ""),
-                {"topic": topic, "window_us": window_us},
+                {"topic": topic, "window_us": window_us, "range_start": range_start},
             )
             self.connection.execute(
                 "INSERT INTO events BY NAME SELECT *, ? AS ingested_at FROM new_events", [utc_now()]

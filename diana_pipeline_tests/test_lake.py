@@ -41,7 +41,7 @@ def test_a_second_writer_waits_for_the_first_and_readers_do_not(lake: DuckLakeSe
     with EventStore.open(lake) as first:
         first.connection.execute("INSERT INTO counting_state VALUES ('written by the first', 0, 0)")
         with (
-            pytest.raises(LakeError, match="another process kept"),
+            pytest.raises(LakeError, match="another process writes"),
             EventStore.open(lake, lock_wait_s=0.5),
         ):
             pass

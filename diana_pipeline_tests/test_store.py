@@ -152,7 +152,7 @@ def test_a_store_from_before_event_key_is_migrated_on_open(tmp_path: Path) -> No
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events' AND is_nullable"
         ).fetchall()
         # added to the migrated table; optional anyway
-        assert nullable == [("value",), ("properties",)]
+        assert nullable == [("value",), ("properties",), ("range_start",)]
 
 
 def test_an_events_value_is_stored_and_its_absence_is_null(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ docs/design.md §3.
     rules.py       the rules as moments per user, and the SQL that turns them into steps
     metric_sums.py the metrics beyond the conversion: per-user totals as steps of sums
     state.py       the per-user state and per-window steps, merged with every stored batch
+    fold.py        the batches parallel ingestion runs left for the state's one writer
     from_steps.py  counts and quality figures at window ends, read from the steps
     cohorts.py     users by the window (and allocation version) of their first exposure: a
                    bandit's sample-ratio check and period-weighted estimates

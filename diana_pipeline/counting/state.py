@@ -33,6 +33,7 @@ from datetime import datetime
 
 import duckdb
 
+from diana_pipeline.counting import fold
 from diana_pipeline.counting.metric_sums import (
     METRIC_STEPS_SQL,
     METRIC_USERS_SQL,
@@ -210,9 +211,16 @@ def _events_stored(connection: duckdb.DuckDBPyConnection) -> int:
     return connection.execute("SELECT count(*) FROM events").fetchone()[0]
 
 
+def _events_counted(connection: duckdb.DuckDBPyConnection) -> int:
+    """Stored events less those awaiting the counting fold: what a current state covers."""
+    waiting = sum(r.events for r in fold.pending_ranges(connection))
+    return _events_stored(connection) - waiting
+
+
 def is_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> bool:
-    """The state covers every stored event, under these rules."""
-    return _events_covered(connection) == (rules.fingerprint, _events_stored(connection))
+    """The state covers every stored event that is not awaiting the fold, under these
+    rules."""
+    return _events_covered(connection) == (rules.fingerprint, _events_counted(connection))
 
 
 def merge_batch(
@@ -222,7 +230,7 @@ def merge_batch(
     events table, into the state; call inside the transaction that added them. State that was
     not current before the batch stays so: the next refresh rebuilds it (under the refresh's
     memory limit, not the ingestion's)."""
-    before = _events_stored(connection) - batch_events
+    before = _events_counted(connection) - batch_events
     covered = _events_covered(connection)
     if covered != (rules.fingerprint, before) and not (covered is None and before == 0):
         log.info("counting state not current: left for the next refresh to rebuild")
@@ -341,6 +349,7 @@ def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> flo
     _add_values(connection, rules, "events")
     _steps_from_state(connection, rules)
     _set_covered(connection, rules, _events_stored(connection), rebuilt=True)
+    fold.mark_counted(connection, fold.pending_ranges(connection))  # counted just now
     connection.execute("RESET preserve_insertion_order")
     seconds = time.monotonic() - started
     log.info("counting state rebuilt from all events in %.1f s", seconds)
@@ -387,6 +396,7 @@ def rebuild_users(
     in the windows starting in [start, end), then every window's steps from the moments of
     all users (a pass over users, not events), so that steps no user accounts for go too. Call
     inside a transaction."""
+    _make_current(connection, rules)  # what awaits the fold, counted before users are redone
     tests, params = rules.tests_relation()
     in_range = "(SELECT * FROM events WHERE window_start >= ? AND window_start < ?)"
     users = f"SELECT user_key FROM ({rule_events_sql(in_range, tests)})"
@@ -502,19 +512,59 @@ ORDER BY ALL
 
 
 def ensure_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
-    """Rebuild the state if it does not cover every event under these rules."""
+    """Count what awaits the fold (parallel runs' events), or rebuild the state if it does
+    not cover every other event under these rules; in one transaction, so that runs
+    committing meanwhile are left whole to the next call. A read-only connection reads the
+    state as the last fold left it."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        _make_current(connection, rules)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _make_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
+    """ensure_current's work, inside the caller's transaction."""
+    pending = fold.pending_ranges(connection)
+    waiting = sum(r.events for r in pending)
     covered = _events_covered(connection)
     stored = _events_stored(connection)
-    if covered == (rules.fingerprint, stored):
-        return
-    if covered is None and stored == 0:
-        _set_covered(connection, rules, 0, rebuilt=False)  # nothing to count yet
+    if covered is None and stored == waiting:
+        if _read_only(connection):
+            return
+        _set_covered(connection, rules, 0, rebuilt=False)  # nothing counted yet
+        covered = (rules.fingerprint, 0)
+    if covered == (rules.fingerprint, stored - waiting):
+        if pending and not _read_only(connection):
+            _fold(connection, rules, waiting)
         return
     if covered is None:
         why = "no counting state yet"
     elif covered[0] != rules.fingerprint:
         why = "the counting rules changed (experiments.yaml)"
     else:
-        why = f"the state covers {covered[1]:,} of {stored:,} events"
+        why = f"the state covers {covered[1]:,} of {stored - waiting:,} events"
     log.warning("rebuilding the counting state from all events: %s", why)
-    rebuild(connection, rules)
+    _rebuild(connection, rules)
+
+
+def _fold(connection: duckdb.DuckDBPyConnection, rules: CountingRules, waiting: int) -> None:
+    ranges = fold.pending_events(connection, "folded_events")
+    folded = connection.execute("SELECT count(*) FROM folded_events").fetchone()[0]
+    if folded != waiting:  # the ledger and the events disagree: count from the events
+        log.warning("counting fold: %d events for ledger rows of %d; rebuilding", folded, waiting)
+        _rebuild(connection, rules)
+        return
+    _merge(connection, rules, "folded_events")
+    connection.execute("UPDATE counting_state SET events = events + ?", [waiting])
+    fold.mark_counted(connection, ranges)
+    connection.execute("DROP TABLE folded_events")
+    log.info("counting fold: %d events of %d ledger ranges counted", waiting, len(ranges))
+
+
+def _read_only(connection: duckdb.DuckDBPyConnection) -> bool:
+    return connection.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()[0]

@@ -66,7 +66,11 @@ def rebuild_window(
         ends = consumer.offsets_for_times(
             [TopicPartition(kafka.topic, p, scan_to) for p in marks], timeout=METADATA_TIMEOUT_S
         )
-        with open_store() as store, store.transaction():
+        with (
+            open_store() as store,
+            store.partitions_held(kafka.topic, list(marks)),  # no parallel run meanwhile
+            store.transaction(),
+        ):
             for begin, finish in zip(starts, ends, strict=True):
                 low, high = marks[begin.partition]
                 first = begin.offset if begin.offset >= 0 else high

@@ -48,7 +48,9 @@ class OpenStore(Protocol):
     """Opens the event store for writing, at `memory_limit` or the opener's own default:
     EventStoreResource.open in Dagster, settings_store(config) outside it."""
 
-    def __call__(self, memory_limit: str | None = None) -> AbstractContextManager[EventStore]: ...
+    def __call__(
+        self, memory_limit: str | None = None, appends_only: bool = False
+    ) -> AbstractContextManager[EventStore]: ...
 
 
 def settings_store(config: ExperimentsConfig) -> OpenStore:
@@ -87,10 +89,15 @@ def ingest(
     validator = EventValidator(config)
     rules = CountingRules.of(config)
     result = IngestResult()
+    # Parallel runs append side by side and leave the counting to the fold (counting/fold.py).
+    parallel = config.ingestion.parallel_runs > 1
     consumer = make_consumer(kafka)
     try:
         marks = watermarks(consumer, topic)
-        with open_store(memory_limit=INGEST_MEMORY_LIMIT) as store:
+        with (
+            open_store(memory_limit=INGEST_MEMORY_LIMIT, appends_only=parallel) as store,
+            store.partitions_held(topic, [r.partition for r in ranges]),
+        ):
             for offset_range in ranges:
                 missing = store.uncovered(topic, offset_range)
                 if not missing:
@@ -98,7 +105,10 @@ def ingest(
                     continue
                 low = marks.get(offset_range.partition, (0, 0))[0]
                 for gap in missing:
-                    _store_range(store, consumer, topic, gap, low, validator, rules, run_id, result)
+                    _store_range(
+                        store, consumer, topic, gap, low, validator,
+                        None if parallel else rules, run_id, result,
+                    )  # fmt: skip
                 result.ranges.append(offset_range)
             stored_up_to = store.ingested_end(topic)
         commit_offsets(consumer, topic, ranges)
@@ -117,13 +127,14 @@ def _store_range(
     offset_range: OffsetRange,
     low_watermark: int,
     validator: EventValidator,
-    rules: CountingRules,
+    rules: CountingRules | None,
     run_id: str | None,
     result: IngestResult,
 ) -> None:
     """Read, validate and store the range, one transaction per chunk of about CHUNK
     messages; each chunk's ledger row covers its offsets, the last one up to the range's
-    end (offsets that Kafka no longer holds are counted as lost).
+    end (offsets that Kafka no longer holds are counted as lost). Each chunk's events are
+    merged into the counting state by `rules`, or, without them, left for the fold.
 
     A writer thread stores one chunk while this thread reads and validates the next (DuckDB
     works without the GIL); at most one chunk waits, so memory stays at two chunks."""
@@ -140,10 +151,14 @@ def _store_range(
     ) -> None:
         counts = WriteCounts()
         lost = chunk.size - len(columns) - len(rejected)
+        left_for_fold = rules is None
         with store.transaction():
-            store.add_events(topic, columns, counts, rules=rules)
+            store.add_events(
+                topic, columns, counts, rules=rules,
+                range_start=chunk.start if left_for_fold else None,
+            )  # fmt: skip
             store.add_rejected(topic, rejected, counts)
-            store.record_range(topic, chunk, run_id, counts, lost)
+            store.record_range(topic, chunk, run_id, counts, lost, counted=not left_for_fold)
         _merge(result.counts, counts)
         result.lost += lost
         if lost:

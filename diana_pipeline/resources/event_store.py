@@ -64,10 +64,21 @@ class EventStoreResource(ConfigurableResource):
         self._held = self._store = None
 
     @contextmanager
-    def open(self, memory_limit: str | None = None) -> Iterator[EventStore]:
+    def open(
+        self, memory_limit: str | None = None, appends_only: bool = False
+    ) -> Iterator[EventStore]:
         """A writable connection, at this resource's memory limit unless the caller needs a
-        narrower one (ingestion holds only a chunk at a time)."""
+        narrower one (ingestion holds only a chunk at a time). `appends_only` (parallel
+        ingestion runs on DuckLake) gets a connection of its own without the writer lock,
+        which the run's statistics steps then take."""
         limit = memory_limit or self.memory_limit
+        if self._held is None or appends_only:
+            with EventStore.open(
+                self.location, memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S,
+                appends_only=appends_only,
+            ) as store:  # fmt: skip
+                yield store
+            return
         if self._held is None:
             with EventStore.open(self.location, memory_limit=limit) as store:
                 yield store

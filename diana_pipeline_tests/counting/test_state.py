@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.counting import (
     CountingRules,
+    fold,
     quality,
     recount_quality,
     window_counts,
@@ -26,7 +27,7 @@ from diana_pipeline.events import EventColumns, ValidEvent
 from diana_pipeline.harness.paths import SHIPPED_CONFIG
 from diana_pipeline.harness.postgres import PostgresForTests
 from diana_pipeline.lake import StoreLocation
-from diana_pipeline.store import EventStore, WriteCounts
+from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
 from diana_pipeline_tests.counting.test_rules import (
     CLICK,
     SHOW,
@@ -39,19 +40,36 @@ START = datetime(2026, 11, 21, 9)
 WINDOWS = [(START + timedelta(hours=h), START + timedelta(hours=h + 1)) for h in range(5)]
 
 
-def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int) -> None:
-    """Store (event_id, type, variant, user, minutes after START[, value]) rows as one batch,
-    merged into the state in the batch's transaction, as ingestion does."""
+def _columns(config: ExperimentsConfig, rows: list[tuple], offset: int) -> EventColumns:
     events = []
     for i, (event_id, kind, variant, user, minutes, *value) in enumerate(rows):
         moment = START + timedelta(minutes=minutes)
         window = config.partitions.window_start(moment).replace(tzinfo=None)
         event = ValidEvent(event_id, kind, TEST, variant, user, moment, window, *value)
         events.append((0, offset + i, event))
+    return EventColumns.of(events)
+
+
+def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int) -> None:
+    """Store (event_id, type, variant, user, minutes after START[, value]) rows as one batch,
+    merged into the state in the batch's transaction, as ingestion does."""
     with store.transaction():
         store.add_events(
-            "web-events", EventColumns.of(events), WriteCounts(), rules=CountingRules.of(config)
-        )
+            "web-events", _columns(config, rows, offset), WriteCounts(),
+            rules=CountingRules.of(config),
+        )  # fmt: skip
+
+
+def add_for_the_fold(
+    store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int
+) -> None:
+    """The same rows stored as a parallel ingestion run stores them: the events and their
+    ledger row, the counting left to the fold."""
+    counts = WriteCounts()
+    batch = OffsetRange(0, offset, offset + len(rows))
+    with store.transaction():
+        store.add_events("web-events", _columns(config, rows, offset), counts, range_start=offset)
+        store.record_range("web-events", batch, "a-parallel-run", counts, 0, counted=False)
 
 
 def replay(
@@ -60,6 +78,7 @@ def replay(
     stream: list,
     stored: Callable[[tuple], tuple] = lambda fields: fields,
     after_batch: Callable[[], None] = lambda: None,
+    store_batch: Callable[[EventStore, ExperimentsConfig, list[tuple], int], None] = add,
 ) -> None:
     """Store a stream of `streams_of` batch by batch with `add` (an event delivered twice
     stored twice under one id, its fields as `stored` gives them), and after a batch with a
@@ -71,7 +90,7 @@ def replay(
         for fields, twice in batch:
             rows += [(f"e{number}", *stored(fields))] * (1 + twice)
             number += 1
-        add(store, config, rows, offset)
+        store_batch(store, config, rows, offset)
         offset += len(rows)
         after_batch()
         if backfill is not None:
@@ -194,6 +213,47 @@ def test_state_in_ducklake_merged_batch_by_batch_equals_the_full_recount(
     monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", env["DIANA_POSTGRES_PASSWORD"])
     location = load_config(SHIPPED_CONFIG, env=env).infrastructure.store_location
     assert_merged_batch_by_batch_equals_the_full_recount(location, stream)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=_UNHEALTHY)
+@given(stream=_stream, ways=st.lists(st.sampled_from(["merged", "appended", "folded"]),
+                                     min_size=8, max_size=8))  # fmt: skip
+def test_batches_left_for_the_fold_are_counted_once_whenever_it_runs(
+    tmp_path_factory: pytest.TempPathFactory, stream: list, ways: list[str]
+) -> None:
+    """Batches merged at once (one writer) and batches appended for the fold (parallel runs),
+    in any mix, with folds at any point and backfills in between: the counts equal the full
+    recount, and every appended batch is counted by exactly one fold."""
+    config = config_with_one_hour_window()
+    rules = CountingRules.of(config)
+    path = tmp_path_factory.mktemp("fold") / "s.duckdb"
+    batches = iter(ways)
+    appended = 0
+
+    def store_batch(store: EventStore, config: ExperimentsConfig, rows: list, offset: int) -> None:
+        nonlocal appended
+        way = next(batches)
+        if way == "merged":
+            add(store, config, rows, offset)
+            return
+        add_for_the_fold(store, config, rows, offset)
+        appended += 1
+        assert fold.pending_ranges(store.connection)  # this one at least
+        if way == "folded":
+            counting_state.ensure_current(store.connection, rules)
+            assert counting_state.is_current(store.connection, rules)
+
+    with EventStore.open(path) as store:
+        replay(store, config, stream, store_batch=store_batch)
+        assert_equals_recount(store, config)  # reading folds what is left
+        assert counting_state.rebuilds(store.connection) == 0
+        counted = store.connection.execute(
+            "SELECT count(*), count(DISTINCT start_offset) FROM counted_ranges"
+        ).fetchone()
+        assert counted == (appended, appended)
+        incremental = stored_steps(store)
+        counting_state.rebuild(store.connection, rules)
+        assert stored_steps(store) == incremental
 
 
 def test_a_late_event_changes_an_earlier_windows_totals(tmp_path: Path) -> None:
