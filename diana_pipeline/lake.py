@@ -137,6 +137,8 @@ def extension_directory() -> Path:
 # PostgreSQL advisory lock on the catalog's database, held by a session of its own for as
 # long as the store is open, and released by the server when that process dies.
 WRITER_LOCK_KEY = 0x4449414E41  # "DIANA"
+ATTACH_LOCK_KEY = WRITER_LOCK_KEY + 1
+ATTACH_WAIT_S = 60.0
 LOCK_RETRY_S = 0.05  # a waiting writer gets the store within this of its release (file or lake)
 
 
@@ -206,7 +208,9 @@ def connect(settings: DuckLakeSettings, read_only: bool) -> duckdb.DuckDBPyConne
             connection.execute(f"LOAD {name}")
         if not is_url(settings.data_path):
             Path(settings.data_path).mkdir(parents=True, exist_ok=True)
-        connection.execute(settings.attach_sql(read_only))
+        # The first ATTACH creates the catalog's tables: two at once would both try.
+        with _advisory_locks(settings, [(ATTACH_LOCK_KEY,)], ATTACH_WAIT_S, "another attaches"):
+            connection.execute(settings.attach_sql(read_only))
         connection.execute(f"USE {LAKE}")
     except duckdb.Error as exc:
         connection.close()

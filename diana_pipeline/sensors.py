@@ -24,6 +24,7 @@ from dagster._core.storage.tags import (
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.ingestion import (
     KafkaUnavailableError,
+    partition_groups,
     plan_runs,
     produced_span,
     read_cursor,
@@ -39,8 +40,12 @@ from diana_pipeline.run_health import (
     free_slots_of_ended_runs,
     ingestion_runs_given_up,
 )
+from diana_pipeline.store import OffsetRange
 
 MAX_RUNS_PER_TICK = 20
+# Which partition group a run ingests, with parallel runs: dagster.yaml lets one run per
+# group at a time (tag_concurrency_limits), the groups side by side.
+PARTITION_GROUP_TAG = "diana/partition_group"
 # Waiting in the queue. Not STARTING: a run whose launch died with the daemon stays STARTING
 # until it is failed (run_health.py), and must not hold every later offset back meanwhile.
 WAITING = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
@@ -66,12 +71,12 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
             context.log.warning(f"run {run_id} lost its process; failed it for a retry")
         for run_id in free_slots_of_ended_runs(context.instance):
             context.log.warning(f"run {run_id} ended holding a pool slot; freed it")
-        # Coalesce: while an ingestion run waits in the queue, new offsets wait for the next
-        # tick and join one larger run, instead of a run per tick piling up (each costs a
-        # process start) and holding the statistics runs back.
-        if context.instance.get_run_records(
-            RunsFilter(job_name=ingest_job, statuses=WAITING), limit=1
-        ):
+        # Coalesce: while an ingestion run waits in the queue, new offsets (of its partition
+        # group) wait for the next tick and join one larger run, instead of a run per tick
+        # piling up (each costs a process start) and holding the statistics runs back.
+        groups = settings.ingestion.parallel_runs
+        free = [g for g in range(groups) if not _waiting(context, ingest_job, groups, g)]
+        if not free:
             return SkipReason("an ingestion run is waiting to start; new offsets join the next")
         resumes = []
         for run in ingestion_runs_given_up(context.instance, ingest_job):
@@ -86,17 +91,25 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
                 marks = watermarks(consumer, topic)
             except KafkaUnavailableError as exc:
                 return SkipReason(f"{exc}; trying again next tick")
-            runs, next_cursor = plan_runs(
-                marks, cursor, settings.ingestion.max_batch_messages, MAX_RUNS_PER_TICK
-            )
+            runs: list[tuple[int, list[OffsetRange]]] = []
+            next_cursor = dict(cursor)
+            for group, group_marks in partition_groups(marks, groups).items():
+                if group not in free:
+                    continue
+                planned, moved = plan_runs(
+                    group_marks, cursor, settings.ingestion.max_batch_messages,
+                    max(1, MAX_RUNS_PER_TICK // groups),
+                )  # fmt: skip
+                runs += [(group, ranges) for ranges in planned]
+                next_cursor.update({p: moved[p] for p in group_marks})
             if not runs and not resumes:
                 return SkipReason(f"no new messages on {topic} (next offsets {next_cursor})")
-            spans = [produced_span(consumer, topic, ranges) for ranges in runs]
+            spans = [produced_span(consumer, topic, ranges) for _, ranges in runs]
         finally:
             consumer.close()
         now = datetime.now(UTC)
         requests = []
-        for ranges, span in zip(runs, spans, strict=True):
+        for (group, ranges), span in zip(runs, spans, strict=True):
             # The run refreshes the statistics of the windows its messages were produced in
             # (where live events belong); events of other windows are reported by the run,
             # and the statistics automation refreshes those.
@@ -119,6 +132,7 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
                     tags={
                         ASSET_PARTITION_RANGE_START_TAG: first,
                         ASSET_PARTITION_RANGE_END_TAG: last,
+                        **({PARTITION_GROUP_TAG: str(group)} if groups > 1 else {}),
                     },
                 )
             )
@@ -130,14 +144,21 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
     return kafka_events_sensor
 
 
+def _waiting(context: SensorEvaluationContext, ingest_job: str, groups: int, group: int) -> bool:
+    """An ingestion run (of this partition group, with parallel runs) waits in the queue."""
+    tags = {PARTITION_GROUP_TAG: str(group)} if groups > 1 else None
+    waiting = RunsFilter(job_name=ingest_job, statuses=WAITING, tags=tags)
+    return bool(context.instance.get_run_records(waiting, limit=1))
+
+
 def resume_request(given_up: DagsterRun) -> RunRequest:
     """A new run over the offsets and windows of an ingestion run that gave up."""
-    windows = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
+    kept = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG, PARTITION_GROUP_TAG)
     return RunRequest(
         run_key=f"resume/{given_up.run_id}",
         run_config=given_up.run_config,
         tags={
-            **{tag: given_up.tags[tag] for tag in windows if tag in given_up.tags},
+            **{tag: given_up.tags[tag] for tag in kept if tag in given_up.tags},
             RESUMES_TAG: given_up.run_id,
         },
     )

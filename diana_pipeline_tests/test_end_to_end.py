@@ -81,7 +81,12 @@ def assert_stored_once(env: dict[str, str], sent: int) -> None:
 DONE = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 
 
-SCALE = {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake"}
+# The scale profile with two ingestion runs at once (partition groups, the counting fold).
+SCALE = {
+    "DIANA_STACK_PROFILE": "scale",
+    "DIANA_EVENT_STORE": "ducklake",
+    "DIANA_PARALLEL_RUNS": "2",
+}
 
 
 @pytest.mark.parametrize(

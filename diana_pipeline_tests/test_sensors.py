@@ -45,7 +45,7 @@ from diana_pipeline.run_health import (
     fail_dead_runs,
     free_slots_of_ended_runs,
 )
-from diana_pipeline.sensors import build_kafka_sensor
+from diana_pipeline.sensors import PARTITION_GROUP_TAG, build_kafka_sensor
 from diana_pipeline.store import EventStore
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import pipeline_definitions
@@ -125,6 +125,37 @@ def test_sensor_coalesces_offsets_while_an_ingestion_run_waits(kafka: KafkaForTe
         [request] = result.run_requests
         ranges = request.run_config["ops"]["events"]["config"]["ranges"]
         assert sum(r["end"] - r["start"] for r in ranges) == 300
+
+
+def test_with_parallel_runs_each_run_takes_one_partition_group(kafka: KafkaForTests) -> None:
+    """Six partitions, two runs at once: every request holds one group's partitions
+    (partition % 2) and says which; a run of one group waiting holds back only its group."""
+    topic = kafka.new_topic(partitions=6)
+    env = {
+        **kafka.env_for(topic), "DIANA_EVENT_STORE": "ducklake", "DIANA_PARALLEL_RUNS": "2",
+        "DIANA_MAX_BATCH_MESSAGES": "250",
+    }  # fmt: skip
+    produce(env, 1200, seed=4)
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
+    with DagsterInstance.ephemeral() as instance:
+        waiting = instance.create_run_for_job(
+            job, run_config=RUN_CONFIGS[INGEST_JOB], tags={PARTITION_GROUP_TAG: "0"}
+        )
+        held = tick(env, instance)
+        assert isinstance(held, SensorResult)
+        assert {r.tags[PARTITION_GROUP_TAG] for r in held.run_requests} == {"1"}
+        instance.report_run_failed(waiting)
+        result = tick(env, instance, cursor=held.cursor)
+        assert isinstance(result, SensorResult)
+        covered = 0
+        for request in held.run_requests + result.run_requests:
+            group = int(request.tags[PARTITION_GROUP_TAG])
+            ranges = request.run_config["ops"]["events"]["config"]["ranges"]
+            assert {r["partition"] % 2 for r in ranges} == {group}
+            covered += sum(r["end"] - r["start"] for r in ranges)
+        assert {r.tags[PARTITION_GROUP_TAG] for r in result.run_requests} == {"0"}
+        assert covered == 1200
 
 
 def test_sensor_skips_with_the_reason_when_kafka_is_down_or_the_topic_missing(

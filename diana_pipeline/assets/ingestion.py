@@ -34,6 +34,13 @@ EVENTS = AssetKey("events")
 DUCKDB_POOL = "duckdb"
 
 
+def store_pool(config: ExperimentsConfig) -> str | None:
+    """The pool of the steps that write the store: `duckdb` (dagster.yaml: one slot, one
+    writer at a time), unless parallel runs share a DuckLake store, whose writers take its
+    locks themselves (lake.py) while the runs of different partition groups go side by side."""
+    return DUCKDB_POOL if config.ingestion.parallel_runs == 1 else None
+
+
 class RangeConfig(Config):
     partition: int
     start: int = Field(description="first offset")
@@ -59,7 +66,7 @@ def build_events(config: ExperimentsConfig) -> AssetsDefinition:
     @asset(
         key=EVENTS,
         partitions_def=window_partitions(config.partitions),
-        pool=DUCKDB_POOL,
+        pool=store_pool(config),
         backfill_policy=BackfillPolicy.single_run(),
         group_name="ingestion",
         kinds={"kafka", "duckdb"},

@@ -40,7 +40,7 @@ from diana_pipeline.analysis import (
     quality_checks,
     superiority_rows,
 )
-from diana_pipeline.assets.ingestion import DUCKDB_POOL, EVENTS
+from diana_pipeline.assets.ingestion import EVENTS, store_pool
 from diana_pipeline.assets.outputs import (
     PUBLISHED,
     PUBLISHED_ALLOCATION,
@@ -214,7 +214,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
     partitions = window_partitions(config.partitions)
     common = {
         "partitions_def": partitions,
-        "pool": DUCKDB_POOL,
+        "pool": store_pool(config),
         "backfill_policy": BackfillPolicy.single_run(),
         "automation_condition": REFRESH,
         "owners": ["team:growth"],

@@ -7,7 +7,13 @@ from diana_pipeline.ingestion.kafka_client import (
     produced_span,
     watermarks,
 )
-from diana_pipeline.ingestion.planning import plan_runs, read_cursor, run_key, write_cursor
+from diana_pipeline.ingestion.planning import (
+    partition_groups,
+    plan_runs,
+    read_cursor,
+    run_key,
+    write_cursor,
+)
 from diana_pipeline.ingestion.rebuild import rebuild_window
 from diana_pipeline.ingestion.runs import IngestResult, ingest
 
@@ -16,6 +22,7 @@ __all__ = [
     "KafkaUnavailableError",
     "ingest",
     "make_consumer",
+    "partition_groups",
     "plan_runs",
     "produced_span",
     "read_cursor",

@@ -51,5 +51,16 @@ def plan_runs(
     return runs, {**cursor, **position}
 
 
+def partition_groups(
+    marks: dict[int, tuple[int, int]], groups: int
+) -> dict[int, dict[int, tuple[int, int]]]:
+    """The partitions (with their watermarks) of each of `groups` groups: partition % groups.
+    Parallel runs each take one group's offsets, so that no two runs share a partition."""
+    grouped: dict[int, dict[int, tuple[int, int]]] = {group: {} for group in range(groups)}
+    for partition, mark in marks.items():
+        grouped[partition % groups][partition] = mark
+    return grouped
+
+
 def run_key(topic: str, ranges: list[OffsetRange]) -> str:
     return f"{topic}/" + ",".join(str(r) for r in ranges)

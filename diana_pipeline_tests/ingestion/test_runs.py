@@ -5,20 +5,31 @@ retry."""
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from datetime import UTC, datetime
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
-from diana_pipeline.config import ExperimentsConfig
+from diana_pipeline.config import ExperimentsConfig, load_config
+from diana_pipeline.counting import CountingRules
+from diana_pipeline.counting import state as counting_state
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import SHIPPED_CONFIG
+from diana_pipeline.harness.postgres import PostgresForTests
 from diana_pipeline.ingestion import (
     ingest,
     kafka_client,
+    make_consumer,
+    partition_groups,
+    plan_runs,
     runs,
+    watermarks,
 )
 from diana_pipeline.producer import make_producer
-from diana_pipeline.store import EventStore, StoreLocation
+from diana_pipeline.store import EventStore, OffsetRange, StoreLocation
 from diana_pipeline.traffic import NoiseRates
 from diana_pipeline_tests.ingestion.conftest import all_ranges, produce, reading
 
@@ -228,11 +239,11 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
     real_record_range = EventStore.record_range
     chunks_stored = []
 
-    def dies_at_the_fourth_chunk(self, topic, offset_range, run_id, counts, lost) -> None:
+    def dies_at_the_fourth_chunk(self, topic, offset_range, run_id, counts, lost, **kw) -> None:
         if len(chunks_stored) == 3:
             raise KeyboardInterrupt("killed")  # like a kill: the open transaction is lost
         chunks_stored.append(offset_range)
-        real_record_range(self, topic, offset_range, run_id, counts, lost)
+        real_record_range(self, topic, offset_range, run_id, counts, lost, **kw)
 
     monkeypatch.setattr(EventStore, "record_range", dies_at_the_fourth_chunk)
     with pytest.raises(KeyboardInterrupt):
@@ -260,3 +271,86 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
         assert all(a[1] == b[0] for a, b in pairwise(mine))
     again = ingest(config, ranges, run_id="again")
     assert again.skipped == ranges and again.counts.events == 0
+
+
+def test_parallel_runs_and_overlapping_retries_store_and_count_exactly(
+    kafka: KafkaForTests,
+    postgres: PostgresForTests,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DuckLake, six partitions, two runs at once: each group's run and a retry of it over
+    the same offsets run side by side, in small chunks (many interleaved commits), while a
+    writer folds what they append. Every offset is stored once, every valid event once, and
+    the counting state equals a recount."""
+    topic = kafka.new_topic(partitions=6)
+    env = {**kafka.env_for(topic), "DIANA_PARALLEL_RUNS": "2", **postgres.new_lake(tmp_path)}
+    monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", env["DIANA_POSTGRES_PASSWORD"])
+    config = load_config(SHIPPED_CONFIG, env=env)
+    sent = produce(config, 6_000, seed=9, noise=NoiseRates(duplicate=0.05, malformed=0.02))
+    monkeypatch.setattr(runs, "CHUNK", 500)
+    monkeypatch.setattr(kafka_client, "CONSUME_BATCH", 100)
+    consumer = make_consumer(config.infrastructure.kafka)
+    try:
+        marks = watermarks(consumer, topic)
+    finally:
+        consumer.close()
+    group_ranges = [
+        plan_runs(group, {}, 10**9, 1)[0][0] for group in partition_groups(marks, 2).values()
+    ]
+    rules = CountingRules.of(config)
+    location = config.infrastructure.store_location
+    ingesting = threading.Barrier(4)
+    done = threading.Event()
+    failures: list[BaseException] = []
+    folds = 0
+
+    def run(ranges: list[OffsetRange], run_id: str) -> None:
+        try:
+            ingesting.wait(timeout=60)
+            ingest(config, ranges, run_id=run_id)
+        except Exception as exc:  # noqa: BLE001 (reported by the test below)
+            failures.append(exc)
+
+    def fold_meanwhile() -> None:
+        nonlocal folds
+        while not done.is_set():
+            with EventStore.open(location) as store:
+                counting_state.ensure_current(store.connection, rules)
+            folds += 1
+
+    workers = [
+        threading.Thread(target=run, args=(ranges, f"group-{group}-{attempt}"))
+        for attempt in ("first", "retry")
+        for group, ranges in enumerate(group_ranges)
+    ]
+    folding = threading.Thread(target=fold_meanwhile)
+    folding.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)
+    done.set()
+    folding.join(timeout=120)
+    assert failures == []
+    assert folds > 0
+    valid = sum(sent.events.values())
+    with EventStore.open(location) as store:
+        con = store.connection
+        counting_state.ensure_current(con, rules)
+        assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (
+            valid,
+            valid,
+        )
+        assert (
+            con.execute("SELECT count(*) FROM rejected_events").fetchone()[0]
+            == (sent.noise["malformed messages"])
+        )
+        ledger = con.execute(
+            "SELECT sum(end_offset - start_offset), count(*) FROM ingested_ranges"
+        ).fetchone()
+        assert ledger[0] == sent.sent  # every offset exactly once
+        assert con.execute("SELECT count(*) FROM counted_ranges").fetchone()[0] == ledger[1]
+        assert counting_state.rebuilds(con) == 0
+        assert counting_state.is_current(con, rules)
+        assert counting_state.differences(con, rules) == []

@@ -1,0 +1,200 @@
+"""Parallel ingestion benchmark (issue 24): a backlog on a 6-partition topic ingested into the
+DuckLake store (scale profile: a private Kafka broker and PostgreSQL) by one run, and by two
+runs at once (`ingestion.parallel_runs: 2`, each run one partition group, the counting left
+to the fold, which is timed after them); beside a bare consumer and one run into the DuckDB
+file. Each run is a child process, as a Dagster run is; its clock starts after its imports.
+
+    .venv/bin/python -m benchmarks.parallel_benchmark                 # docs/benchmarks.md
+    .venv/bin/python -m benchmarks.parallel_benchmark --events 200000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.ingest_benchmark import fill, progress, raw_consumer
+from diana_pipeline.config import load_config
+from diana_pipeline.counting import CountingRules
+from diana_pipeline.counting import state as counting_state
+from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
+from diana_pipeline.harness.kafka import KafkaForTests
+from diana_pipeline.harness.paths import REPO_ROOT
+from diana_pipeline.harness.postgres import PostgresForTests
+from diana_pipeline.harness.stack import private_stack
+from diana_pipeline.ingestion import (
+    ingest,
+    make_consumer,
+    partition_groups,
+    plan_runs,
+    watermarks,
+)
+from diana_pipeline.markdown import table
+from diana_pipeline.store import EventStore
+
+PARTITIONS = 6
+SPEED_UP_TARGET = 1.6  # two runs against one
+SHARE_OF_RAW_TARGET = 0.5  # per process, against a bare consumer
+
+
+def child(group: int, groups: int) -> int:
+    """Ingest one partition group's whole backlog (all of it when `groups` is 1)."""
+    config = load_config(REPO_ROOT / "experiments.yaml")
+    consumer = make_consumer(config.infrastructure.kafka)
+    try:
+        marks = watermarks(consumer, config.infrastructure.kafka.topic)
+    finally:
+        consumer.close()
+    mine = partition_groups(marks, groups)[group]
+    messages = sum(high - low for low, high in mine.values())
+    [ranges], _ = plan_runs(mine, {}, max_batch=messages, max_runs=1)
+    started = time.time()
+    result = ingest(config, ranges, run_id=f"benchmark-{group}")
+    ended = time.time()
+    print(json.dumps({"messages": messages, "events": result.counts.events,
+                      "started": started, "ended": ended}))  # fmt: skip
+    return 0
+
+
+def runs_at_once(env: dict[str, str], groups: int) -> list[dict[str, float]]:
+    """`groups` child runs started together; each one's figures."""
+    children = []
+    for group in range(groups):
+        command = [sys.executable, "-m", "benchmarks.parallel_benchmark", "--child",
+                   "--group", str(group), "--groups", str(groups)]  # fmt: skip
+        pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+        children.append(
+            subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **env}, **pipes)
+        )
+    figures = []
+    for process in children:
+        out, err = process.communicate(timeout=3600)
+        if process.returncode != 0:
+            raise RuntimeError(f"ingestion child failed:\n{err[-3000:]}")
+        figures.append(json.loads(out.strip().splitlines()[-1]))
+    return figures
+
+
+def timed_fold(env: dict[str, str]) -> float:
+    """The counting of what the parallel runs appended, as the next statistics step does it."""
+    config = load_config(REPO_ROOT / "experiments.yaml", env={**os.environ, **env})
+    started = time.perf_counter()
+    with EventStore.open(config.infrastructure.store_location) as store:
+        counting_state.ensure_current(store.connection, CountingRules.of(config))
+        assert counting_state.rebuilds(store.connection) == 0
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--group", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--groups", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args.group, args.groups)
+    with tempfile.TemporaryDirectory(prefix="diana-bench-") as folder:
+        Path(folder).chmod(0o755)  # the scale profile's PostgreSQL runs as its own user
+        progress("starting a private Kafka broker and PostgreSQL (scale profile)")
+        scale = {"DIANA_STACK_PROFILE": "scale"}
+        with private_stack(Path(folder) / "stack", scale, with_dynamodb=False) as own:
+            kafka = KafkaForTests(own.settings.bootstrap_servers, own.env)
+            password = own.stack.dagster.instance_env()["DIANA_POSTGRES_PASSWORD"]
+            os.environ["DIANA_POSTGRES_PASSWORD"] = password  # for the fold, in this process
+            postgres = PostgresForTests(
+                own.settings.postgres_port, password, own.env, own.stack.postgres
+            )
+            topic = kafka.new_topic(partitions=PARTITIONS)
+            progress(f"{args.events:,} events on {PARTITIONS} partitions: filling the topic")
+            fill(kafka, topic, args.events)
+            progress("bare consumer")
+            raw = raw_consumer(kafka, topic)
+            base = {**kafka.env_for(topic), "DIANA_POSTGRES_PASSWORD": password}
+            progress("one run into the DuckDB file")
+            file_env = {**base, "DIANA_DUCKDB_PATH": str(Path(folder) / "events.duckdb")}
+            [file_run] = runs_at_once(file_env, 1)
+            progress("one run into DuckLake")
+            one_env = {**base, **postgres.new_lake(Path(folder) / "one")}
+            [one] = runs_at_once(one_env, 1)
+            progress("two runs at once into DuckLake, then the fold")
+            two_env = {
+                **base, **postgres.new_lake(Path(folder) / "two"), "DIANA_PARALLEL_RUNS": "2"
+            }  # fmt: skip
+            two = runs_at_once(two_env, 2)
+            fold_s = timed_fold(two_env)
+    rows = _rows(args.events, raw, file_run, one, two, fold_s)
+    figures = table(
+        ["", "seconds", "events/s", "against one run", "per process, of a bare consumer"],
+        rows["table"],
+        align="lrrrr",
+    )
+    print(figures)
+    if not args.no_write:
+        write_section(
+            BENCHMARKS_PAGE,
+            "parallel-benchmark",
+            "Parallel ingestion: one run and two at once (DuckLake)",
+            f"python -m benchmarks.parallel_benchmark --events {args.events}",
+            f"{args.events:,} events of traffic_job on a {PARTITIONS}-partition topic of a "
+            "local broker; the DuckLake catalog in the scale profile's local PostgreSQL, its "
+            "files on local disk; this machine's 2 cores run the broker, PostgreSQL and the "
+            "runs. Each run is a child process ingesting with the real code; two runs at once "
+            "each take one partition group and leave the counting to the fold, which the next "
+            "statistics step does (timed after them). Targets: two runs ≥ "
+            f"{SPEED_UP_TARGET}× one run; per process ≥ {SHARE_OF_RAW_TARGET:.0%} of a bare "
+            "consumer.",
+            figures,
+        )
+    met = rows["speed_up"] >= SPEED_UP_TARGET and rows["share"] >= SHARE_OF_RAW_TARGET
+    return 0 if met else 1
+
+
+def _rows(
+    events: int,
+    raw: float,
+    file_run: dict[str, float],
+    one: dict[str, float],
+    two: list[dict[str, float]],
+    fold_s: float,
+) -> dict:
+    def seconds(runs: list[dict[str, float]]) -> float:
+        return max(r["ended"] for r in runs) - min(r["started"] for r in runs)
+
+    def per_process(runs: list[dict[str, float]]) -> float:
+        return min(r["messages"] / (r["ended"] - r["started"]) for r in runs)
+
+    one_s, two_s = seconds([one]), seconds(two)
+    with_fold = two_s + fold_s
+    rate = {"file": events / seconds([file_run]), "one": events / one_s}
+    rate["two"], rate["two+fold"] = events / two_s, events / with_fold
+    share = {"file": per_process([file_run]), "one": per_process([one]), "two": per_process(two)}
+    table_rows = [
+        ("bare consumer (reads, does nothing)", "", f"{raw:,.0f}", "", "100%"),
+        ("one run, DuckDB file", f"{seconds([file_run]):.1f}", f"{rate['file']:,.0f}",
+         f"{rate['file'] / rate['one']:.2f}×", f"{share['file'] / raw:.0%}"),
+        ("one run, DuckLake", f"{one_s:.1f}", f"{rate['one']:,.0f}", "1.00×",
+         f"{share['one'] / raw:.0%}"),
+        ("two runs at once, DuckLake", f"{two_s:.1f}", f"{rate['two']:,.0f}",
+         f"{rate['two'] / rate['one']:.2f}×", f"{share['two'] / raw:.0%}"),
+        ("two runs at once, then the fold", f"{with_fold:.1f} ({fold_s:.1f} fold)",
+         f"{rate['two+fold']:,.0f}", f"{rate['two+fold'] / rate['one']:.2f}×", ""),
+    ]  # fmt: skip
+    return {
+        "table": table_rows,
+        "speed_up": rate["two+fold"] / rate["one"],
+        "share": share["two"] / raw,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
