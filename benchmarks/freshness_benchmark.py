@@ -182,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         "--store", choices=["duckdb", "ducklake"], default="duckdb",
         help="ducklake: the scale profile, the store as DuckLake tables (docs/scale.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--parallel-runs", type=int, default=1,
+        help="ingestion runs at once (ducklake only; docs/scale.md, Parallel ingestion)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diana-bench-") as folder:
         home = Path(folder) / "stack"
@@ -190,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {"DIANA_OUTPUT_SINK": "csv"}
         if args.store == "ducklake":
             env |= {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake"}
+        env["DIANA_PARALLEL_RUNS"] = str(args.parallel_runs)
         print("  .. starting a private stack", file=sys.stderr)
         with private_stack(home, env, experiments) as own:
             # This process writes the history and reads the instance (in the scale profile,
@@ -271,8 +276,10 @@ def measure(
     )
     print(lag_table)
     print(runs)
-    options = (" --dimensions" if args.dimensions else "") + (
-        f" --store {args.store}" if args.store != "duckdb" else ""
+    options = (
+        (" --dimensions" if args.dimensions else "")
+        + (f" --store {args.store}" if args.store != "duckdb" else "")
+        + (f" --parallel-runs {args.parallel_runs}" if args.parallel_runs > 1 else "")
     )
     if not args.no_write:
         write_section(
@@ -282,7 +289,8 @@ def measure(
             + ("-ducklake" if args.store == "ducklake" else ""),
             "Freshness: event to posterior in the sink"
             + (", with two dimensions (5 and 20 segments)" if args.dimensions else "")
-            + (", scale profile, DuckLake store" if args.store == "ducklake" else ""),
+            + (", scale profile, DuckLake store" if args.store == "ducklake" else "")
+            + (f", {args.parallel_runs} ingestion runs at once" if args.parallel_runs > 1 else ""),
             f"python -m benchmarks.freshness_benchmark --eps {args.eps:g} "
             f"--duration {args.duration:g} --history {args.history}{options}",
             "The daemon runs the Kafka sensor, the ingestion runs, the statistics "
