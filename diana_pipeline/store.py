@@ -10,6 +10,9 @@ Tables
   rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
   ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
                    same transaction as its events, so a range is stored exactly once
+  counted_ranges   the ledger ranges of parallel runs that the counting fold has counted
+                   (counting/fold.py)
+  store_schema     the fingerprint of the schema the store was last set up with
   user_moments, user_rows, window_steps, counting_state
                    the counting state, merged with every batch of new events in the batch's
                    own transaction (counting/state.py)
@@ -21,7 +24,8 @@ Tables
 
 DuckDB allows one writing process at a time: a run holds the store from its first use to its
 end (resources/event_store.py), the `duckdb` pool (dagster.yaml) lets one more run start
-meanwhile, and that run waits for the file.
+meanwhile, and that run waits for the file. The DuckLake store has a writer lock of the same
+kind, and lets parallel ingestion runs append beside its writer (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -312,7 +316,7 @@ def _for_ducklake(schema: str) -> str:
 
 
 # Raised when _migrate learns something new, so that every store runs it once more.
-_MIGRATIONS = 4
+_MIGRATIONS = 1
 
 
 def _schema_fingerprint(ducklake: bool) -> str:
