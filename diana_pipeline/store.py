@@ -387,20 +387,21 @@ class EventStore:
         read_only: bool = False,
         memory_limit: str | None = None,
         lock_wait_s: float = WRITER_LOCK_WAIT_S,
-        appends_only: bool = False,
+        hold_writer_lock: bool = True,
     ) -> Iterator[EventStore]:
         """The store file, or the DuckLake tables (docs/scale.md). A writer waits up to
         `lock_wait_s` while another process holds the store: the file (a run, or an outside
         reader such as diana-analyze or a test), or DuckLake's writer lock (lake.py), which
-        readers do not need. With `appends_only` (DuckLake, parallel ingestion runs) the
-        writer lock is not taken: such a connection only appends events, rejected messages
-        and ledger rows, under `partitions_held`, and leaves the counting to the fold."""
+        readers do not need. Without `hold_writer_lock` (DuckLake only) the connection is
+        writable but the lock is not taken: the caller takes it with `writer_held()` for
+        each piece of work that writes, or, appending as a parallel ingestion run, not at
+        all (under `partitions_held`, leaving the counting to the fold)."""
         ducklake = isinstance(location, DuckLakeSettings)
-        if appends_only and not ducklake:
-            raise ValueError("appends_only: the DuckDB file has one writer at a time")
+        if not hold_writer_lock and not ducklake:
+            raise ValueError("the DuckDB file is held by one writer from open to close")
         with ExitStack() as held:
             if ducklake:
-                if not read_only and not appends_only:
+                if not read_only and hold_writer_lock:
                     held.enter_context(lake.writer_lock(location, lock_wait_s))
                 connection = lake.connect(location, read_only)
             else:
@@ -413,11 +414,21 @@ class EventStore:
                 connection.execute(f"SET memory_limit = '{memory_limit}'")
             if not read_only and not _schema_is_current(connection, ducklake):
                 with ExitStack() as setting_up:
-                    if appends_only:  # the tables are set up by one process at a time
+                    if not hold_writer_lock:  # the tables are set up by one process at a time
                         setting_up.enter_context(lake.writer_lock(location, lock_wait_s))
                     if not _schema_is_current(connection, ducklake):
                         _create_tables(connection, ducklake)
             yield cls(connection, location)
+
+    @contextmanager
+    def writer_held(self, wait_s: float = WRITER_LOCK_WAIT_S) -> Iterator[None]:
+        """The writer lock of a DuckLake store opened without it, for the work inside (the
+        file's connection holds the file already)."""
+        if isinstance(self.location, DuckLakeSettings):
+            with lake.writer_lock(self.location, wait_s):
+                yield
+        else:
+            yield
 
     @contextmanager
     def partitions_held(

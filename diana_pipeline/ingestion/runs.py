@@ -19,7 +19,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Protocol
 
 from confluent_kafka import Consumer
@@ -56,7 +55,16 @@ class OpenStore(Protocol):
 def settings_store(config: ExperimentsConfig) -> OpenStore:
     """The store of experiments.yaml's `infrastructure.duckdb.path`, for callers outside
     Dagster (benchmarks, scenarios, tests)."""
-    return partial(EventStore.open, config.infrastructure.store_location)
+
+    def open_store(
+        memory_limit: str | None = None, appends_only: bool = False
+    ) -> AbstractContextManager[EventStore]:
+        return EventStore.open(
+            config.infrastructure.store_location, memory_limit=memory_limit,
+            hold_writer_lock=not appends_only,
+        )  # fmt: skip
+
+    return open_store
 
 
 @dataclass

@@ -31,8 +31,9 @@ class EventStoreResource(ConfigurableResource):
     In a run, the first `open()` connects and the connection stays until the run ends: DuckDB
     lets one process write at a time, and a run that kept the file from step to step runs
     its steps back to back, while the run started after it waits for the file (dagster.yaml:
-    pool `duckdb` with run granularity lets one more run start). Outside a run (tests,
-    scripts), each `open()` is its own connection."""
+    pool `duckdb` with run granularity lets one more run start). On DuckLake the writer lock
+    is held per `open()` instead (below). Outside a run (tests, scripts), each `open()` is its
+    own connection."""
 
     path: str = ""
     # the DuckLake store instead of the file (experiments.yaml `infrastructure.ducklake`)
@@ -69,24 +70,29 @@ class EventStoreResource(ConfigurableResource):
     ) -> Iterator[EventStore]:
         """A writable connection, at this resource's memory limit unless the caller needs a
         narrower one (ingestion holds only a chunk at a time). `appends_only` (parallel
-        ingestion runs on DuckLake) gets a connection of its own without the writer lock,
-        which the run's statistics steps then take."""
+        ingestion runs on DuckLake) gets a connection of its own without the writer lock.
+
+        In a run on DuckLake the connection stays, as for the file, but the writer lock is
+        held per `open()` (a step), not per run: the steps of parallel runs and of the
+        automation's runs interleave instead of queueing for whole runs. Each step reads its
+        inputs from the store under the lock, so the last step to write a window's rows
+        computed them from the newest counts."""
         limit = memory_limit or self.memory_limit
         if self._held is None or appends_only:
             with EventStore.open(
                 self.location, memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S,
-                appends_only=appends_only,
+                hold_writer_lock=not appends_only,
             ) as store:  # fmt: skip
                 yield store
             return
-        if self._held is None:
-            with EventStore.open(self.location, memory_limit=limit) as store:
-                yield store
-            return
+        ducklake = isinstance(self.location, DuckLakeSettings)
         if self._store is None:
-            self._store = self._held.enter_context(
-                EventStore.open(self.location, memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S)
-            )
+            opened = EventStore.open(
+                self.location, memory_limit=limit, lock_wait_s=RUN_LOCK_WAIT_S,
+                hold_writer_lock=not ducklake,
+            )  # fmt: skip
+            self._store = self._held.enter_context(opened)
         else:
             self._store.connection.execute(f"SET memory_limit = '{limit}'")
-        yield self._store
+        with self._store.writer_held(RUN_LOCK_WAIT_S):
+            yield self._store
