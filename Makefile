@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh bench-bandit reliability
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh bench-bandit bench-parallel reliability
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -70,6 +70,11 @@ bench-traffic: $(INSTALLED)
 # peak RSS, on 2M- and 8M-event backlogs (own Kafka; about 10 minutes).
 bench-ingest: $(INSTALLED)
 	$(BIN)/python -m benchmarks.ingest_benchmark
+
+# The parallel benchmark: one ingestion run and two at once into the DuckLake store (scale
+# profile: own Kafka and PostgreSQL; about 3 minutes).
+bench-parallel: $(INSTALLED)
+	$(BIN)/python -m benchmarks.parallel_benchmark
 
 # The freshness benchmark: event to posterior in the CSV sink, p50/p95, with the daemon
 # doing everything at 500 events/s for 5 minutes (own stack; about 7 minutes).

@@ -14,6 +14,7 @@ from benchmarks import (
     bandit_benchmark,
     freshness_benchmark,
     ingest_benchmark,
+    parallel_benchmark,
     refresh_benchmark,
     sequential_benchmark,
     stats_benchmark,
@@ -26,6 +27,7 @@ from diana_pipeline.markdown import table
 BENCHMARKS = {
     "ingest": ingest_benchmark.main,
     "freshness": freshness_benchmark.main,
+    "parallel": parallel_benchmark.main,
     "backfill": backfill_benchmark.main,
     "refresh": refresh_benchmark.main,
     "traffic": traffic_benchmark.main,
