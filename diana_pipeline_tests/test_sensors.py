@@ -36,6 +36,7 @@ from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import REPO_ROOT, SHIPPED_CONFIG
 from diana_pipeline.harness.stack import free_port, private_stack
 from diana_pipeline.jobs import INGEST_JOB
+from diana_pipeline.lake import LakeError
 from diana_pipeline.resources import pipeline_resources
 from diana_pipeline.run_health import (
     HOST_TAG,
@@ -46,7 +47,7 @@ from diana_pipeline.run_health import (
     free_slots_of_ended_runs,
 )
 from diana_pipeline.sensors import PARTITION_GROUP_TAG, build_kafka_sensor
-from diana_pipeline.store import EventStore
+from diana_pipeline.store import EventStore, StoreLocation
 from diana_pipeline.traffic import NoiseRates, TrafficRun, TrafficSummary, build_spec
 from diana_pipeline_tests.conftest import pipeline_definitions
 
@@ -373,20 +374,21 @@ class Daemon:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def stored_events(path: Path) -> int | None:
-    """Events in the store, or None while a writer holds it."""
-    if not path.exists():
+def stored_events(location: StoreLocation) -> int | None:
+    """Events in the store, or None while a writer holds the file (or before the first run
+    made the tables)."""
+    if isinstance(location, Path) and not location.exists():
         return 0
     try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            return con.execute("SELECT count(*) FROM events").fetchone()[0]
-    except duckdb.Error:
+        with EventStore.open(location, read_only=True, lock_wait_s=0) as store:
+            return store.connection.execute("SELECT count(*) FROM events").fetchone()[0]
+    except (duckdb.Error, LakeError):
         return None
 
 
-def query(path: Path, sql: str, timeout_s: float = 120) -> object:
+def query(location: StoreLocation, sql: str, timeout_s: float = 120) -> object:
     """One value from the store, waiting while a run (ingestion or statistics) holds it."""
-    with EventStore.open_when_free(path, timeout_s) as store:
+    with EventStore.open_when_free(location, timeout_s) as store:
         return store.connection.execute(sql).fetchone()[0]
 
 
@@ -442,28 +444,42 @@ def wait_for(
         time.sleep(1)
 
 
-def daemon_state(store: Path, home: Path) -> Callable[[], str]:
+def daemon_state(store: StoreLocation, home: Path) -> Callable[[], str]:
     return lambda: f"stored events: {stored_events(store)}\nruns:\n{runs_report(home)}"
 
 
-@pytest.fixture
-def daemon_env(kafka: KafkaForTests, tmp_path: Path) -> Iterator[dict[str, str]]:
+@pytest.fixture(params=["duckdb", "ducklake-parallel"])
+def daemon_env(
+    request: pytest.FixtureRequest,
+    kafka: KafkaForTests,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, str]]:
+    """A Dagster home and a topic of its own, with the DuckDB file, or the DuckLake store
+    (PostgreSQL of the scale profile) and two ingestion runs at once on six partitions."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
-    topic = kafka.new_topic()
-    yield {
+    parallel = request.param == "ducklake-parallel"
+    topic = kafka.new_topic(partitions=6 if parallel else 3)
+    env = {
         **kafka.env_for(topic),
         "DAGSTER_HOME": str(home),
         "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb"),
         "DIANA_MAX_BATCH_MESSAGES": "20000",
     }
+    if parallel:
+        env |= request.getfixturevalue("postgres").new_lake(tmp_path)
+        env["DIANA_PARALLEL_RUNS"] = "2"
+        monkeypatch.setenv("DIANA_POSTGRES_PASSWORD", env["DIANA_POSTGRES_PASSWORD"])
+    yield env
 
 
 def test_daemon_ingests_exactly_and_survives_kill_9(
     daemon_env: dict[str, str], tmp_path: Path
 ) -> None:
-    store = Path(daemon_env["DIANA_DUCKDB_PATH"])
+    config = parse_config(SHIPPED_CONFIG.read_text(), env=daemon_env)
+    store = config.infrastructure.store_location
     home = Path(daemon_env["DAGSTER_HOME"])
     daemon = Daemon(daemon_env, tmp_path / "daemon.log")
     noise = NoiseRates(duplicate=0.02, malformed=0.02, orphan_click=0.01)
@@ -498,8 +514,8 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
         assert rejected == sent.noise["malformed messages"]
         covered = query(store, "SELECT sum(end_offset - start_offset) FROM ingested_ranges")
         assert covered == sent.sent  # every offset exactly once
-        # The counting state, merged chunk by chunk through the kill, equals a recount.
-        config = parse_config(SHIPPED_CONFIG.read_text(), env=daemon_env)
+        # The counting state, merged chunk by chunk (or folded) through the kill, equals a
+        # recount.
         with EventStore.open(store) as opened:
             assert counting_state.rebuilds(opened.connection) == 0
             assert counting_state.is_current(opened.connection, CountingRules.of(config))
