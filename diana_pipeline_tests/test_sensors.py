@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -533,13 +535,25 @@ def test_daemon_ingests_exactly_and_survives_kill_9(
         daemon.stop()
 
 
-def test_sensor_rides_out_kafka_stopping_and_starting(tmp_path: Path) -> None:
-    with private_stack(tmp_path / "stack", with_dynamodb=False) as (stack_env, _, stack):
+SCALE_PARALLEL = {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake",
+                  "DIANA_PARALLEL_RUNS": "2"}  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", [{}, SCALE_PARALLEL], ids=["default", "scale-parallel"])
+def test_sensor_rides_out_kafka_stopping_and_starting(
+    profile: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scale profile's PostgreSQL runs as its own user when the tests run as root: the
+    # stack folder must be reachable by it, which pytest's private folders are not.
+    tmp_path = Path(tempfile.mkdtemp(prefix="diana-restart-"))
+    tmp_path.chmod(0o755)
+    with private_stack(tmp_path / "stack", profile, with_dynamodb=False) as (stack_env, _, stack):
         home = tmp_path / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").symlink_to(REPO_ROOT / "dagster.yaml")
         env = {**stack_env, "DAGSTER_HOME": str(home)}
-        store = Path(env["DIANA_DUCKDB_PATH"])
+        monkeypatch.setenv("DIANA_HOME", stack_env["DIANA_HOME"])  # the catalog's password
+        store = parse_config(SHIPPED_CONFIG.read_text(), env=env).infrastructure.store_location
         daemon = Daemon(env, tmp_path / "daemon.log")
         try:
             first = produce(env, 2000, seed=31)
@@ -575,5 +589,10 @@ def test_sensor_rides_out_kafka_stopping_and_starting(tmp_path: Path) -> None:
                 daemon.log,
                 daemon_state(store, home),
             )
+            # Every run ended, and no offset was stored twice.
+            wait_for(lambda: runs_ended(home), 300, "every run to end", daemon.log)
+            covered = query(store, "SELECT sum(end_offset - start_offset) FROM ingested_ranges")
+            assert covered == first.sent + second.sent
         finally:
             daemon.stop()
+    shutil.rmtree(tmp_path, ignore_errors=True)
