@@ -26,7 +26,7 @@ from unittest.mock import patch
 
 from confluent_kafka import Consumer, TopicPartition
 
-from diana_pipeline.config import load_config
+from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import REPO_ROOT
@@ -158,16 +158,21 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def topic_marks(config: ExperimentsConfig) -> dict[int, tuple[int, int]]:
+    """The (low, high) watermarks of every partition of the configured topic."""
+    consumer = make_consumer(config.infrastructure.kafka)
+    try:
+        return watermarks(consumer, config.infrastructure.kafka.topic)
+    finally:
+        consumer.close()
+
+
 def child(with_state: bool) -> int:
     """Plan one run over every offset of the topic, as the sensor would with an unlimited
     micro-batch, and ingest it with the real code (without the counting state: the same code
     with no rules to merge by, so `add_events` stores the events alone)."""
     config = load_config(REPO_ROOT / "experiments.yaml")
-    consumer = make_consumer(config.infrastructure.kafka)
-    try:
-        marks = watermarks(consumer, config.infrastructure.kafka.topic)
-    finally:
-        consumer.close()
+    marks = topic_marks(config)
     total = sum(high - low for low, high in marks.values())
     [ranges], _ = plan_runs(marks, {}, max_batch=total, max_runs=1)
     started = time.perf_counter()

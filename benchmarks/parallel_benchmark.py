@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.ingest_benchmark import fill, progress, raw_consumer
+from benchmarks.ingest_benchmark import fill, progress, raw_consumer, topic_marks
 from diana_pipeline.config import load_config
 from diana_pipeline.counting import CountingRules
 from diana_pipeline.counting import state as counting_state
@@ -30,10 +30,8 @@ from diana_pipeline.harness.postgres import PostgresForTests
 from diana_pipeline.harness.stack import private_stack
 from diana_pipeline.ingestion import (
     ingest,
-    make_consumer,
     partition_groups,
     plan_runs,
-    watermarks,
 )
 from diana_pipeline.markdown import table
 from diana_pipeline.store import EventStore
@@ -46,11 +44,7 @@ SHARE_OF_RAW_TARGET = 0.5  # per process, against a bare consumer
 def child(group: int, groups: int) -> int:
     """Ingest one partition group's whole backlog (all of it when `groups` is 1)."""
     config = load_config(REPO_ROOT / "experiments.yaml")
-    consumer = make_consumer(config.infrastructure.kafka)
-    try:
-        marks = watermarks(consumer, config.infrastructure.kafka.topic)
-    finally:
-        consumer.close()
+    marks = topic_marks(config)
     mine = partition_groups(marks, groups)[group]
     if os.environ.get("BENCHMARK_ALL_PARTITIONS"):  # one run over every group's offsets
         mine = marks
