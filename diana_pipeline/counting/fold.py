@@ -9,6 +9,7 @@ whatever runs commit meanwhile."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 
@@ -33,31 +34,31 @@ class PendingRange:
     partition: int
     start: int
     events: int  # newly stored events of the range (its ledger row's count)
+    ingested_at: datetime  # when its ledger row was written
 
 
 def pending_ranges(connection: duckdb.DuckDBPyConnection) -> list[PendingRange]:
     """The ledger ranges stored but not counted yet, in the connection's snapshot."""
-    rows = connection.execute(_PENDING).fetchall()
-    return [PendingRange(t, p, s, n) for t, p, s, n, _ in rows]
+    return [PendingRange(*row) for row in connection.execute(_PENDING).fetchall()]
 
 
-def pending_events(connection: duckdb.DuckDBPyConnection, table: str) -> list[PendingRange]:
-    """Put the events of the pending ranges in temporary table `table` (columns of the
-    events table); returns the ranges."""
-    rows = connection.execute(_PENDING).fetchall()
+def pending_events(
+    connection: duckdb.DuckDBPyConnection, ranges: list[PendingRange], table: str
+) -> None:
+    """Put the events of `ranges` in temporary table `table` (columns of the events
+    table)."""
     connection.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM events LIMIT 0")
-    if rows:
-        ranges = ", ".join(f"(?, {int(p)}, {int(s)})" for _, p, s, _, _ in rows)
-        since = min(row[4] for row in rows)
+    if ranges:
+        values = ", ".join(f"(?, {int(r.partition)}, {int(r.start)})" for r in ranges)
+        since = min(r.ingested_at for r in ranges)
         connection.execute(
             f"INSERT INTO {table} SELECT e.* FROM events e SEMI JOIN "
-            f"(VALUES {ranges}) AS r(topic, kafka_partition, start_offset) "
+            f"(VALUES {values}) AS r(topic, kafka_partition, start_offset) "
             "ON e.topic = r.topic AND e.kafka_partition = r.kafka_partition "
             "AND e.range_start = r.start_offset "
             f"WHERE e.range_start IS NOT NULL AND e.ingested_at >= ? - {_STORED_BEFORE_LEDGER}",
-            [*(row[0] for row in rows), since],
+            [*(r.topic for r in ranges), since],
         )
-    return [PendingRange(t, p, s, n) for t, p, s, n, _ in rows]
 
 
 def mark_counted(connection: duckdb.DuckDBPyConnection, ranges: list[PendingRange]) -> None:

@@ -531,14 +531,15 @@ def _make_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -
     waiting = sum(r.events for r in pending)
     covered = _events_covered(connection)
     stored = _events_stored(connection)
+    read_only = _read_only(connection)
     if covered is None and stored == waiting:
-        if _read_only(connection):
+        if read_only:
             return
         _set_covered(connection, rules, 0, rebuilt=False)  # nothing counted yet
         covered = (rules.fingerprint, 0)
     if covered == (rules.fingerprint, stored - waiting):
-        if pending and not _read_only(connection):
-            _fold(connection, rules, waiting)
+        if pending and not read_only:
+            _fold(connection, rules, pending, waiting)
         return
     if covered is None:
         why = "no counting state yet"
@@ -550,8 +551,13 @@ def _make_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -
     _rebuild(connection, rules)
 
 
-def _fold(connection: duckdb.DuckDBPyConnection, rules: CountingRules, waiting: int) -> None:
-    ranges = fold.pending_events(connection, "folded_events")
+def _fold(
+    connection: duckdb.DuckDBPyConnection,
+    rules: CountingRules,
+    ranges: list[fold.PendingRange],
+    waiting: int,
+) -> None:
+    fold.pending_events(connection, ranges, "folded_events")
     folded = connection.execute("SELECT count(*) FROM folded_events").fetchone()[0]
     if folded != waiting:  # the ledger and the events disagree: count from the events
         log.warning("counting fold: %d events for ledger rows of %d; rebuilding", folded, waiting)
