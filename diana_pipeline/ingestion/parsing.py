@@ -50,51 +50,42 @@ _FIELDS = (
     '"user_id": "JSON", "timestamp": "JSON", "value": "JSON", "properties": "JSON"}'
 )
 
-# Two statements, the first one materialised: DuckDB would otherwise parse a line's JSON again
-# for every use of one of its fields. Each field is its JSON text (NULL when absent or null); a
-# string without escapes is its characters between two quotes.
-_SPLIT = f"""
-CREATE OR REPLACE TEMP TABLE message_fields AS
+# Every member of `f` is the JSON text of the field (SQL NULL when absent or null); a string
+# without escapes is its characters between two quotes. The value must look like a number
+# before its cast: a JSON string casts to DOUBLE too ('"12"' gives 12).
+_PARSE = f"""
+CREATE OR REPLACE TEMP TABLE {{table}} AS
 WITH lines AS (
-    SELECT line, i, {{offsets}} FROM (
+    SELECT * FROM (
         SELECT unnest(string_split($lines, chr(10))) AS line, unnest(range($count)) AS i
-    ) {{join}}
+    ) POSITIONAL JOIN message_offsets
 ),
 plain AS (
     SELECT i, kafka_offset, json_transform(line, '{_FIELDS}') AS f, json_keys(line) AS keys
     FROM lines WHERE regexp_full_match(line, '{SHAPE}')
-)
-SELECT i, kafka_offset, f.event_id::VARCHAR AS e, f.event_type::VARCHAR AS k,
-    f.test_id::VARCHAR AS t, f.variant::VARCHAR AS v, f.user_id::VARCHAR AS u,
-    f.timestamp::VARCHAR AS ts, f.value::VARCHAR AS x, f.properties::VARCHAR AS p
-FROM plain WHERE len(keys) = len(list_distinct(keys))
-"""
-# The value must look like a number before its cast: a JSON string casts to DOUBLE too.
-_CHECK = f"""
-CREATE OR REPLACE TEMP TABLE {{table}} AS
-WITH strings AS (
-    SELECT *, substr(t, 2, len(t) - 2) AS test_id, substr(v, 2, len(v) - 2) AS variant,
-        substr(ts, 2, 19) AS second,
-        CASE WHEN regexp_full_match(x, '{_NUMBER}') THEN TRY_CAST(x AS DOUBLE) END AS amount
-    FROM message_fields
-    WHERE {_IS_STRING} AND regexp_full_match(ts, '{_TIMESTAMP}')
 ),
-seconds AS (  -- a chunk's events fall in few seconds: each one cast once
-    SELECT second, epoch_us(TRY_CAST(second AS TIMESTAMP)) AS second_us
-    FROM (SELECT DISTINCT second FROM strings)
+fields AS (
+    SELECT i, kafka_offset, f.event_id AS e, f.event_type AS k, f.test_id AS t, f.variant AS v,
+        f.user_id AS u, f.timestamp AS ts, f.value AS x, f.properties AS p,
+        CASE WHEN regexp_full_match(f.timestamp, '{_TIMESTAMP}')
+             THEN epoch_us(TRY_CAST(substr(f.timestamp, 2, len(f.timestamp) - 3) AS TIMESTAMP))
+        END AS us,
+        CASE WHEN regexp_full_match(f.value, '{_NUMBER}')
+             THEN TRY_CAST(f.value::VARCHAR AS DOUBLE)
+        END AS amount
+    FROM plain WHERE len(keys) = len(list_distinct(keys))
 ),
-moments AS (
-    SELECT *, second_us + CASE len(ts) WHEN 22 THEN 0
-                                       WHEN 26 THEN substr(ts, 22, 3)::BIGINT * 1000
-                                       ELSE substr(ts, 22, 6)::BIGINT END AS us
-    FROM strings JOIN seconds USING (second)
+strings AS (
+    SELECT *, substr(t, 2, len(t) - 2) AS test_id, substr(v, 2, len(v) - 2) AS variant
+    FROM fields
+    WHERE {_IS_STRING}
 )
 SELECT $partition::BIGINT AS kafka_partition, kafka_offset, substr(e, 2, len(e) - 2) AS event_id,
     substr(k, 2, len(k) - 2) AS event_type, test_id, variant,
     substr(u, 2, len(u) - 2) AS user_id, us AS event_us,
     us - (us - $origin_us) % $size_us AS window_us,
     amount AS value, NULL::VARCHAR AS properties, i
-FROM moments
+FROM strings
 WHERE us BETWEEN $earliest_us AND $latest_us
   AND (x IS NULL OR abs(amount) <= {MAX_ABS_VALUE!r})  -- NULL: not a number
   AND (p IS NULL OR p = '{{}}')
@@ -160,37 +151,24 @@ class BatchParser:
         connection.executemany(
             "INSERT INTO known_variants VALUES (?, ?)", sorted(validator.variant_pairs)
         )
-        offsets = batch.offsets
-        lines = {"lines": b"\n".join(batch.lines).decode("ascii"), "count": len(offsets)}
-        if offsets and offsets[-1] - offsets[0] == len(offsets) - 1:  # the usual: no gaps
-            connection.execute(
-                _SPLIT.replace("{offsets}", f"{offsets[0]} + i AS kafka_offset")
-                .replace("{join}", ""),
-                lines,
-            )  # fmt: skip
-        else:  # offsets with gaps (compaction, transaction markers), or none
-            connection.register(
-                "message_offsets", {"kafka_offset": np.array(offsets, dtype=np.int64)}
-            )
-            try:
-                connection.execute(
-                    _SPLIT.replace("{offsets}", "kafka_offset")
-                    .replace("{join}", "POSITIONAL JOIN message_offsets"),
-                    lines,
-                )  # fmt: skip
-            finally:
-                connection.unregister("message_offsets")
-        connection.execute(
-            _CHECK.replace("{table}", table),
-            {
-                "partition": batch.partition,
-                "origin_us": validator.grid.origin_us,
-                "size_us": validator.grid.size_us,
-                "earliest_us": validator.earliest_us,
-                "latest_us": validator.latest_us,
-            },
+        connection.register(
+            "message_offsets", {"kafka_offset": np.array(batch.offsets, dtype=np.int64)}
         )
-        connection.execute("DROP TABLE message_fields")
+        try:
+            connection.execute(
+                _PARSE.replace("{table}", table),
+                {
+                    "lines": b"\n".join(batch.lines).decode("ascii"),
+                    "count": len(batch.lines),
+                    "partition": batch.partition,
+                    "origin_us": validator.grid.origin_us,
+                    "size_us": validator.grid.size_us,
+                    "earliest_us": validator.earliest_us,
+                    "latest_us": validator.latest_us,
+                },
+            )
+        finally:
+            connection.unregister("message_offsets")
         unvouched = [i for (i,) in connection.execute(
             f"SELECT i FROM range(?) AS r(i) WHERE i NOT IN (SELECT i FROM {table})",
             [len(batch.lines)],
