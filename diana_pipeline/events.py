@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import numpy as np
 import orjson
 
 from diana_pipeline.config import ExperimentsConfig
@@ -131,26 +130,6 @@ class EventColumns:
         self.value.append(NO_VALUE if event.value is None else event.value)
         self.properties.append(event.properties)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The columns as NumPy arrays: DuckDB scans them for a fraction of a DataFrame's cost
-        to build. DuckDB 1.5 cannot scan an object array that holds only None (events without
-        properties), so `properties` is left out when no event has any."""
-        arrays = {
-            "kafka_partition": np.array(self.kafka_partition, dtype=np.int64),
-            "kafka_offset": np.array(self.kafka_offset, dtype=np.int64),
-            "event_id": np.array(self.event_id, dtype=object),
-            "event_type": np.array(self.event_type, dtype=object),
-            "test_id": np.array(self.test_id, dtype=object),
-            "variant": np.array(self.variant, dtype=object),
-            "user_id": np.array(self.user_id, dtype=object),
-            "event_us": np.array(self.event_us, dtype=np.int64),
-            "window_us": np.array(self.window_us, dtype=np.int64),
-            "value": np.array(self.value, dtype=np.float64),
-        }
-        if any(p is not None for p in self.properties):
-            arrays["properties"] = np.array(self.properties, dtype=object)
-        return arrays
-
     def events(self) -> list[tuple[int, int, ValidEvent]]:
         """(partition, offset, event) per row, for tests and messages."""
         return [
@@ -196,14 +175,14 @@ class EventValidator:
 
     def __init__(self, config: ExperimentsConfig, now: datetime | None = None) -> None:
         self._variants = {t.test_id: set(t.variant_names) for t in config.tests}
-        self.grid = config.partitions.grid
-        self.max_bytes = config.ingestion.max_event_bytes
+        self._grid = config.partitions.grid
+        self._max_bytes = config.ingestion.max_event_bytes
         self._earliest = config.partitions.start
         self._latest = aware_utc(now or datetime.now(UTC)) + config.ingestion.max_clock_skew
         # The same checks on plain integers, for validate_into's fast path.
-        self.variant_pairs = {(t.test_id, v) for t in config.tests for v in t.variant_names}
-        self.earliest_us = self.grid.origin_us
-        self.latest_us = to_microseconds(naive_utc(self._latest))
+        self._pairs = {(t.test_id, v) for t in config.tests for v in t.variant_names}
+        self._earliest_us = self._grid.origin_us
+        self._latest_us = to_microseconds(naive_utc(self._latest))
         self._second_us: dict[str, int] = {}
 
     def validate_into(
@@ -216,7 +195,7 @@ class EventValidator:
         2026-11-21T10:15:30.250Z): one parse, no objects, the timestamp's second looked up
         in a cache. Anything unusual goes through validate() itself."""
         try:
-            if len(raw) > self.max_bytes or b"\\" in raw:  # type: ignore[arg-type,operator]
+            if len(raw) > self._max_bytes or b"\\" in raw:  # type: ignore[arg-type,operator]
                 # Oversized, or escapes (a control character may hide behind one); None
                 # raises TypeError. The full validator decides.
                 return self._append_validated(raw, partition, offset, columns)
@@ -242,7 +221,7 @@ class EventValidator:
             and type(variant) is str
             and type(user_id) is str
             and type(timestamp) is str
-            and (test_id, variant) in self.variant_pairs
+            and (test_id, variant) in self._pairs
             and 0 < len(event_id) <= MAX_FIELD_LENGTH
             and 0 < len(event_type) <= MAX_FIELD_LENGTH
             and 0 < len(test_id) <= MAX_FIELD_LENGTH
@@ -251,7 +230,7 @@ class EventValidator:
             and len(timestamp) <= MAX_FIELD_LENGTH
         ):
             microseconds = self._utc_microseconds(timestamp)
-            if microseconds is not None and self.earliest_us <= microseconds <= self.latest_us:
+            if microseconds is not None and self._earliest_us <= microseconds <= self._latest_us:
                 columns.kafka_partition.append(partition)
                 columns.kafka_offset.append(offset)
                 columns.event_id.append(event_id)
@@ -260,7 +239,7 @@ class EventValidator:
                 columns.variant.append(variant)
                 columns.user_id.append(user_id)
                 columns.event_us.append(microseconds)
-                columns.window_us.append(self.grid.window_start_us(microseconds))
+                columns.window_us.append(self._grid.window_start_us(microseconds))
                 columns.value.append(NO_VALUE if value is None else float(value))
                 columns.properties.append(None)
                 return None
@@ -307,8 +286,8 @@ class EventValidator:
         """The event, or the reason it is rejected."""
         if raw is None:
             return "empty message (no value)"
-        if len(raw) > self.max_bytes:
-            return f"oversized: {len(raw):,} bytes > {self.max_bytes:,}"
+        if len(raw) > self._max_bytes:
+            return f"oversized: {len(raw):,} bytes > {self._max_bytes:,}"
         try:
             event = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -356,7 +335,7 @@ class EventValidator:
             variant,
             event["user_id"],
             naive_utc(moment),
-            self.grid.window_start(moment),
+            self._grid.window_start(moment),
             None if value is None else float(value),
             _canonical(event.get("properties")),
         )

@@ -2,14 +2,14 @@
 `events` asset performs.
 
 An ingestion run owns a set of offset ranges. It reads exactly those offsets (assign(),
-never a subscription) that the ledger does not cover yet and stores them a chunk at a time,
-each chunk parsed and checked as a whole in DuckDB (ingestion/parsing.py): a chunk's events,
-rejections and ledger row (the chunk's offsets) go in one DuckDB transaction, with the merge
-of its events into the counting state (counting/state.py). A run killed mid-range leaves
-whole chunks behind, and its retry reads only the offsets that no chunk covers. Chunks keep a
-run's memory flat however large its range. Only after storing does it commit the consumer
-group's offsets, which exist for lag tools only: the sensor's cursor and the ledger are what
-make ingestion exactly once.
+never a subscription) that the ledger does not cover yet, validates every message and stores
+them a chunk at a time: each chunk's events, rejections and its ledger row (the chunk's
+offsets) go in one DuckDB transaction, with the merge of its events into the counting state
+(counting/state.py). A run killed mid-range leaves whole chunks behind,
+and its retry reads only the offsets that no chunk covers. Chunks keep a run's memory flat
+however large its range. Only after storing does it commit the consumer group's offsets,
+which exist for lag tools only: the sensor's cursor and the ledger are what make ingestion
+exactly once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from confluent_kafka import Consumer
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import CountingRules
-from diana_pipeline.events import EventValidator
+from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.ingestion.kafka_client import (
     KafkaEndpoint,
     commit_offsets,
@@ -33,7 +33,6 @@ from diana_pipeline.ingestion.kafka_client import (
     read_range,
     watermarks,
 )
-from diana_pipeline.ingestion.parsing import BatchParser, MessageBatch
 from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
 
 log = logging.getLogger(__name__)
@@ -95,7 +94,7 @@ def ingest(
     kafka = kafka if kafka is not None else config.infrastructure.kafka
     open_store = open_store if open_store is not None else settings_store(config)
     topic = kafka.topic
-    parser = BatchParser(EventValidator(config))
+    validator = EventValidator(config)
     rules = CountingRules.of(config)
     result = IngestResult()
     # Parallel runs append side by side and leave the counting to the fold (counting/fold.py).
@@ -115,7 +114,7 @@ def ingest(
                 low = marks.get(offset_range.partition, (0, 0))[0]
                 for gap in missing:
                     _store_range(
-                        store, consumer, topic, gap, low, parser,
+                        store, consumer, topic, gap, low, validator,
                         None if parallel else rules, run_id, result,
                     )  # fmt: skip
                 result.ranges.append(offset_range)
@@ -135,7 +134,7 @@ def _store_range(
     topic: str,
     offset_range: OffsetRange,
     low_watermark: int,
-    parser: BatchParser,
+    validator: EventValidator,
     rules: CountingRules | None,
     run_id: str | None,
     result: IngestResult,
@@ -145,21 +144,25 @@ def _store_range(
     end (offsets that Kafka no longer holds are counted as lost). Each chunk's events are
     merged into the counting state by `rules`, or, without them, left for the fold.
 
-    A writer thread parses and stores one chunk while this thread reads the next (DuckDB
+    A writer thread stores one chunk while this thread reads and validates the next (DuckDB
     works without the GIL); at most one chunk waits, so memory stays at two chunks."""
     partition = offset_range.partition
-    max_bytes = parser.validator.max_bytes
+    validate_into = validator.validate_into
     chunk_start = offset_range.start
-    batch = MessageBatch(partition, max_bytes)
+    columns = EventColumns()
+    rejected: list[tuple[int, int, bytes | None, str]] = []
 
-    def store_chunk(chunk: OffsetRange, batch: MessageBatch) -> None:
+    def store_chunk(
+        chunk: OffsetRange,
+        columns: EventColumns,
+        rejected: list[tuple[int, int, bytes | None, str]],
+    ) -> None:
         counts = WriteCounts()
-        lost = chunk.size - len(batch)
+        lost = chunk.size - len(columns) - len(rejected)
         left_for_fold = rules is None
         with store.transaction():
-            rejected = parser.parse_into(store.connection, batch, "parsed_events")
             store.add_events(
-                topic, "parsed_events", counts, rules=rules,
+                topic, columns, counts, rules=rules,
                 range_start=chunk.start if left_for_fold else None,
             )  # fmt: skip
             store.add_rejected(topic, rejected, counts)
@@ -177,14 +180,18 @@ def _store_range(
             if writing is not None:
                 writing.result()  # the previous chunk is stored (or its error raised here)
             chunk = OffsetRange(partition, chunk_start, chunk_end)
-            writing = writer.submit(store_chunk, chunk, batch)
+            writing = writer.submit(store_chunk, chunk, columns, rejected)
 
         for messages in read_range(consumer, topic, offset_range, low_watermark):
-            batch.add(messages)
-            if len(batch) >= CHUNK:
+            for message in messages:
+                value, offset = message.value(), message.offset()
+                reason = validate_into(value, partition, offset, columns)
+                if reason is not None:
+                    rejected.append((partition, offset, value, reason))
+            if len(columns) + len(rejected) >= CHUNK:
                 chunk_end = messages[-1].offset() + 1
                 hand_over(chunk_end)
-                chunk_start, batch = chunk_end, MessageBatch(partition, max_bytes)
+                chunk_start, columns, rejected = chunk_end, EventColumns(), []
         if chunk_start < offset_range.end:
             hand_over(offset_range.end)
         if writing is not None:
