@@ -21,7 +21,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from diana_pipeline.config import ExperimentsConfig
@@ -74,6 +76,25 @@ _SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", re.ASCII)
 # sink and logs. JSON must escape them, so only values with a backslash need the search.
 _CONTROL = re.compile("[\x00-\x1f]")
 _SECOND_CACHE_LIMIT = 100_000
+
+_Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FIELD_LENGTH)]
+
+
+class _PlainEvent(msgspec.Struct):
+    """The usual event's shape, which msgspec decodes and checks a batch at a time, in C
+    (EventValidator.validate_batch). Other keys are ignored, as validate() ignores them."""
+
+    event_id: _Text
+    event_type: _Text
+    test_id: _Text
+    variant: _Text
+    user_id: _Text
+    timestamp: Annotated[str, msgspec.Meta(max_length=MAX_FIELD_LENGTH)]
+    value: Annotated[float, msgspec.Meta(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)] | None = None
+    properties: Any = None
+
+
+_PLAIN_BATCH = msgspec.json.Decoder(_PlainEvent)
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,87 @@ class EventValidator:
         self._earliest_us = self._grid.origin_us
         self._latest_us = to_microseconds(naive_utc(self._latest))
         self._second_us: dict[str, int] = {}
+
+    def validate_batch(
+        self, values: list[bytes | None], partition: int, offsets: list[int], columns: EventColumns
+    ) -> list[tuple[int, int, bytes | None, str]]:
+        """validate_into for a consumed batch of messages: the valid events appended to
+        `columns`, the rejected messages returned as (partition, offset, raw, reason).
+
+        The usual batch (no message without a value, oversized, with an escape or a line
+        break) is decoded and its fields checked by msgspec in one call; a batch it refuses
+        goes message by message. Decoded events whose test and variant, timestamp or
+        properties need more than the plain checks also go through validate_into, so the
+        verdict and the values are always validate()'s."""
+        events = self._decode_plain(values)
+        if events is None:
+            rejected = []
+            for raw, offset in zip(values, offsets, strict=True):
+                reason = self.validate_into(raw, partition, offset, columns)
+                if reason is not None:
+                    rejected.append((partition, offset, raw, reason))
+            return rejected
+        pairs, earliest, latest = self._pairs, self._earliest_us, self._latest_us
+        utc_microseconds = self._utc_microseconds
+        moments = [utc_microseconds(event.timestamp) for event in events]  # None: unusual
+        plain = [
+            moment is not None
+            and earliest <= moment <= latest
+            and (event.test_id, event.variant) in pairs
+            and (event.properties is None or event.properties == {})
+            for event, moment in zip(events, moments, strict=True)
+        ]
+        if all(plain):  # the usual batch: its columns extended at once
+            self._extend(columns, partition, offsets, events, moments)
+            return []
+        rejected = []
+        for event, moment, is_plain, raw, offset in zip(
+            events, moments, plain, values, offsets, strict=True
+        ):
+            if is_plain:
+                self._extend(columns, partition, [offset], [event], [moment])
+                continue
+            reason = self.validate_into(raw, partition, offset, columns)
+            if reason is not None:
+                rejected.append((partition, offset, raw, reason))
+        return rejected
+
+    def _extend(
+        self,
+        columns: EventColumns,
+        partition: int,
+        offsets: list[int],
+        events: list[_PlainEvent],
+        moments: list[int],
+    ) -> None:
+        """Append plain events that passed every check (validate_batch)."""
+        window_start = self._grid.window_start_us
+        columns.kafka_partition.extend([partition] * len(events))
+        columns.kafka_offset.extend(offsets)
+        columns.event_id.extend([event.event_id for event in events])
+        columns.event_type.extend([event.event_type for event in events])
+        columns.test_id.extend([event.test_id for event in events])
+        columns.variant.extend([event.variant for event in events])
+        columns.user_id.extend([event.user_id for event in events])
+        columns.event_us.extend(moments)
+        columns.window_us.extend([window_start(moment) for moment in moments])
+        columns.value.extend([NO_VALUE if event.value is None else event.value for event in events])
+        columns.properties.extend([None] * len(events))
+
+    def _decode_plain(self, values: list[bytes | None]) -> list[_PlainEvent] | None:
+        """The batch decoded as plain events, or None when msgspec cannot vouch for all of
+        it: escapes (a control character may hide behind one), a message without a value,
+        oversized, spread over lines, or not an object of the plain shape."""
+        try:
+            if max(map(len, values)) > self._max_bytes:  # None raises TypeError
+                return None
+            joined = b"\n".join(values)
+            if b"\\" in joined or joined.count(b"\n") != len(values) - 1:
+                return None
+            events = _PLAIN_BATCH.decode_lines(joined)
+        except (TypeError, ValueError, msgspec.DecodeError):  # ValidationError is one
+            return None
+        return events if len(events) == len(values) else None
 
     def validate_into(
         self, raw: bytes | None, partition: int, offset: int, columns: EventColumns

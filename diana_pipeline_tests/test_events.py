@@ -346,3 +346,178 @@ def test_the_fast_path_reads_the_usual_timestamps_exactly() -> None:
 )
 def test_odd_timestamps_get_validates_verdict(text: str) -> None:
     assert_the_fast_path_agrees(orjson.dumps({**GOOD, "timestamp": text}), (0, 7))
+
+
+# ---- validate_batch agrees with validate() (property-based) ----------------------------------
+
+import random  # noqa: E402
+import string  # noqa: E402
+
+# What a producer other than ours may write: another layout, and the spellings where a JSON
+# reader may differ (NaN, trailing commas, huge integers, repeated keys, escapes, comments).
+_EDITS = [
+    lambda text: text.replace('"value":', '"value": NaN, "x":', 1),
+    lambda text: text.replace("}", ",}", 1),
+    lambda text: text.replace('"value":', '"value":123456789012345678901234567890,"y":', 1),
+    lambda text: text.replace('"variant":', '"variant":"nope","variant":', 1),
+    lambda text: text.replace('"variant":', '"variant":"control","variant":', 1),
+    lambda text: text.replace('"variant":"control"', '"variant":"\\u0063ontrol"', 1),
+    lambda text: text.replace('"user_id":"', '"user_id":"\\n', 1),
+    lambda text: text.replace('"user_id":"', '"user_id":"\t', 1),
+    lambda text: text.replace(",", ", ").replace('":', '": '),
+    lambda text: text.replace("{", "{ /* c */ ", 1),
+    lambda text: text.replace('"value":', '"value":Infinity,"z":', 1),
+    lambda text: text.replace('"value":', '"value":1e999,"z":', 1),
+    lambda text: text.replace('"value":', '"value":-0,"z":', 1),
+    lambda text: text.replace('"value":', '"value":true,"z":', 1),
+    lambda text: text.replace('"value":', '"value":"12","z":', 1),
+    lambda text: text.replace('"timestamp":"', '"timestamp":"\\u0032', 1),
+    lambda text: "\t " + text + " \r",
+    lambda text: text + "\n",
+    lambda text: text + "{}",
+    lambda text: "",
+    lambda text: text.replace("u", "ü", 1),
+]
+
+
+@st.composite
+def plain_payloads(draw: st.DrawFn) -> bytes:
+    """Valid events as a producer would write them, mostly; the timestamp now and then in a
+    spelling that only validate() reads."""
+    moment = draw(
+        st.datetimes(min_value=datetime(2026, 11, 1), max_value=datetime(2026, 11, 21, 13))
+    )
+    event: dict[str, object] = {
+        **GOOD,
+        "event_id": draw(st.text(string.ascii_letters + "-é", min_size=1, max_size=5)),
+        "variant": draw(st.sampled_from(["control", "treatment", "other"])),
+        "user_id": draw(st.one_of(st.text(min_size=1, max_size=5), _strings)),
+        "timestamp": draw(
+            st.one_of(
+                st.just(f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"),
+                st.just(f"{moment:%Y-%m-%dT%H:%M:%S.%f}Z"),
+                st.just(f"{moment:%Y-%m-%dT%H:%M:%S}Z"),
+                timestamps(),
+            )
+        ),
+    }
+    if draw(st.booleans()):
+        event["value"] = draw(
+            st.one_of(
+                st.floats(-2e12, 2e12),
+                st.integers(-(10**13), 10**13),
+                st.sampled_from([1e12, -1e12, 1_000_000_000_001, 1000000000000.0002, None, {}]),
+            )
+        )
+    if draw(st.integers(0, 3)) == 0:
+        event["properties"] = draw(st.sampled_from([None, {}, {"country": "DE"}, [], "", 0]))
+    return orjson.dumps(event)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes | None:
+    raw = draw(st.one_of(payloads(), plain_payloads(), plain_payloads()))
+    if raw is None or draw(st.integers(0, 3)):
+        return raw
+    text = raw.decode("utf-8", "replace")
+    if draw(st.booleans()):  # another producer's key order
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            event = None
+        if isinstance(event, dict):
+            keys = draw(st.permutations(list(event)))
+            text = orjson.dumps({key: event[key] for key in keys}).decode()
+    return draw(st.sampled_from(_EDITS))(text).encode()
+
+
+def assert_the_batch_agrees(raws: list[bytes | None], checker: EventValidator) -> None:
+    """validate_batch gives, message by message, what validate() gives."""
+    offsets = [100 + i + i // 3 for i in range(len(raws))]
+    columns = EventColumns()
+    rejected = checker.validate_batch(raws, 2, offsets, columns)
+    valid, refused = [], []
+    for raw, offset in zip(raws, offsets, strict=True):
+        outcome = checker.validate(raw)
+        if isinstance(outcome, str):
+            refused.append((2, offset, raw, outcome))
+        else:
+            valid.append((2, offset, outcome))
+    assert rejected == refused
+    assert columns.events() == valid
+
+
+@settings(max_examples=400, deadline=None)
+@given(raws=st.lists(messages(), min_size=1, max_size=60))
+def test_a_batch_gets_validates_verdicts_and_values(raws: list[bytes | None]) -> None:
+    assert_the_batch_agrees(raws, _CHECKER)
+
+
+def _with(**fields: object) -> bytes:
+    return orjson.dumps({**GOOD, **fields})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _with(timestamp="2026-11-21T24:00:00.000Z"),
+        _with(timestamp="2026-11-21T10:15:30.12Z"),
+        _with(timestamp="2026-11-21T13:00:00.000000Z"),  # NOW + the allowed skew: the last
+        _with(timestamp="2026-11-21T13:00:00.000001Z"),
+        _with(timestamp="2026-10-31T23:59:59.999999Z"),  # before the first window
+        _with(event_id="x" * 256),
+        _with(event_id="x" * 257),
+        _with(event_id="é" * 256),
+        _with(event_id="é" * 257),
+        _with(user_id=""),
+        _with(value=1e12),
+        _with(value=-1e12),
+        _with(value=1_000_000_000_001),
+        _with(value=-1000000000000.0002),
+        _with(value=123456789.123456789),
+        _with(value=True),
+        _with(properties={}),
+        _with(properties=[]),
+        _with(properties={"country": "DE"}),
+        _with(test_id="other-test"),
+        _with(extra={"nested": [1, 2]}),
+        b'{"event_id":"e-1","event_id":"e-2",' + _with()[1:].replace(b'"event_id":"e-1",', b""),
+        _with()[:-1] + b',"value":12345678901234567890}',
+        _with()[:-1] + b',"value":1E+2}',
+        _with()[:-1] + b',"value":NaN}',
+        b" " + _with() + b" ",
+        b"",
+        None,
+    ],
+)
+def test_each_edge_in_a_batch_gets_validates_verdict(raw: bytes | None) -> None:
+    # Alone, and among plain events (a batch that msgspec decodes whole but for it).
+    assert_the_batch_agrees([raw], _CHECKER)
+    assert_the_batch_agrees([_with(event_id="before"), raw, _with(event_id="after")], _CHECKER)
+
+
+def test_a_plain_batch_is_checked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The point of the batch: the usual events never reach the per-message validator; those
+    it refuses (unknown variant, outside the accepted range) still get validate()'s reason."""
+    checker = validator()
+    rng = random.Random(5)
+    raws = [
+        _with(
+            event_id=f"e-{i}",
+            variant=rng.choice(["control", "treatment", "other"]),
+            timestamp=f"2026-11-21T{rng.randrange(14):02d}:{rng.randrange(60):02d}:00.123Z",
+            value=rng.choice([None, rng.uniform(-1e12, 1e12), rng.randrange(10**12)]),
+        )
+        for i in range(3000)
+    ]
+    seen: list[bytes | None] = []
+    one_by_one = checker.validate_into
+
+    def recorded(raw: bytes | None, *args: object) -> str | None:
+        seen.append(raw)
+        return one_by_one(raw, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checker, "validate_into", recorded)
+    assert_the_batch_agrees(raws, checker)
+    refused = [raw for raw in raws if isinstance(checker.validate(raw), str)]
+    assert 0 < len(seen) == len(refused) < len(raws) // 2

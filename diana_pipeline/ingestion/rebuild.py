@@ -87,11 +87,11 @@ def rebuild_window(
                 rejected: list[tuple[int, int, bytes | None, str]] = []
                 for messages in read_range(consumer, kafka.topic, offset_range, low):
                     scanned += len(messages)
-                    for message in messages:
-                        value, offset = message.value(), message.offset()
-                        reason = validator.validate_into(value, begin.partition, offset, columns)
-                        if reason is not None:
-                            rejected.append((begin.partition, offset, value, reason))
+                    values = [message.value() for message in messages]
+                    offsets = [message.offset() for message in messages]
+                    rejected.extend(
+                        validator.validate_batch(values, begin.partition, offsets, columns)
+                    )
                 store.add_events(kafka.topic, columns, counts, only_window=target, rules=rules)
                 store.add_rejected(kafka.topic, rejected, counts)
     finally:

@@ -147,7 +147,7 @@ def _store_range(
     A writer thread stores one chunk while this thread reads and validates the next (DuckDB
     works without the GIL); at most one chunk waits, so memory stays at two chunks."""
     partition = offset_range.partition
-    validate_into = validator.validate_into
+    validate_batch = validator.validate_batch
     chunk_start = offset_range.start
     columns = EventColumns()
     rejected: list[tuple[int, int, bytes | None, str]] = []
@@ -183,11 +183,9 @@ def _store_range(
             writing = writer.submit(store_chunk, chunk, columns, rejected)
 
         for messages in read_range(consumer, topic, offset_range, low_watermark):
-            for message in messages:
-                value, offset = message.value(), message.offset()
-                reason = validate_into(value, partition, offset, columns)
-                if reason is not None:
-                    rejected.append((partition, offset, value, reason))
+            values = [message.value() for message in messages]
+            offsets = [message.offset() for message in messages]
+            rejected.extend(validate_batch(values, partition, offsets, columns))
             if len(columns) + len(rejected) >= CHUNK:
                 chunk_end = messages[-1].offset() + 1
                 hand_over(chunk_end)
