@@ -95,6 +95,7 @@ class _PlainEvent(msgspec.Struct):
 
 
 _PLAIN_BATCH = msgspec.json.Decoder(_PlainEvent)
+_SUB_BATCH = 256  # messages: a batch msgspec refuses is tried again in parts this large
 
 
 @dataclass(frozen=True)
@@ -214,10 +215,21 @@ class EventValidator:
 
         The usual batch (no message without a value, oversized, with an escape or a line
         break) is decoded and its fields checked by msgspec in one call; a batch it refuses
-        goes message by message. Decoded events whose test and variant, timestamp or
+        is tried again in parts of _SUB_BATCH, and a part it refuses goes message by
+        message. Decoded events whose test and variant, timestamp or
         properties need more than the plain checks also go through validate_into, so the
         verdict and the values are always validate()'s."""
         events = self._decode_plain(values)
+        if events is None and len(values) > _SUB_BATCH:
+            # One odd message sends its whole batch message by message: sub-batches keep
+            # that to the odd message's neighbours.
+            rejected = []
+            for start in range(0, len(values), _SUB_BATCH):
+                end = start + _SUB_BATCH
+                rejected += self.validate_batch(
+                    values[start:end], partition, offsets[start:end], columns
+                )
+            return rejected
         if events is None:
             rejected = []
             for raw, offset in zip(values, offsets, strict=True):

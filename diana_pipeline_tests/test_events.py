@@ -26,6 +26,7 @@ def test_timestamps_are_iso_utc_with_milliseconds() -> None:
 import orjson  # noqa: E402
 import pytest  # noqa: E402
 
+from diana_pipeline import events  # noqa: E402
 from diana_pipeline.config import load_config  # noqa: E402
 from diana_pipeline.events import EventColumns, EventValidator, ValidEvent  # noqa: E402
 from diana_pipeline.harness.paths import REPO_ROOT  # noqa: E402
@@ -521,3 +522,8 @@ def test_a_plain_batch_is_checked_at_once(monkeypatch: pytest.MonkeyPatch) -> No
     assert_the_batch_agrees(raws, checker)
     refused = [raw for raw in raws if isinstance(checker.validate(raw), str)]
     assert 0 < len(seen) == len(refused) < len(raws) // 2
+    # Two messages msgspec refuses: only their parts of the batch go message by message.
+    seen.clear()
+    odd = [*raws[:1000], _with()[:-1] + b',"value":NaN}', *raws[1000:2000], None, *raws[2000:]]
+    assert_the_batch_agrees(odd, checker)
+    assert len(seen) <= len(refused) + 2 * events._SUB_BATCH
