@@ -238,3 +238,9 @@ def maintain(connection: duckdb.DuckDBPyConnection, keep: timedelta) -> dict[str
         "snapshots expired": len(expired),
         "files deleted": len(deleted),
     }
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """DuckLake refused a commit because another transaction's commit conflicts with it
+    (checked: concurrent updates of a table's inlined rows); running it again may succeed."""
+    return "Transaction conflict" in str(exc)

@@ -35,11 +35,12 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -54,6 +55,10 @@ from diana_pipeline.lake import LOCK_RETRY_S, DuckLakeSettings, StoreLocation
 from diana_pipeline.windows import to_microseconds, utc_now
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+COMMIT_ATTEMPTS = 5
+CONFLICT_BACKOFF_S = 0.2  # times the attempt: another writer's commit is under way
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -490,6 +495,25 @@ class EventStore:
             raise
         self.connection.execute("COMMIT")
 
+    def retried(self, body: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
+        """body() in a transaction; when DuckLake refuses the commit because another
+        writer's commit conflicts with it, rolled back and run again (up to `attempts` in
+        all). `body` must start from scratch each time: whatever it counts, it counts inside.
+        The locks (lake.py) keep conflicts rare; this keeps them from failing a run."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction():
+                    return body()
+            except duckdb.TransactionException as exc:
+                if not lake.is_commit_conflict(exc) or attempt == attempts:
+                    raise
+                log.warning(
+                    "commit conflict, attempt %d of %d; running the transaction again: %s",
+                    attempt, attempts, str(exc).splitlines()[-1],
+                )  # fmt: skip
+                time.sleep(CONFLICT_BACKOFF_S * attempt)
+        raise AssertionError("unreachable")
+
     def record_range(
         self,
         topic: str,
@@ -628,16 +652,19 @@ class EventStore:
             raise ValueError(f"not a results table: {table}")
         frame = pd.DataFrame(rows)
         self.connection.register("incoming_results", frame)
-        try:
-            with self.transaction():
+
+        def replace() -> None:
+            self.connection.execute(
+                f"DELETE FROM {table} WHERE window_start IN (SELECT unnest(?::TIMESTAMP[]))",
+                [window_starts],
+            )
+            if rows:
                 self.connection.execute(
-                    f"DELETE FROM {table} WHERE window_start IN (SELECT unnest(?::TIMESTAMP[]))",
-                    [window_starts],
+                    f"INSERT INTO {table} BY NAME SELECT * FROM incoming_results"
                 )
-                if rows:
-                    self.connection.execute(
-                        f"INSERT INTO {table} BY NAME SELECT * FROM incoming_results"
-                    )
+
+        try:
+            self.retried(replace)
         finally:
             self.connection.unregister("incoming_results")
 

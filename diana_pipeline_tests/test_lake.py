@@ -63,6 +63,37 @@ def test_a_second_writer_waits_for_the_first_and_readers_do_not(lake: DuckLakeSe
     assert seen == [("written by the first",)]
 
 
+def test_a_commit_conflict_is_run_again_and_lands_once(lake: DuckLakeSettings) -> None:
+    """Another writer commits a change to the same rows while a transaction is open: DuckLake
+    refuses the second commit; `retried` runs the transaction again, on the other's result."""
+    with (
+        EventStore.open(lake, hold_writer_lock=False) as first,
+        EventStore.open(lake, hold_writer_lock=False) as second,
+    ):
+        second.connection.execute("INSERT INTO counting_state VALUES ('rules', 0, 0)")
+        attempts: list[int] = []
+
+        def add_one() -> int:
+            attempts.append(len(attempts) + 1)
+            second.connection.execute("UPDATE counting_state SET events = events + 1")
+            if len(attempts) == 1:  # meanwhile, the other writer commits
+                first.connection.execute("UPDATE counting_state SET events = events + 10")
+            return len(attempts)
+
+        assert second.retried(add_one) == 2
+
+        def fails() -> None:
+            attempts.append(0)
+            raise ValueError("not a conflict")
+
+        attempts.clear()
+        with pytest.raises(ValueError, match="not a conflict"):
+            second.retried(fails)
+        assert attempts == [0]  # other errors are not run again
+    with EventStore.open(lake, read_only=True) as reader:
+        assert reader.connection.execute("SELECT events FROM counting_state").fetchall() == [(11,)]
+
+
 def test_an_unreachable_catalog_is_one_clear_error_without_the_password(
     postgres: PostgresForTests, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -157,16 +157,20 @@ def _store_range(
         columns: EventColumns,
         rejected: list[tuple[int, int, bytes | None, str]],
     ) -> None:
-        counts = WriteCounts()
         lost = chunk.size - len(columns) - len(rejected)
         left_for_fold = rules is None
-        with store.transaction():
+
+        def store_together() -> WriteCounts:
+            counts = WriteCounts()
             store.add_events(
                 topic, columns, counts, rules=rules,
                 range_start=chunk.start if left_for_fold else None,
             )  # fmt: skip
             store.add_rejected(topic, rejected, counts)
             store.record_range(topic, chunk, run_id, counts, lost, counted=not left_for_fold)
+            return counts
+
+        counts = store.retried(store_together)
         _merge(result.counts, counts)
         result.lost += lost
         if lost:
