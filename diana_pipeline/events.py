@@ -230,32 +230,25 @@ class EventValidator:
                     values[start:end], partition, offsets[start:end], columns
                 )
             return rejected
-        if events is None:
-            rejected = []
-            for raw, offset in zip(values, offsets, strict=True):
-                reason = self.validate_into(raw, partition, offset, columns)
-                if reason is not None:
-                    rejected.append((partition, offset, raw, reason))
-            return rejected
-        pairs, earliest, latest = self._pairs, self._earliest_us, self._latest_us
-        utc_microseconds = self._utc_microseconds
-        moments = [utc_microseconds(event.timestamp) for event in events]  # None: unusual
-        plain = [
-            moment is not None
-            and earliest <= moment <= latest
-            and (event.test_id, event.variant) in pairs
-            and (event.properties is None or event.properties == {})
-            for event, moment in zip(events, moments, strict=True)
-        ]
-        if all(plain):  # the usual batch: its columns extended at once
-            self._extend(columns, partition, offsets, events, moments)
-            return []
+        if events is None:  # message by message
+            plain = [False] * len(values)
+        else:
+            pairs, earliest, latest = self._pairs, self._earliest_us, self._latest_us
+            moments = [self._utc_microseconds(event.timestamp) for event in events]
+            plain = [
+                moment is not None  # None: a timestamp spelled another way
+                and earliest <= moment <= latest
+                and (event.test_id, event.variant) in pairs
+                and (event.properties is None or event.properties == {})
+                for event, moment in zip(events, moments, strict=True)
+            ]
+            if all(plain):  # the usual batch: its columns extended at once
+                self._extend(columns, partition, offsets, events, moments)
+                return []
         rejected = []
-        for event, moment, is_plain, raw, offset in zip(
-            events, moments, plain, values, offsets, strict=True
-        ):
-            if is_plain:
-                self._extend(columns, partition, [offset], [event], [moment])
+        for i, (raw, offset) in enumerate(zip(values, offsets, strict=True)):
+            if plain[i]:  # decoded and checked above
+                self._extend(columns, partition, [offset], [events[i]], [moments[i]])
                 continue
             reason = self.validate_into(raw, partition, offset, columns)
             if reason is not None:
