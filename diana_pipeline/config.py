@@ -477,6 +477,9 @@ class ExperimentsConfig(_Strict):
     output_sink: OutputSink = "console"
     # Also publish every posterior record to this Kafka topic; None (or empty): don't.
     output_topic: str | None = None
+    # One JSON record per ingestion run and statistics refresh (docs/outputs.md); None (or
+    # empty): none. The original design named it metrics_out.
+    metrics_topic: str | None = None
     # Where bandit tests' allocations are published (compacted, key test_id; docs/bandit.md).
     allocation_topic: str = "allocations_out"
     partitions: Partitions = Partitions()
@@ -484,10 +487,10 @@ class ExperimentsConfig(_Strict):
     statistics: Statistics = Statistics()
     tests: list[ExperimentTest] = Field(min_length=1)
 
-    @field_validator("output_topic", "allocation_topic")
+    @field_validator("output_topic", "metrics_topic", "allocation_topic")
     @classmethod
     def _topic_name(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value in (None, "") and info.field_name == "output_topic":
+        if value in (None, "") and info.field_name != "allocation_topic":
             return None
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", value):
             raise ValueError(f"a Kafka topic name (letters, digits, '.', '_', '-'), got {value!r}")

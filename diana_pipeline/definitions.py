@@ -9,7 +9,7 @@ from diana_pipeline.assets.statistics import build_statistics
 from diana_pipeline.config import config_path, load_config
 from diana_pipeline.jobs import INGEST_JOB, ingest_job, lake_maintenance, traffic_job
 from diana_pipeline.resources import pipeline_resources
-from diana_pipeline.sensors import build_kafka_sensor
+from diana_pipeline.sensors import build_kafka_sensor, build_metrics_sensor
 
 # Single-run backfills (BackfillPolicy) are a beta parameter that we rely on knowingly; its
 # warning would otherwise open every run's log and every command's output.
@@ -35,6 +35,10 @@ defs = Definitions(
     assets=[events, *statistics_assets],
     jobs=[traffic_job, ingest_job, statistics_job, *maintenance_jobs],
     schedules=[statistics_schedule, *maintenance_schedules],
-    sensors=[build_kafka_sensor(EXPERIMENTS, INGEST_JOB), statistics_automation],
+    sensors=[
+        build_kafka_sensor(EXPERIMENTS, INGEST_JOB),
+        statistics_automation,
+        *build_metrics_sensor(EXPERIMENTS),
+    ],
     resources=pipeline_resources(EXPERIMENTS, CONFIG_FILE),
 )

@@ -492,3 +492,31 @@ def _value_problem(value: object) -> str | None:
     if abs(value) > MAX_ABS_VALUE:
         return f"field value out of range: {value:g} (at most {MAX_ABS_VALUE:g} either side of 0)"
     return None
+
+
+# The kind of each reason validate() gives, by how the reason begins: the short name that
+# monitoring counts rejections by (the metrics topic). More specific beginnings come first.
+_REJECTION_KINDS = (
+    ("empty message", "empty"),
+    ("oversized", "oversized"),
+    ("not JSON", "not_json"),
+    ("not a JSON object", "not_an_object"),
+    ("missing field", "missing_field"),
+    ("field value", "bad_value"),
+    ("field properties", "bad_properties"),
+    ("properties", "bad_properties"),
+    ("field ", "bad_field"),
+    ("unknown test", "unknown_test"),
+    ("unknown variant", "unknown_variant"),
+    ("timestamp is not", "bad_timestamp"),
+    ("timestamp out of range", "timestamp_out_of_range"),
+)
+
+
+def rejection_kind(reason: str) -> str:
+    """The kind of a rejection reason (`not_json`, `unknown_test`, ...); `other` for a reason
+    this version does not give (rows stored by an older one)."""
+    for beginning, kind in _REJECTION_KINDS:
+        if reason.startswith(beginning):
+            return kind
+    return "other"

@@ -1,6 +1,8 @@
 """The Kafka sensor: turns new offsets on the events topic into ingestion runs, each of
-which also refreshes the statistics of the windows its messages belong to."""
+which also refreshes the statistics of the windows its messages belong to. The metrics
+sensor: publishes a record of each ended run to `metrics_topic` (run_metrics.py)."""
 
+import time
 from datetime import UTC, datetime
 
 from dagster import (
@@ -9,6 +11,8 @@ from dagster import (
     DefaultSensorStatus,
     RunRequest,
     RunsFilter,
+    RunStatusChangeRecordsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -33,6 +37,7 @@ from diana_pipeline.ingestion import (
     write_cursor,
 )
 from diana_pipeline.partitions import window_range
+from diana_pipeline.producer import ProducerError
 from diana_pipeline.resources import ExperimentsResource, KafkaResource
 from diana_pipeline.run_health import (
     RESUMES_TAG,
@@ -40,7 +45,10 @@ from diana_pipeline.run_health import (
     free_slots_of_ended_runs,
     ingestion_runs_given_up,
 )
+from diana_pipeline.run_metrics import RUN_ENDED, run_kind, run_record
+from diana_pipeline.sinks.kafka_topic import MetricsTopic
 from diana_pipeline.store import OffsetRange
+from diana_pipeline.windows import utc_now
 
 MAX_RUNS_PER_TICK = 20
 # Which partition group a run ingests, with parallel runs: dagster.yaml lets one run per
@@ -162,3 +170,69 @@ def resume_request(given_up: DagsterRun) -> RunRequest:
             RESUMES_TAG: given_up.run_id,
         },
     )
+
+
+# Runs that ended this long before the metrics sensor's first tick are not published.
+METRICS_LOOKBACK_S = 600.0
+METRICS_PER_TICK = 100  # run endings read per kind and tick
+
+
+def build_metrics_sensor(config: ExperimentsConfig) -> list[SensorDefinition]:
+    """The metrics sensor when `metrics_topic` is set (none otherwise)."""
+    if not config.metrics_topic:
+        return []
+    topic = config.metrics_topic
+
+    @sensor(
+        name="pipeline_metrics_sensor",
+        minimum_interval_seconds=max(1, int(config.ingestion.sensor_interval.total_seconds())),
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Publishes one JSON record per ended ingestion run and statistics refresh "
+        f"to Kafka topic {topic} (events, rejections by reason, duplicates, consumer lag, "
+        "duration, freshness). Its cursor moves only once Kafka has the records: with Kafka "
+        "down the tick fails, and the records go out when it is back.",
+    )
+    def pipeline_metrics_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+        after = int(context.cursor) if context.cursor else None
+        since = None if after is not None else time.time() - METRICS_LOOKBACK_S
+        endings = []
+        complete_up_to = None  # a kind that filled its page: later endings wait a tick
+        for event_type in RUN_ENDED:
+            page = context.instance.fetch_run_status_changes(
+                RunStatusChangeRecordsFilter(
+                    event_type=event_type, after_storage_id=after, after_timestamp=since
+                ),
+                limit=METRICS_PER_TICK,
+                ascending=True,
+            ).records
+            endings += page
+            if len(page) == METRICS_PER_TICK:
+                last = page[-1].storage_id
+                complete_up_to = last if complete_up_to is None else min(complete_up_to, last)
+        endings.sort(key=lambda e: e.storage_id)
+        if complete_up_to is not None:
+            endings = [e for e in endings if e.storage_id <= complete_up_to]
+        if not endings:
+            return SkipReason("no run ended since the last record")
+        runs = {
+            run.run_id: run
+            for run in context.instance.get_runs(
+                RunsFilter(run_ids=list({e.run_id for e in endings}))
+            )
+        }
+        now = utc_now()
+        records = [
+            run_record(context.instance, runs[e.run_id], now)
+            for e in endings
+            if e.run_id in runs and run_kind(runs[e.run_id]) is not None
+        ]
+        if records:
+            try:
+                MetricsTopic(kafka.bootstrap_servers, topic).write(records)
+            except ProducerError as exc:
+                # The tick fails and the cursor stays: the same runs are published next tick.
+                raise RuntimeError(f"metrics not published to {topic}: {exc}") from None
+        context.update_cursor(str(endings[-1].storage_id))
+        return SkipReason(f"published {len(records)} record(s) to {topic}")
+
+    return [pipeline_metrics_sensor]

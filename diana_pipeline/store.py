@@ -50,7 +50,7 @@ from diana_pipeline import lake
 from diana_pipeline.allocations import AllocationError, AllocationVersion
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.counting.rules import CountingRules
-from diana_pipeline.events import EventColumns
+from diana_pipeline.events import EventColumns, rejection_kind
 from diana_pipeline.lake import LOCK_RETRY_S, DuckLakeSettings, StoreLocation
 from diana_pipeline.windows import to_microseconds, utc_now
 
@@ -269,6 +269,7 @@ class WriteCounts:
     events_by_window: Counter[datetime] = field(default_factory=Counter)
     duplicates: int = 0
     rejected: int = 0
+    rejected_by_kind: Counter[str] = field(default_factory=Counter)  # events.rejection_kind
 
     @property
     def events(self) -> int:
@@ -626,18 +627,24 @@ class EventStore:
         if batch.empty:
             return
         self.connection.register("incoming_rejected", batch)
+        new = (
+            "FROM incoming_rejected AS i WHERE NOT EXISTS (SELECT 1 FROM rejected_events "
+            "AS r WHERE r.topic = i.topic AND r.kafka_partition = i.kafka_partition "
+            "AND r.kafka_offset = i.kafka_offset)"
+        )
         try:
-            inserted = self.connection.execute(
-                "INSERT INTO rejected_events "
-                "SELECT topic, kafka_partition, kafka_offset, raw, reason, ? "
-                "FROM incoming_rejected AS i WHERE NOT EXISTS (SELECT 1 FROM rejected_events "
-                "AS r WHERE r.topic = i.topic AND r.kafka_partition = i.kafka_partition "
-                "AND r.kafka_offset = i.kafka_offset)",
+            # The reasons of the rows about to be inserted (no RETURNING: DuckLake lacks it);
+            # the same transaction sees the same table twice.
+            reasons = self.connection.execute(f"SELECT reason {new}").fetchall()
+            self.connection.execute(
+                f"INSERT INTO rejected_events "
+                f"SELECT topic, kafka_partition, kafka_offset, raw, reason, ? {new}",
                 [utc_now()],
-            ).fetchone()[0]  # the rows inserted (no RETURNING: DuckLake lacks it)
+            )
         finally:
             self.connection.unregister("incoming_rejected")
-        counts.rejected += inserted
+        counts.rejected += len(reasons)
+        counts.rejected_by_kind.update(rejection_kind(reason) for (reason,) in reasons)
 
     # ---- results of the statistics assets -------------------------------------------------------
 

@@ -15,7 +15,9 @@ from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.local_stack.jars import DYNAMODB_LOCAL, KAFKA
 from diana_pipeline.local_stack.settings import StackSettings
 
-DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
+# The daemon is `ab-engine`, the name users of the original Diana know (`docker compose logs
+# -f ab-engine`).
+DAGSTER_SERVICES = ("dagster-webserver", "ab-engine")
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,12 @@ def test_dagster_services_share_one_instance(services: dict[str, Any]) -> None:
         assert "/opt/diana/deploy/dagster-postgres-storage.yaml" in script
         assert services[name]["command"][-2:] == ["-w", "workspace.yaml"]
         assert services[name]["environment"]["DIANA_CONFIG"] == "/opt/diana/experiments.yaml"
+
+
+def test_the_original_engine_is_the_daemon(services: dict[str, Any]) -> None:
+    assert services["ab-engine"]["command"][:2] == ["dagster-daemon", "run"]
+    assert not any("dagster-daemon" in " ".join(s["command"]) for n, s in services.items()
+                   if n != "ab-engine" and "command" in s)  # fmt: skip
 
 
 def test_no_credentials_are_written_into_compose() -> None:

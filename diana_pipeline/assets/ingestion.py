@@ -27,8 +27,9 @@ from diana_pipeline.ingestion import (
 from diana_pipeline.markdown import table
 from diana_pipeline.partitions import partition_key, run_windows, window_partitions
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource, KafkaResource
+from diana_pipeline.sinks.records import format_time
 from diana_pipeline.store import OffsetRange
-from diana_pipeline.windows import aware_utc
+from diana_pipeline.windows import aware_utc, from_microseconds
 
 EVENTS = AssetKey("events")
 DUCKDB_POOL = "duckdb"
@@ -129,6 +130,17 @@ def _ingest(
             "windows_touched": len(counts.events_by_window),
             "offset_ranges": MetadataValue.md(_ranges_table(result.ranges)),
             "consumer_lag": sum(result.lag.values()),
+            # What the metrics topic's records carry (run_metrics.py), kept with the run.
+            "rejected_by_reason": MetadataValue.json(dict(sorted(counts.rejected_by_kind.items()))),
+            "consumer_lag_by_partition": MetadataValue.json(
+                {str(p): lag for p, lag in sorted(result.lag.items())}
+            ),
+            "newest_event_at": (
+                format_time(from_microseconds(result.newest_event_us))
+                if result.newest_event_us is not None
+                else ""
+            ),
+            "ingest_seconds": round(result.seconds, 3),
         }
     )
 

@@ -19,11 +19,17 @@ from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.io_managers import ALLOCATION_SINK, POSTERIOR_SINK
 from diana_pipeline.partitions import run_windows
 from diana_pipeline.resources import EventStoreResource, ExperimentsResource
+from diana_pipeline.sinks.records import TIME_FIELDS, format_time
 from diana_pipeline.store import EventStore
 from diana_pipeline.windows import utc_now
 
 PUBLISHED = AssetKey("published_posteriors")
 PUBLISHED_ALLOCATION = AssetKey("published_allocation")
+# The fields of the latest window's records in published_posteriors' metadata.
+LATEST_FIELDS = (
+    "test_id", "variant", "window_start", "timestamp", "alpha", "beta", "exposures_total",
+    "successes_total", "mean", "ci_low", "ci_high", "prob_best", "expected_loss",
+)  # fmt: skip
 
 
 def build_published_posteriors(
@@ -60,13 +66,12 @@ def build_published_posteriors(
                 f"no posteriors in DuckDB for {len(missing)} window(s), first {missing[0]} UTC: "
                 "materialise `posteriors` for them first"
             )
-        # The latest window's conversion totals (cumulative): what diana-demo watches to know the
-        # pipeline has caught up, without opening any sink or DuckDB. The IO manager adds
-        # what it wrote where.
-        shown = ("test_id", "variant", "exposures_total", "successes_total", "prob_best")
+        # The latest window's conversion posteriors (cumulative totals): what diana-demo
+        # watches to know the pipeline has caught up, and diana-engine prints, without opening
+        # any sink or DuckDB. The IO manager adds what it wrote where.
         tests = {test.test_id: test for test in settings.tests}
         latest = [
-            {k: r[k] for k in shown}
+            {k: format_time(r[k]) if k in TIME_FIELDS else r[k] for k in LATEST_FIELDS}
             for r in records
             if r["window_start"] == starts[-1]
             and (r["test_id"] not in tests or is_conversion(tests[r["test_id"]], r))

@@ -115,27 +115,7 @@ class Demo:
     # ---- the stack --------------------------------------------------------------------------
 
     def start_stack(self) -> None:
-        """Up with Dagster; a Dagster started earlier with another sink or experiments file is
-        restarted."""
-        # The sink comes from the experiments file, overridden by DIANA_OUTPUT_SINK (--sink), and
-        # so does the store (DIANA_EVENT_STORE): a Dagster started with another override or
-        # file loads another pipeline.
-        wanted = {
-            "DIANA_OUTPUT_SINK": self.settings.env.get("DIANA_OUTPUT_SINK") or "",
-            "DIANA_CONFIG": str(self.settings.config_file),
-            "DIANA_EVENT_STORE": self.settings.env.get("DIANA_EVENT_STORE") or "",
-        }
-        for name in ("dagster-webserver", "dagster-daemon"):
-            process = self.stack.processes[name].running()
-            if process is None:
-                continue
-            environ = process.environ()
-            running = {key: environ.get(key) or "" for key in wanted}
-            if running != wanted:
-                log.info("Dagster runs with %s; restarting it with %s", running, wanted)
-                for other in ("dagster-webserver", "dagster-daemon"):
-                    self.stack.processes[other].stop()
-                break
+        """Up with Dagster (restarted when it runs with another sink or experiments file)."""
         self.stack.up(with_dagster=True)
         # This process watches the instance and reads the store; `dagster job execute` runs
         # on the instance too.

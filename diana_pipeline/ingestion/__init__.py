@@ -3,6 +3,7 @@
 
 from diana_pipeline.ingestion.kafka_client import (
     KafkaUnavailableError,
+    consumer_lag,
     make_consumer,
     produced_span,
     watermarks,
@@ -20,6 +21,7 @@ from diana_pipeline.ingestion.runs import IngestResult, ingest
 __all__ = [
     "IngestResult",
     "KafkaUnavailableError",
+    "consumer_lag",
     "ingest",
     "make_consumer",
     "partition_groups",

@@ -90,6 +90,23 @@ def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
     return result
 
 
+def consumer_lag(consumer: Consumer, topic: str) -> dict[int, int]:
+    """Per partition, the messages past the consumer group's committed offset (ingestion
+    commits once the data is stored; a partition it never committed lags by all it holds)."""
+    marks = watermarks(consumer, topic)
+    try:
+        committed = consumer.committed(
+            [TopicPartition(topic, p) for p in marks], timeout=METADATA_TIMEOUT_S
+        )
+    except KafkaException as exc:
+        raise KafkaUnavailableError(f"Kafka is unreachable: {exc.args[0].str()}") from None
+    lag = {}
+    for position in committed:
+        low, high = marks[position.partition]
+        lag[position.partition] = high - max(low, position.offset)
+    return lag
+
+
 def read_range(
     consumer: Consumer, topic: str, offset_range: OffsetRange, low_watermark: int
 ) -> Iterator[list[Message]]:

@@ -77,6 +77,7 @@ class IngestResult:
     lost: int = 0
     lag: dict[int, int] = field(default_factory=dict)  # per partition, after the run
     seconds: float = 0.0
+    newest_event_us: int | None = None  # the latest event time among the valid events read
 
 
 def ingest(
@@ -181,6 +182,10 @@ def _store_range(
 
         def hand_over(chunk_end: int) -> None:
             nonlocal writing
+            if len(columns):
+                newest = max(columns.event_us)
+                if result.newest_event_us is None or newest > result.newest_event_us:
+                    result.newest_event_us = newest
             if writing is not None:
                 writing.result()  # the previous chunk is stored (or its error raised here)
             chunk = OffsetRange(partition, chunk_start, chunk_end)
@@ -204,3 +209,4 @@ def _merge(total: WriteCounts, part: WriteCounts) -> None:
     total.events_by_window.update(part.events_by_window)
     total.duplicates += part.duplicates
     total.rejected += part.rejected
+    total.rejected_by_kind.update(part.rejected_by_kind)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -24,6 +25,13 @@ from diana_pipeline.local_stack.settings import LOOPBACK, StackSettings
 log = logging.getLogger(__name__)
 
 DAGSTER_READY_TIMEOUT_S = 180.0
+
+# The variables that choose which pipeline Dagster loads: a Dagster running with other values
+# is restarted by `up`.
+CHOOSING_VARIABLES = (
+    "DIANA_CONFIG", "DIANA_OUTPUT_SINK", "DIANA_OUTPUT_TOPIC", "DIANA_METRICS_TOPIC",
+    "DIANA_EVENT_STORE",
+)  # fmt: skip
 
 # The scale profile's instance storage, appended to the project's dagster.yaml.
 POSTGRES_STORAGE = Path("deploy") / "dagster-postgres-storage.yaml"
@@ -67,7 +75,10 @@ class Dagster:
             env["DIANA_POSTGRES_PORT"] = str(self.settings.postgres_port)
         return env
 
-    def up(self) -> None:
+    def up(self, webserver: bool = True) -> None:
+        """Start the daemon and (unless `webserver` is False) the webserver, and wait until
+        they are ready. Either one already running with another experiments file or other
+        settings (the DIANA_* variables that choose the pipeline) is restarted first."""
         s = self.settings
         workspace = s.project_dir / "workspace.yaml"
         instance_yaml = s.project_dir / "dagster.yaml"
@@ -94,12 +105,12 @@ class Dagster:
             # A link, not a copy: the instance always runs with the project's dagster.yaml.
             link.symlink_to(instance_yaml)
         bin_dir = Path(sys.executable).parent
-        webserver_up = self.webserver.running() is not None
-        daemon_up = self.daemon.running() is not None
-        if not (webserver_up and daemon_up):
+        self._stop_if_configured_otherwise(env)
+        wanted = self.processes if webserver else (self.daemon,)
+        if any(process.running() is None for process in wanted):
             self._prepare_storage(_script(bin_dir, "dagster"), env)
         started = False
-        if not self.webserver.already_running(s.dagster_url):
+        if webserver and not self.webserver.already_running(s.dagster_url):
             ensure_ports_free("the Dagster webserver", LOOPBACK, [s.dagster_port])
             log.info("%-17s starting on %s", "dagster-webserver", s.dagster_url)
             self.webserver.start(
@@ -124,7 +135,7 @@ class Dagster:
                 s.project_dir,
             )
             started = True
-        if started:
+        if started and webserver:
             waited = wait_until_ready(
                 "the Dagster webserver",
                 self.webserver,
@@ -133,6 +144,35 @@ class Dagster:
                 interval_s=1.0,
             )
             log.info("%-17s code location loaded and daemon healthy in %.1fs", "dagster", waited)
+        elif started:
+            check = [_script(bin_dir, "dagster-daemon"), "liveness-check"]
+            waited = wait_until_ready(
+                "the Dagster daemon",
+                self.daemon,
+                lambda: _succeeds(check, env, s.project_dir),
+                DAGSTER_READY_TIMEOUT_S,
+                interval_s=1.0,
+            )
+            log.info("%-17s daemon live in %.1fs", "dagster-daemon", waited)
+
+    def _stop_if_configured_otherwise(self, env: dict[str, str]) -> None:
+        """A webserver or daemon that loads another pipeline (another experiments file, sink,
+        store or topic) than `env` says is stopped, both with it, so they start anew."""
+        for process in self.processes:
+            running = process.running()
+            if running is None:
+                continue
+            environ = running.environ()
+            differ = {
+                name: (environ.get(name) or "", env.get(name) or "")
+                for name in CHOOSING_VARIABLES
+                if (environ.get(name) or "") != (env.get(name) or "")
+            }
+            if differ:
+                log.info("Dagster runs with other settings (%s); restarting it", differ)
+                for other in self.processes:
+                    other.stop()
+                return
 
     def _prepare_storage(self, dagster: str, env: dict[str, str]) -> None:
         # On a new DAGSTER_HOME the webserver and the daemon would both create the SQLite
@@ -168,6 +208,13 @@ class Dagster:
             self.webserver.status(f"UI {s.dagster_url}"),
             self.daemon.status(f"DAGSTER_HOME {s.dagster_home}"),
         ]
+
+
+def _succeeds(argv: list[str], env: dict[str, str], cwd: Path) -> bool:
+    result = subprocess.run(
+        argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
+    )
+    return result.returncode == 0
 
 
 def _script(bin_dir: Path, name: str) -> str:

@@ -41,8 +41,14 @@ class LocalStack:
         }
 
     def up(
-        self, with_dagster: bool = False, with_dynamodb: bool = True, with_kafka: bool = True
+        self,
+        with_dagster: bool = False,
+        with_dynamodb: bool = True,
+        with_kafka: bool = True,
+        with_webserver: bool = True,
     ) -> None:
+        """Start what is not running; with Dagster, its webserver too unless
+        `with_webserver` is False."""
         s = self.settings
         s.home.mkdir(parents=True, exist_ok=True)
         log.info("stack folder: %s (logs in %s), profile %s", s.home, s.logs_dir, s.profile)
@@ -53,7 +59,7 @@ class LocalStack:
         if with_dynamodb:
             self.dynamodb.up()
         if with_dagster:
-            self.dagster.up()
+            self.dagster.up(webserver=with_webserver)
 
     def down(self) -> list[str]:
         """Stop every server of this folder (Dagster first, Kafka last). Returns what stopped."""

@@ -1,4 +1,4 @@
-"""Kafka sinks, compacted topics created when missing:
+"""Kafka sinks, topics created when missing (compacted, but for the metrics):
 
 - `PosteriorTopic`: posterior records (`output_topic` in experiments.yaml), as the original
   design's `posteriors_out`, next to whichever sink `output_sink` names. Keyed by
@@ -6,10 +6,13 @@
   compaction a consumer that reads the topic from the start sees one record per test, variant
   and window, the latest.
 - `AllocationTopic`: a bandit's published allocations (`allocation_topic`), keyed by test_id,
-  so the topic keeps each test's latest version (allocation_follower.py reads it)."""
+  so the topic keeps each test's latest version (allocation_follower.py reads it).
+- `MetricsTopic`: one record per ingestion run and statistics refresh (`metrics_topic`,
+  run_metrics.py), keyed by run id; a stream kept for Kafka's retention, not compacted."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -35,15 +38,18 @@ TOPIC_PARTITIONS = 1  # few records, and one partition keeps them in the order w
 TOPIC_TIMEOUT_S = 30.0
 
 
-class CompactedTopic:
-    """A compacted topic on one Kafka cluster, written key by key."""
+class OutputTopic:
+    """A topic on one Kafka cluster, written key by key; compacted unless a subclass says
+    otherwise."""
+
+    cleanup_policy = "compact"
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.name = topic
 
     def ensure_topic(self) -> None:
-        """Create the topic (compacted) when it is missing."""
+        """Create the topic (with its cleanup policy) when it is missing."""
         admin = AdminClient(
             {"bootstrap.servers": self.bootstrap_servers},
             logger=logging.getLogger("diana.librdkafka"),
@@ -58,11 +64,15 @@ class CompactedTopic:
         if self.name in metadata.topics:
             return
         future = admin.create_topics(
-            [NewTopic(self.name, TOPIC_PARTITIONS, 1, config={"cleanup.policy": "compact"})]
+            [
+                NewTopic(
+                    self.name, TOPIC_PARTITIONS, 1, config={"cleanup.policy": self.cleanup_policy}
+                )
+            ]
         )[self.name]
         try:
             future.result(timeout=TOPIC_TIMEOUT_S)
-            log.info("created the compacted topic %s", self.name)
+            log.info("created the topic %s (%s)", self.name, self.cleanup_policy)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise ProducerError(
@@ -101,7 +111,7 @@ class CompactedTopic:
         return deliveries.delivered
 
 
-class PosteriorTopic(CompactedTopic):
+class PosteriorTopic(OutputTopic):
     """The compacted posterior topic."""
 
     def write(self, records: list[Record], span: WindowSpan = EVERY_WINDOW) -> int:
@@ -111,11 +121,21 @@ class PosteriorTopic(CompactedTopic):
         return self.send(messages, "posterior records")
 
 
-class AllocationTopic(CompactedTopic):
+class AllocationTopic(OutputTopic):
     """The compacted topic of published allocations."""
 
     def write(self, versions: list[AllocationVersion]) -> int:
         return self.send(((v.test_id, v.to_json()) for v in versions), "allocations")
+
+
+class MetricsTopic(OutputTopic):
+    """The pipeline's metrics: one JSON record per run, keyed by its run id."""
+
+    cleanup_policy = "delete"
+
+    def write(self, records: list[dict[str, object]]) -> int:
+        messages = ((str(r["run_id"]), json.dumps(r, sort_keys=True)) for r in records)
+        return self.send(messages, "metrics records")
 
 
 def allocation_consumer(bootstrap_servers: str) -> Consumer:
