@@ -28,7 +28,7 @@ import pytest  # noqa: E402
 
 from diana_pipeline import events  # noqa: E402
 from diana_pipeline.config import load_config  # noqa: E402
-from diana_pipeline.events import EventColumns, EventValidator, ValidEvent  # noqa: E402
+from diana_pipeline.events import EventColumns, EventValidator, ValidEvent, rejection_kind  # noqa: E402
 from diana_pipeline.harness.paths import REPO_ROOT  # noqa: E402
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -115,6 +115,37 @@ def test_bad_properties_are_rejected_with_their_reason(properties: object, reaso
     outcome = validator().validate(raw)
     assert isinstance(outcome, str) and reason in outcome, outcome
     assert validator().validate_into(raw, 0, 0, EventColumns()) == outcome
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (None, "empty"),
+        (b"x" * 20_000, "oversized"),
+        (b"not json", "not_json"),
+        (b"[1, 2]", "not_an_object"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "user_id"}), "missing_field"),
+        (orjson.dumps({**GOOD, "event_id": 17}), "bad_field"),
+        (orjson.dumps({**GOOD, "user_id": "a\x00b"}), "bad_field"),
+        (orjson.dumps({**GOOD, "variant": "x" * 300}), "bad_field"),
+        (orjson.dumps({**GOOD, "value": "12.50"}), "bad_value"),
+        (orjson.dumps({**GOOD, "value": 1e13}), "bad_value"),
+        (orjson.dumps({**GOOD, "properties": []}), "bad_properties"),
+        (orjson.dumps({**GOOD, "properties": {"Device": "x"}}), "bad_properties"),
+        (orjson.dumps({**GOOD, "properties": {"device": 3}}), "bad_properties"),
+        (orjson.dumps({**GOOD, "test_id": "other-test"}), "unknown_test"),
+        (orjson.dumps({**GOOD, "variant": "purple"}), "unknown_variant"),
+        (orjson.dumps({**GOOD, "timestamp": "yesterday"}), "bad_timestamp"),
+        (orjson.dumps({**GOOD, "timestamp": "2100-01-01T00:00:00.000Z"}), "timestamp_out_of_range"),
+    ],
+)
+def test_each_rejection_has_its_kind_for_monitoring(raw: bytes | None, kind: str) -> None:
+    reason = validator().validate(raw)
+    assert isinstance(reason, str) and rejection_kind(reason) == kind, reason
+
+
+def test_a_reason_of_no_known_kind_is_other() -> None:
+    assert rejection_kind("rejected by a version that no longer exists") == "other"
 
 
 @pytest.mark.parametrize(

@@ -47,13 +47,20 @@ def test_duplicates_within_and_across_batches_are_stored_once(tmp_path: Path) ->
 def test_rejections_are_stored_once_per_position(tmp_path: Path) -> None:
     with EventStore.open(tmp_path / "s.duckdb") as store:
         counts = WriteCounts()
-        store.add_rejected("web", [(0, 1, b"junk", "not JSON"), (0, 2, None, "empty")], counts)
-        store.add_rejected("web", [(0, 1, b"junk", "not JSON")], counts)
-        assert counts.rejected == 2
+        store.add_rejected(
+            "web", [(0, 1, b"junk", "not JSON: x"), (0, 2, None, "empty message (no value)")],
+            counts,
+        )  # fmt: skip
+        store.add_rejected(
+            "web", [(0, 1, b"junk", "not JSON: x"), (0, 3, b"[]", "not JSON: y")], counts
+        )
+        assert counts.rejected == 3
+        # Counted by kind as stored: the second copy of offset 1 is not.
+        assert counts.rejected_by_kind == {"not_json": 2, "empty": 1}
         raw, reason = store.connection.execute(
             "SELECT raw, reason FROM rejected_events WHERE kafka_offset = 1"
         ).fetchone()
-        assert (raw, reason) == (b"junk", "not JSON")
+        assert (raw, reason) == (b"junk", "not JSON: x")
 
 
 def test_a_failed_transaction_stores_nothing(tmp_path: Path) -> None:
