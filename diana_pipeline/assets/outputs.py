@@ -26,9 +26,10 @@ from diana_pipeline.windows import utc_now
 PUBLISHED = AssetKey("published_posteriors")
 PUBLISHED_ALLOCATION = AssetKey("published_allocation")
 # The fields of the latest window's records in published_posteriors' metadata.
+# test_id, variant, alpha, beta first: the original Diana's `Posterior ► {...}` lines began so.
 LATEST_FIELDS = (
-    "test_id", "variant", "window_start", "timestamp", "alpha", "beta", "exposures_total",
-    "successes_total", "mean", "ci_low", "ci_high", "prob_best", "expected_loss",
+    "test_id", "variant", "alpha", "beta", "exposures_total", "successes_total", "mean",
+    "ci_low", "ci_high", "prob_best", "expected_loss", "window_start", "timestamp",
 )  # fmt: skip
 
 

@@ -157,6 +157,9 @@ def test_the_engine_shows_every_event_and_publishes_each_runs_metrics(tmp_path: 
             return shown == expected and any(s["consumer_lag"] == 0 for s in statuses(seen))
 
         engine.wait_for(caught_up, 300, "posteriors counting every user sent")
+        for record in latest_posteriors(engine.seen).values():  # the original's form
+            assert list(record)[:4] == ["test_id", "variant", "alpha", "beta"]
+            assert record["alpha"] == 1 + record["successes_total"]  # experiments.yaml's prior
         # The status line counts what the runs stored: every delivery, valid or not.
         engine.wait_for(
             lambda seen: statuses(seen)[-1]["events_ingested"] + statuses(seen)[-1]["rejected"]
