@@ -186,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         "--parallel-runs", type=int, default=1,
         help="ingestion runs at once (ducklake only; docs/scale.md, Parallel ingestion)",
     )  # fmt: skip
+    parser.add_argument(
+        "--metrics-topic", default="",
+        help="publish the pipeline's metrics to this topic meanwhile (docs/outputs.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="diana-bench-") as folder:
         home = Path(folder) / "stack"
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.store == "ducklake":
             env |= {"DIANA_STACK_PROFILE": "scale", "DIANA_EVENT_STORE": "ducklake"}
         env["DIANA_PARALLEL_RUNS"] = str(args.parallel_runs)
+        env["DIANA_METRICS_TOPIC"] = args.metrics_topic
         print("  .. starting a private stack", file=sys.stderr)
         with private_stack(home, env, experiments) as own:
             # This process writes the history and reads the instance (in the scale profile,
@@ -280,6 +285,7 @@ def measure(
         (" --dimensions" if args.dimensions else "")
         + (f" --store {args.store}" if args.store != "duckdb" else "")
         + (f" --parallel-runs {args.parallel_runs}" if args.parallel_runs > 1 else "")
+        + (f" --metrics-topic {args.metrics_topic}" if args.metrics_topic else "")
     )
     if not args.no_write:
         write_section(
