@@ -217,17 +217,20 @@ def _stop(stack: LocalStack, before: dict[str, int | None]) -> None:
     for name in reversed(stack.COMPONENTS):
         pid = _pid(stack.processes[name].running())
         if pid is not None and pid != before[name] and stack.processes[name].stop():
-            again = " (it ran before with other settings)" if before[name] else ""
-            print(f"diana-engine: stopped {name}{again}", file=sys.stderr)
-    left = [
-        name
-        for name, process in stack.processes.items()
-        if before[name] is not None and _pid(process.running()) == before[name]
-    ]
+            print(f"diana-engine: stopped {name}", file=sys.stderr)
+    now = {name: _pid(process.running()) for name, process in stack.processes.items()}
+    left = [name for name, pid in before.items() if pid is not None and now[name] == pid]
     if left:
         print(
             f"diana-engine: left running, as it was before: {', '.join(left)} "
             "(stop with: diana-stack down)",
+            file=sys.stderr,
+        )
+    gone = [name for name, pid in before.items() if pid is not None and now[name] is None]
+    if gone:
+        print(
+            f"diana-engine: ran before with other settings, so it was restarted and is now "
+            f"stopped: {', '.join(gone)} (start again with: diana-stack up --dagster)",
             file=sys.stderr,
         )
 

@@ -128,6 +128,14 @@ class Dagster:
             )
             started = True
         if not self.daemon.already_running("(no port)"):
+            # A daemon stopped moments ago left heartbeats that still look live: cleared, so
+            # that readiness is the new daemon's.
+            run_to_completion(
+                "clearing the stopped daemon's heartbeats",
+                [_script(bin_dir, "dagster-daemon"), "wipe"],
+                self.settings.logs_dir / "dagster-instance.log",
+                env=env,
+            )
             log.info("%-17s starting", "dagster-daemon")
             self.daemon.start(
                 [_script(bin_dir, "dagster-daemon"), "run", "-w", str(workspace)],

@@ -243,3 +243,26 @@ def test_run_for_ends_the_engine_with_nothing_left_running(tmp_path: Path) -> No
         assert processes_of(home) == []
     finally:
         run_command("diana-stack", "down", env=env, timeout=180)
+
+
+def test_a_dagster_with_other_settings_is_restarted_and_the_engine_says_so(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "stack"
+    env = private_stack_environment(home)
+    other = {**env, "DIANA_OUTPUT_SINK": "csv"}
+    stack = LocalStack(StackSettings.from_environment(REPO_ROOT, SHIPPED_CONFIG, other))
+    try:
+        stack.up(with_dagster=True, with_webserver=False)  # the CSV sink's pipeline
+        assert stack.processes["dagster-daemon"].running() is not None
+        engine = Engine(env, "--run-for", "4", "--progress-interval", "2", "--no-ui")
+        code, stderr = engine.finish(timeout_s=300)
+        assert code == 0, stderr[-3000:]
+        assert "Dagster runs with other settings" in stderr
+        assert "(sink console)" in " ".join(engine.seen)
+        assert "left running, as it was before: kafka, dynamodb" in stderr
+        assert "restarted and is now stopped: dagster-daemon" in stderr
+        assert stack.processes["dagster-daemon"].running() is None
+        assert stack.processes["kafka"].running() is not None
+    finally:
+        stack.down()
