@@ -11,13 +11,13 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 
 from diana_pipeline.assets.ingestion import EVENTS
 from diana_pipeline.assets.outputs import PUBLISHED
-from diana_pipeline.assets.statistics import POSTERIORS
+from diana_pipeline.assets.statistics import POSTERIORS, STATISTICS_JOB
 from diana_pipeline.jobs import INGEST_JOB
 from diana_pipeline.sinks.records import format_time, parse_time
 
 # The jobs whose runs refresh statistics besides runs of the posteriors' own selection (the
 # automation's): the schedule's, and ingestion runs over no offsets (a backfill of events).
-REFRESH_JOBS = frozenset({INGEST_JOB, "statistics_job"})
+REFRESH_JOBS = frozenset({INGEST_JOB, STATISTICS_JOB})
 # The events asset's materialisation of the run's own ingestion (its other ones report the
 # events of windows outside the run's, for the automation) carries this key.
 INGESTION_KEY = "rejected_in_run"

@@ -80,6 +80,7 @@ POSTERIORS = AssetKey("posteriors")
 SUPERIORITY = AssetKey("superiority")
 ALLOCATION = AssetKey("allocation")
 STATISTICS = [INCREMENTS, POSTERIORS, SUPERIORITY, ALLOCATION]
+STATISTICS_JOB = "statistics_job"
 
 # Refresh a window when its upstream window changed (or is about to, in the same tick) since
 # it was last refreshed or requested, in any window, late ones included; never twice at once.
@@ -432,7 +433,7 @@ def build_statistics(config: ExperimentsConfig) -> tuple[list, object, object, o
     published_allocation = build_published_allocation(config, ALLOCATION, common)
     selection = AssetSelection.assets(*STATISTICS, PUBLISHED, PUBLISHED_ALLOCATION)
     statistics_job = define_asset_job(
-        "statistics_job",
+        STATISTICS_JOB,
         selection=selection,
         description="Recompute the statistics of a window (or a range, in one run) and write "
         "its posterior records to the sink.",
