@@ -627,20 +627,22 @@ class EventStore:
         if batch.empty:
             return
         self.connection.register("incoming_rejected", batch)
-        new = (
-            "FROM incoming_rejected AS i WHERE NOT EXISTS (SELECT 1 FROM rejected_events "
-            "AS r WHERE r.topic = i.topic AND r.kafka_partition = i.kafka_partition "
-            "AND r.kafka_offset = i.kafka_offset)"
-        )
         try:
-            # The reasons of the rows about to be inserted (no RETURNING: DuckLake lacks it);
-            # the same transaction sees the same table twice.
-            reasons = self.connection.execute(f"SELECT reason {new}").fetchall()
+            # The positions not stored yet, found once: inserted, and their reasons counted
+            # (no RETURNING: DuckLake lacks it).
             self.connection.execute(
-                f"INSERT INTO rejected_events "
-                f"SELECT topic, kafka_partition, kafka_offset, raw, reason, ? {new}",
+                "CREATE OR REPLACE TEMP TABLE new_rejected AS SELECT * FROM incoming_rejected "
+                "AS i WHERE NOT EXISTS (SELECT 1 FROM rejected_events AS r WHERE r.topic = "
+                "i.topic AND r.kafka_partition = i.kafka_partition AND r.kafka_offset = "
+                "i.kafka_offset)"
+            )
+            self.connection.execute(
+                "INSERT INTO rejected_events SELECT topic, kafka_partition, kafka_offset, raw, "
+                "reason, ? FROM new_rejected",
                 [utc_now()],
             )
+            reasons = self.connection.execute("SELECT reason FROM new_rejected").fetchall()
+            self.connection.execute("DROP TABLE new_rejected")
         finally:
             self.connection.unregister("incoming_rejected")
         counts.rejected += len(reasons)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+import psutil
 from dagster import (
     AssetRecordsFilter,
     DagsterInstance,
@@ -235,8 +236,8 @@ def _stop(stack: LocalStack, before: dict[str, int | None]) -> None:
         )
 
 
-def _pid(process: object) -> int | None:
-    return getattr(process, "pid", None)
+def _pid(process: psutil.Process | None) -> int | None:
+    return None if process is None else process.pid
 
 
 def main(argv: list[str] | None = None) -> int:
