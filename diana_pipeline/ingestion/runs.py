@@ -4,8 +4,10 @@
 An ingestion run owns a set of offset ranges. It reads exactly those offsets (assign(),
 never a subscription) that the ledger does not cover yet, validates every message and stores
 them a chunk at a time: each chunk's events, rejections and its ledger row (the chunk's
-offsets) go in one DuckDB transaction, with the merge of its events into the counting state
-(counting/state.py). A run killed mid-range leaves whole chunks behind,
+offsets) go in one DuckDB transaction. The chunks' events are merged into the counting state
+(counting/state.py) by the fold (counting/fold.py), every few chunks and at the run's end, each
+fold in one transaction with its record of the ranges it counted; parallel runs leave the
+fold to the store's writer. A run killed mid-range leaves whole chunks behind,
 and its retry reads only the offsets that no chunk covers. Chunks keep a run's memory flat
 however large its range. Only after storing does it commit the consumer group's offsets,
 which exist for lag tools only: the sensor's cursor and the ledger are what make ingestion
@@ -25,6 +27,7 @@ from confluent_kafka import Consumer
 
 from diana_pipeline.config import ExperimentsConfig
 from diana_pipeline.counting import CountingRules
+from diana_pipeline.counting import state as counting_state
 from diana_pipeline.events import EventColumns, EventValidator
 from diana_pipeline.ingestion.kafka_client import (
     KafkaEndpoint,
@@ -38,6 +41,11 @@ from diana_pipeline.store import EventStore, OffsetRange, WriteCounts
 log = logging.getLogger(__name__)
 
 CHUNK = 50_000  # messages stored per transaction (with their ledger row)
+# Chunks a run stores between two folds of the counting state. A fold finds its returning
+# users by a scan of every stored user's key, whatever the size of the batch, so one fold per
+# few chunks pays that scan once for all of them (docs/benchmarks.md, "Ingest with the
+# counting state").
+FOLD_EVERY = 8
 # DuckDB otherwise caches up to 80% of RAM; a run's writes need a chunk and one window's keys
 # (more spills to disk), and a run's memory stays flat however long the table grows.
 INGEST_MEMORY_LIMIT = "128MB"
@@ -80,6 +88,24 @@ class IngestResult:
     newest_event_us: int | None = None  # the latest event time among the valid events read
 
 
+class _Fold:
+    """A single-writer run's folds: after every FOLD_EVERY chunks it stored, and at its end."""
+
+    def __init__(self, store: EventStore, rules: CountingRules) -> None:
+        self.store = store
+        self.rules = rules
+        self.chunks = 0
+
+    def stored(self) -> None:
+        self.chunks += 1
+        if self.chunks >= FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        counting_state.fold_if_current(self.store.connection, self.rules)
+        self.chunks = 0
+
+
 def ingest(
     config: ExperimentsConfig,
     ranges: list[OffsetRange],
@@ -107,6 +133,7 @@ def ingest(
             open_store(memory_limit=INGEST_MEMORY_LIMIT, appends_only=parallel) as store,
             store.partitions_held(topic, [r.partition for r in ranges]),
         ):
+            folding = None if parallel else _Fold(store, rules)
             for offset_range in ranges:
                 missing = store.uncovered(topic, offset_range)
                 if not missing:
@@ -115,10 +142,11 @@ def ingest(
                 low = marks.get(offset_range.partition, (0, 0))[0]
                 for gap in missing:
                     _store_range(
-                        store, consumer, topic, gap, low, validator,
-                        None if parallel else rules, run_id, result,
-                    )  # fmt: skip
+                        store, consumer, topic, gap, low, validator, folding, run_id, result
+                    )
                 result.ranges.append(offset_range)
+            if folding is not None:
+                folding.fold()
             stored_up_to = store.ingested_end(topic)
         commit_offsets(consumer, topic, ranges)
         for partition, (low, high) in watermarks(consumer, topic).items():
@@ -136,14 +164,15 @@ def _store_range(
     offset_range: OffsetRange,
     low_watermark: int,
     validator: EventValidator,
-    rules: CountingRules | None,
+    folding: _Fold | None,
     run_id: str | None,
     result: IngestResult,
 ) -> None:
     """Read, validate and store the range, one transaction per chunk of about CHUNK
     messages; each chunk's ledger row covers its offsets, the last one up to the range's
     end (offsets that Kafka no longer holds are counted as lost). Each chunk's events are
-    merged into the counting state by `rules`, or, without them, left for the fold.
+    left for the counting fold, which `folding` runs every few chunks (none: another
+    writer's).
 
     A writer thread stores one chunk while this thread reads and validates the next (DuckDB
     works without the GIL); at most one chunk waits, so memory stays at two chunks."""
@@ -159,19 +188,17 @@ def _store_range(
         rejected: list[tuple[int, int, bytes | None, str]],
     ) -> None:
         lost = chunk.size - len(columns) - len(rejected)
-        left_for_fold = rules is None
 
         def store_together() -> WriteCounts:
             counts = WriteCounts()
-            store.add_events(
-                topic, columns, counts, rules=rules,
-                range_start=chunk.start if left_for_fold else None,
-            )  # fmt: skip
+            store.add_events(topic, columns, counts, range_start=chunk.start)
             store.add_rejected(topic, rejected, counts)
-            store.record_range(topic, chunk, run_id, counts, lost, counted=not left_for_fold)
+            store.record_range(topic, chunk, run_id, counts, lost, counted=False)
             return counts
 
         counts = store.retried(store_together)
+        if folding is not None:
+            folding.stored()
         _merge(result.counts, counts)
         result.lost += lost
         if lost:

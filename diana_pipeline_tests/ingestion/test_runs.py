@@ -235,6 +235,7 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
     sent = produce(config, 3_000, seed=5)
     [ranges] = all_ranges(config)
     monkeypatch.setattr(runs, "CHUNK", 400)
+    monkeypatch.setattr(runs, "FOLD_EVERY", 2)
     monkeypatch.setattr(kafka_client, "CONSUME_BATCH", 100)
     real_record_range = EventStore.record_range
     chunks_stored = []
@@ -253,6 +254,8 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
         assert con.execute("SELECT count(*) FROM ingested_ranges").fetchone() == (3,)
         stored = sum(r.size for r in chunks_stored)
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == stored > 0
+        # Folded after its second chunk; the third awaits the next fold.
+        assert con.execute("SELECT count(*) FROM counted_ranges").fetchone() == (2,)
     retry = ingest(config, ranges, run_id="retry")
     assert retry.counts.duplicates == 0 and retry.lost == 0
     valid = sum(sent.events.values())
@@ -271,6 +274,14 @@ def test_a_run_killed_between_chunks_is_finished_by_its_retry(
         assert all(a[1] == b[0] for a, b in pairwise(mine))
     again = ingest(config, ranges, run_id="again")
     assert again.skipped == ranges and again.counts.events == 0
+    # The retry's folds counted the killed run's last chunk with its own: every chunk once,
+    # the state current without a rebuild and equal to a full recount.
+    rules = CountingRules.of(config)
+    with reading(path) as con:
+        assert con.execute("SELECT count(*) FROM counted_ranges").fetchone() == (len(rows),)
+        assert counting_state.rebuilds(con) == 0
+        assert counting_state.is_current(con, rules)
+        assert counting_state.differences(con, rules) == []
 
 
 def test_parallel_runs_and_overlapping_retries_store_and_count_exactly(
