@@ -456,6 +456,16 @@ class EventStore:
         else:
             yield
 
+    def beside(self) -> duckdb.DuckDBPyConnection | None:
+        """A second connection to the open DuckDB file, for work in transactions of its own
+        beside this connection's (the caller closes it); None on DuckLake, whose one writer
+        commits one transaction at a time."""
+        if isinstance(self.location, DuckLakeSettings):
+            return None
+        connection = self.connection.cursor()
+        connection.execute(_HASH_KEY.format(_HASH[False]))
+        return connection
+
     @classmethod
     @contextmanager
     def open_when_free(

@@ -1,10 +1,11 @@
-"""The ledger ranges whose events await counting: parallel ingestion runs (DuckLake) append
-events, rejected messages and ledger rows side by side, without the store's writer lock,
-so they cannot merge their events into the counting state (one writer's work). Their ledger
-rows say `counted = false` and their events carry the range's start (`range_start`); the
-writer counts them at its next read of the state (state.ensure_current) and records the
-ranges in `counted_ranges` in the same transaction: each range is counted exactly once,
-whatever runs commit meanwhile."""
+"""The ledger ranges whose events await counting. Ingestion runs store each chunk's events,
+rejected messages and ledger row in one transaction without merging them into the counting
+state: their ledger rows say `counted = false` and their events carry the range's start
+(`range_start`). A single writer folds them every few chunks and at its run's end
+(state.fold_if_current); parallel runs (DuckLake), which append side by side without the
+store's writer lock, leave them to the writer's next read of the state
+(state.ensure_current). A fold records the ranges it counted in `counted_ranges` in its own
+transaction: each range is counted exactly once, whatever runs commit meanwhile."""
 
 from __future__ import annotations
 

@@ -570,14 +570,18 @@ def _fold(
     log.info("counting fold: %d events of %d ledger ranges counted", waiting, len(ranges))
 
 
-def fold_if_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> int:
+def fold_if_current(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, one_thread: bool = True
+) -> int:
     """An ingestion run's fold of the chunks it stored (and any others awaiting the fold), in
     one transaction; returns the events counted. State that is not current is left for the
-    next refresh to rebuild, under the refresh's memory limit rather than the ingestion's."""
-    # A fold's queries are small: one thread does them in less time and half the CPU, which
-    # the run's reader needs (measured in the ingest benchmark). Set outside the transaction,
-    # so that a failed fold's rollback is what the caller sees.
-    connection.execute("SET threads = 1")
+    next refresh to rebuild, under the refresh's memory limit rather than the ingestion's.
+    `one_thread`: a fold's queries are small, and one thread does them in less time and half
+    the CPU, which the run's reader needs (measured in the ingest benchmark); DuckDB's
+    setting is the database's, so a fold beside other work leaves it alone."""
+    # Set outside the transaction, so that a failed fold's rollback is what the caller sees.
+    if one_thread:
+        connection.execute("SET threads = 1")
     try:
         connection.execute("BEGIN TRANSACTION")
         try:
@@ -587,7 +591,8 @@ def fold_if_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules)
             raise
         connection.execute("COMMIT")
     finally:
-        connection.execute("RESET threads")
+        if one_thread:
+            connection.execute("RESET threads")
     return counted
 
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from concurrent.futures import wait as futures_wait
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import duckdb
 from confluent_kafka import Consumer
 
 from diana_pipeline.config import ExperimentsConfig
@@ -43,9 +46,10 @@ log = logging.getLogger(__name__)
 CHUNK = 50_000  # messages stored per transaction (with their ledger row)
 # Chunks a run stores between two folds of the counting state. A fold finds its returning
 # users by a scan of every stored user's key, whatever the size of the batch, so one fold per
-# few chunks pays that scan once for all of them (docs/benchmarks.md, "Ingest with the
-# counting state").
-FOLD_EVERY = 8
+# few chunks pays that scan once for all of them; a fold beside the writer holds memory
+# under the run's limit too, so not too many (docs/benchmarks.md, "Ingest with the counting
+# state").
+FOLD_EVERY = 4
 # DuckDB otherwise caches up to 80% of RAM; a run's writes need a chunk and one window's keys
 # (more spills to disk), and a run's memory stays flat however long the table grows.
 INGEST_MEMORY_LIMIT = "128MB"
@@ -89,21 +93,71 @@ class IngestResult:
 
 
 class _Fold:
-    """A single-writer run's folds: after every FOLD_EVERY chunks it stored, and at its end."""
+    """A single-writer run's folds of the chunks it stored into the counting state: every
+    FOLD_EVERY chunks and at its end. On the DuckDB file a fold runs on a thread of its own,
+    in a transaction of its own beside the next chunks' (they write other tables), so that
+    storing and counting share the cores; the writer starts a fold only once the previous one
+    is done. On DuckLake the writer folds between chunks."""
 
     def __init__(self, store: EventStore, rules: CountingRules) -> None:
         self.store = store
         self.rules = rules
         self.chunks = 0
+        self.connection = store.beside()
+        self.thread = None
+        if self.connection is not None:
+            self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counting-fold")
+        self.running: Future[None] | None = None
 
     def stored(self) -> None:
+        """Called by the writer after each chunk it stored."""
         self.chunks += 1
-        if self.chunks >= FOLD_EVERY:
-            self.fold()
-
-    def fold(self) -> None:
-        counting_state.fold_if_current(self.store.connection, self.rules)
+        if self.chunks < FOLD_EVERY:
+            return
+        if self.thread is None:
+            counting_state.fold_if_current(self.store.connection, self.rules)
+        else:
+            self.wait()
+            self.running = self.thread.submit(self._fold_beside)
         self.chunks = 0
+
+    def _fold_beside(self) -> None:
+        try:
+            counting_state.fold_if_current(self.connection, self.rules, one_thread=False)
+        except duckdb.Error as exc:  # rolled back: its chunks await the next fold
+            log.warning("counting fold left to the next one: %s", exc)
+
+    def wait(self) -> bool:
+        """Waits for the fold running beside the writer, if any; whether there was one."""
+        running, self.running = self.running, None
+        if running is None:
+            return False
+        running.result()
+        return True
+
+    def close(self) -> None:
+        """Once any fold beside the writer is over (its error, if any, raised by `wait`)."""
+        if self.running is not None:
+            futures_wait([self.running])
+        if self.thread is not None:
+            self.thread.shutdown()
+            self.connection.close()
+
+
+@contextmanager
+def _folding(store: EventStore, rules: CountingRules, parallel: bool) -> Iterator[_Fold | None]:
+    """The run's folds, the last one of all its chunks still waiting once it stored them
+    all; parallel runs leave the fold to the store's writer (counting/fold.py)."""
+    if parallel:
+        yield None
+        return
+    folds = _Fold(store, rules)
+    try:
+        yield folds
+        folds.wait()
+        counting_state.fold_if_current(store.connection, rules)
+    finally:
+        folds.close()
 
 
 def ingest(
@@ -133,20 +187,18 @@ def ingest(
             open_store(memory_limit=INGEST_MEMORY_LIMIT, appends_only=parallel) as store,
             store.partitions_held(topic, [r.partition for r in ranges]),
         ):
-            folding = None if parallel else _Fold(store, rules)
-            for offset_range in ranges:
-                missing = store.uncovered(topic, offset_range)
-                if not missing:
-                    result.skipped.append(offset_range)
-                    continue
-                low = marks.get(offset_range.partition, (0, 0))[0]
-                for gap in missing:
-                    _store_range(
-                        store, consumer, topic, gap, low, validator, folding, run_id, result
-                    )
-                result.ranges.append(offset_range)
-            if folding is not None:
-                folding.fold()
+            with _folding(store, rules, parallel) as folding:
+                for offset_range in ranges:
+                    missing = store.uncovered(topic, offset_range)
+                    if not missing:
+                        result.skipped.append(offset_range)
+                        continue
+                    low = marks.get(offset_range.partition, (0, 0))[0]
+                    for gap in missing:
+                        _store_range(
+                            store, consumer, topic, gap, low, validator, folding, run_id, result
+                        )
+                    result.ranges.append(offset_range)
             stored_up_to = store.ingested_end(topic)
         commit_offsets(consumer, topic, ranges)
         for partition, (low, high) in watermarks(consumer, topic).items():
@@ -196,7 +248,13 @@ def _store_range(
             store.record_range(topic, chunk, run_id, counts, lost, counted=False)
             return counts
 
-        counts = store.retried(store_together)
+        try:
+            counts = store.retried(store_together)
+        except duckdb.Error:
+            # A fold beside it may have held the memory it needed: once more without one.
+            if folding is None or not folding.wait():
+                raise
+            counts = store.retried(store_together)
         if folding is not None:
             folding.stored()
         _merge(result.counts, counts)
