@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             per_event = per_event_consumer(kafka, topic)
             progress(f"{size:,} events: Diana's ingestion into DuckDB (one run, child)")
             diana = diana_ingest(kafka, topic, Path(home) / f"events-{size}.duckdb")
-            progress(f"{size:,} events: the same without the counting state's merge")
+            progress(f"{size:,} events: the same without the counting state's folds")
             without = diana_ingest(
                 kafka, topic, Path(home) / f"without-{size}.duckdb", with_state=False
             )
@@ -264,9 +264,10 @@ def write_docs(figures: str, sizes: str) -> None:
         "(validation, DuckDB insert, ledger, counting state, per-window counts) in a child "
         "process; its peak RSS is that process's (VmHWM). 'Before issue 20' is the same run "
         f"with the code of commit {BEFORE_REVISION}, the last before the counting state; "
-        "'without the merge' is today's code with the state's merge switched off (what the "
-        "state alone costs). Targets: ≥ 50% of the bare consumer, ≥ 10× the per-event "
-        f"consumer, peak RSS < 500 MB and flat, ≥ {STATE_SHARE_TARGET}× before issue 20.",
+        "'without the folds' is today's code with the run's folds into the counting state "
+        "switched off (what the state alone costs). Targets: ≥ 50% of the bare consumer, "
+        "≥ 10× the per-event consumer, peak RSS < 500 MB and flat, "
+        f"≥ {STATE_SHARE_TARGET}× before issue 20.",
         figures,
     )
 
@@ -280,7 +281,7 @@ def render(rows: list[dict[str, float]]) -> str:
             "Diana ingest",
             "before issue 20",
             "Diana / before",
-            "without the merge",
+            "without the folds",
             "Diana / without",
             "Diana / bare",
             "Diana / per-event",
