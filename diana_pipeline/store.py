@@ -283,21 +283,13 @@ class StoreFormatError(Exception):
 WRITER_LOCK_WAIT_S = 30.0
 
 
-# DuckDB checkpoints its write-ahead log into the file every 16 MiB by default: an ingestion
-# run's writer spent a quarter of its time in those checkpoints, and a third less with 64 MB
-# (docs/benchmarks.md, "Ingest with the counting state"); the file is no larger.
-_WRITER_SETTINGS = {"checkpoint_threshold": "64MB"}
-
-
 def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     """Open the file, retrying while another process holds DuckDB's lock on it."""
     deadline = time.monotonic() + timeout_s
     waiting = False
     while True:
         try:
-            return duckdb.connect(
-                str(path), read_only=read_only, config={} if read_only else _WRITER_SETTINGS
-            )
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "created with an newer version" in str(exc):
                 raise StoreFormatError(

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import duckdb
 
@@ -53,6 +55,7 @@ from diana_pipeline.counting.rules import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 DROP TABLE IF EXISTS user_state;  -- state version 1: every user's representatives
@@ -328,14 +331,19 @@ def _merge(connection: duckdb.DuckDBPyConnection, rules: CountingRules, batch: s
 def rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> float:
     """Rebuild the state and the steps from all events, in one transaction; returns the
     seconds it took."""
+    return _in_transaction(connection, lambda: _rebuild(connection, rules))
+
+
+def _in_transaction(connection: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """work() in one transaction: all of it stored, or none."""
     connection.execute("BEGIN TRANSACTION")
     try:
-        seconds = _rebuild(connection, rules)
+        result = work()
     except BaseException:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
-    return seconds
+    return result
 
 
 def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> float:
@@ -516,13 +524,7 @@ def ensure_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) 
     not cover every other event under these rules; in one transaction, so that runs
     committing meanwhile are left whole to the next call. A read-only connection reads the
     state as the last fold left it."""
-    connection.execute("BEGIN TRANSACTION")
-    try:
-        _make_current(connection, rules)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
+    _in_transaction(connection, lambda: _make_current(connection, rules))
 
 
 def _make_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
@@ -583,17 +585,10 @@ def fold_if_current(
     if one_thread:
         connection.execute("SET threads = 1")
     try:
-        connection.execute("BEGIN TRANSACTION")
-        try:
-            counted = _fold_if_current(connection, rules)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+        return _in_transaction(connection, lambda: _fold_if_current(connection, rules))
     finally:
         if one_thread:
             connection.execute("RESET threads")
-    return counted
 
 
 def _fold_if_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> int:

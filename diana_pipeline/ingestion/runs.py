@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,8 +51,12 @@ CHUNK = 50_000  # messages stored per transaction (with their ledger row)
 # state").
 FOLD_EVERY = 4
 # DuckDB otherwise caches up to 80% of RAM; a run's writes need a chunk and one window's keys
-# (more spills to disk), and a run's memory stays flat however long the table grows.
-INGEST_MEMORY_LIMIT = "128MB"
+# (more spills to disk), and a run's memory stays flat however long the table grows. With a
+# fold beside the writer the run filled 128 MB and its peak RSS passed 500 MB (the ingest
+# benchmark's bound); at 112 MB it stays below.
+INGEST_MEMORY_LIMIT = "112MB"
+# Larger than a run's write-ahead log grows between two folds (26-41 MB at 8M events).
+_NO_AUTOMATIC_CHECKPOINT = "1GB"
 
 
 class OpenStore(Protocol):
@@ -96,8 +100,8 @@ class _Fold:
     """A single-writer run's folds of the chunks it stored into the counting state: every
     FOLD_EVERY chunks and at its end. On the DuckDB file a fold runs on a thread of its own,
     in a transaction of its own beside the next chunks' (they write other tables), so that
-    storing and counting share the cores; the writer starts a fold only once the previous one
-    is done. On DuckLake the writer folds between chunks."""
+    storing and counting share the cores; the writer starts a fold once the previous one is
+    done and it checkpointed the file. On DuckLake the writer folds between chunks."""
 
     def __init__(self, store: EventStore, rules: CountingRules) -> None:
         self.store = store
@@ -107,6 +111,12 @@ class _Fold:
         self.thread = None
         if self.connection is not None:
             self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counting-fold")
+            # DuckDB checkpoints its write-ahead log at a commit past 16 MiB of it, and a
+            # checkpoint that runs out of memory invalidates the database: with a fold beside
+            # it under the run's memory limit, it did. The writer checkpoints between folds
+            # instead, with nothing beside it (docs/benchmarks.md, "Ingest with the counting
+            # state").
+            store.connection.execute(f"SET checkpoint_threshold = '{_NO_AUTOMATIC_CHECKPOINT}'")
         self.running: Future[None] | None = None
 
     def stored(self) -> None:
@@ -118,6 +128,7 @@ class _Fold:
             counting_state.fold_if_current(self.store.connection, self.rules)
         else:
             self.wait()
+            self.store.connection.execute("CHECKPOINT")
             self.running = self.thread.submit(self._fold_beside)
         self.chunks = 0
 
@@ -142,6 +153,8 @@ class _Fold:
         if self.thread is not None:
             self.thread.shutdown()
             self.connection.close()
+            with suppress(duckdb.Error):  # the connection's error is the one raised already
+                self.store.connection.execute("RESET checkpoint_threshold")
 
 
 @contextmanager

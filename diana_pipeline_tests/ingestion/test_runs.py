@@ -229,15 +229,20 @@ def test_the_same_range_twice_changes_nothing(
     assert first.counts.events > 0
 
 
+def small_chunks(monkeypatch: pytest.MonkeyPatch, fold_every: int) -> None:
+    """Chunks of 400 messages, read 100 at a time, folded every `fold_every` chunks."""
+    monkeypatch.setattr(runs, "CHUNK", 400)
+    monkeypatch.setattr(runs, "FOLD_EVERY", fold_every)
+    monkeypatch.setattr(kafka_client, "CONSUME_BATCH", 100)
+
+
 def test_a_run_killed_between_chunks_is_finished_by_its_retry(
     setup: tuple[ExperimentsConfig, StoreLocation], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, path = setup
     sent = produce(config, 3_000, seed=5)
     [ranges] = all_ranges(config)
-    monkeypatch.setattr(runs, "CHUNK", 400)
-    monkeypatch.setattr(runs, "FOLD_EVERY", 2)
-    monkeypatch.setattr(kafka_client, "CONSUME_BATCH", 100)
+    small_chunks(monkeypatch, fold_every=2)
     real_record_range = EventStore.record_range
     chunks_stored = []
 
@@ -295,9 +300,7 @@ def test_a_chunk_that_fails_beside_a_fold_is_stored_again_once_the_fold_is_over(
     config, path = setup
     sent = produce(config, 2_000, seed=6)
     [ranges] = all_ranges(config)
-    monkeypatch.setattr(runs, "CHUNK", 400)
-    monkeypatch.setattr(runs, "FOLD_EVERY", 1)
-    monkeypatch.setattr(kafka_client, "CONSUME_BATCH", 100)
+    small_chunks(monkeypatch, fold_every=1)
     real_add_events = EventStore.add_events
     calls = []
 
