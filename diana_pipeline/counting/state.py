@@ -11,12 +11,14 @@ Tables
   counting_state one row: the rules the state was built under, and how many events of the
                  events table it covers
 
-A batch of new events (an ingestion chunk, a window rebuilt from Kafka) is merged in the
-same transaction that stores the events: the batch's users' old representatives and the
-batch's events give their new moments (and representatives), and window_steps moves by the
-steps of their new moments minus their old. Only the batch's users are touched (their rows
-are found by a scan of the 16-byte user keys, not of the events). Exactly once comes with the
-events: a retried chunk stores no event, so it merges nothing.
+A batch of new events is merged into the state in one transaction: the chunks an ingestion
+run stored, by its folds (`fold_if_current`, every few chunks; counting/fold.py), or a window
+rebuilt from Kafka, in the transaction that stores it (`merge_batch`). The batch's users' old
+representatives and the batch's events give their new moments (and representatives), and
+window_steps moves by the steps of their new moments minus their old. Only the batch's users
+are touched (their rows are found by a scan of the 16-byte user keys, not of the events).
+Exactly once: a fold records the ledger ranges it counted in its transaction, and a retried
+chunk stores no event.
 
 State that does not cover every event (a store written before this state existed, events
 written outside `add_events`) or was built under other rules (a changed conversion window
