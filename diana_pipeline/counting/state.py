@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 from typing import TypeVar
 
@@ -560,18 +561,25 @@ def _fold(
     rules: CountingRules,
     ranges: list[fold.PendingRange],
     waiting: int,
-) -> None:
+    rebuild_if_unequal: bool = True,
+) -> bool:
+    """Counts the events of `ranges`; whether it did. When the ledger and the events disagree
+    it rebuilds the state from the events, or leaves that to the next refresh (an ingestion
+    run's fold, under the run's memory limit)."""
     fold.pending_events(connection, ranges, "folded_events")
     folded = connection.execute("SELECT count(*) FROM folded_events").fetchone()[0]
     if folded != waiting:  # the ledger and the events disagree: count from the events
-        log.warning("counting fold: %d events for ledger rows of %d; rebuilding", folded, waiting)
-        _rebuild(connection, rules)
-        return
+        log.warning("counting fold: %d events for ledger rows of %d", folded, waiting)
+        connection.execute("DROP TABLE folded_events")
+        if rebuild_if_unequal:
+            _rebuild(connection, rules)
+        return False
     _merge(connection, rules, "folded_events")
     connection.execute("UPDATE counting_state SET events = events + ?", [waiting])
     fold.mark_counted(connection, ranges)
     connection.execute("DROP TABLE folded_events")
     log.info("counting fold: %d events of %d ledger ranges counted", waiting, len(ranges))
+    return True
 
 
 def fold_if_current(
@@ -590,7 +598,8 @@ def fold_if_current(
         return _in_transaction(connection, lambda: _fold_if_current(connection, rules))
     finally:
         if one_thread:
-            connection.execute("RESET threads")
+            with suppress(duckdb.Error):  # an invalidated database: its error is raised
+                connection.execute("RESET threads")
 
 
 def _fold_if_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> int:
@@ -606,8 +615,7 @@ def _fold_if_current(connection: duckdb.DuckDBPyConnection, rules: CountingRules
     if covered != (rules.fingerprint, stored - waiting):
         log.info("counting state not current: left for the next refresh to rebuild")
         return 0
-    _fold(connection, rules, pending, waiting)
-    return waiting
+    return waiting if _fold(connection, rules, pending, waiting, rebuild_if_unequal=False) else 0
 
 
 def _read_only(connection: duckdb.DuckDBPyConnection) -> bool:

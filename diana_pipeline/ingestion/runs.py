@@ -135,8 +135,10 @@ class _Fold:
     def _fold_beside(self) -> None:
         try:
             counting_state.fold_if_current(self.connection, self.rules, one_thread=False)
-        except duckdb.Error as exc:  # rolled back: its chunks await the next fold
-            log.warning("counting fold left to the next one: %s", exc)
+        except duckdb.FatalException:  # the database is invalidated: the run's error
+            raise
+        except duckdb.Error:  # rolled back: its chunks await the next fold
+            log.warning("counting fold left to the next one", exc_info=True)
 
     def wait(self) -> bool:
         """Waits for the fold running beside the writer, if any; whether there was one."""
@@ -263,6 +265,8 @@ def _store_range(
 
         try:
             counts = store.retried(store_together)
+        except duckdb.FatalException:
+            raise
         except duckdb.Error:
             # A fold beside it may have held the memory it needed: once more without one.
             if folding is None or not folding.wait():

@@ -216,14 +216,16 @@ def test_state_in_ducklake_merged_batch_by_batch_equals_the_full_recount(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=_UNHEALTHY)
-@given(stream=_stream, ways=st.lists(st.sampled_from(["merged", "appended", "folded"]),
-                                     min_size=8, max_size=8))  # fmt: skip
+@given(stream=_stream, ways=st.lists(
+    st.sampled_from(["merged", "appended", "folded", "folded by the run"]),
+    min_size=8, max_size=8))  # fmt: skip
 def test_batches_left_for_the_fold_are_counted_once_whenever_it_runs(
     tmp_path_factory: pytest.TempPathFactory, stream: list, ways: list[str]
 ) -> None:
-    """Batches merged at once (one writer) and batches appended for the fold (parallel runs),
-    in any mix, with folds at any point and backfills in between: the counts equal the full
-    recount, and every appended batch is counted by exactly one fold."""
+    """Batches merged at once (a window rebuilt from Kafka) and batches appended for the fold
+    (ingestion runs), in any mix, with folds at any point (a refresh's, or an ingestion run's)
+    and backfills in between: the counts equal the full recount, and every appended batch is
+    counted by exactly one fold."""
     config = config_with_one_hour_window()
     rules = CountingRules.of(config)
     path = tmp_path_factory.mktemp("fold") / "s.duckdb"
@@ -242,6 +244,10 @@ def test_batches_left_for_the_fold_are_counted_once_whenever_it_runs(
         if way == "folded":
             counting_state.ensure_current(store.connection, rules)
             assert counting_state.is_current(store.connection, rules)
+        elif way == "folded by the run":
+            assert counting_state.fold_if_current(store.connection, rules) > 0
+            assert not fold.pending_ranges(store.connection)
+            assert counting_state.is_current(store.connection, rules)
 
     with EventStore.open(path) as store:
         replay(store, config, stream, store_batch=store_batch)
@@ -254,6 +260,25 @@ def test_batches_left_for_the_fold_are_counted_once_whenever_it_runs(
         incremental = stored_steps(store)
         counting_state.rebuild(store.connection, rules)
         assert stored_steps(store) == incremental
+
+
+def test_a_run_leaves_a_ledger_that_disagrees_with_the_events_to_the_refresh(
+    tmp_path: Path,
+) -> None:
+    """A run's fold that finds fewer events than its ledger rows say counts nothing (a
+    rebuild from all events is the refresh's, under its memory limit); the refresh rebuilds."""
+    config = config_with_one_hour_window()
+    rules = CountingRules.of(config)
+    rows = [("a1", SHOW, "control", "ann", 5), ("b1", SHOW, "treatment", "bob", 6)]
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        add_for_the_fold(store, config, rows, 0)
+        # b1 no longer found as its range's: the ledger says 2 events, the fold finds 1.
+        store.connection.execute("UPDATE events SET range_start = NULL WHERE event_id = 'b1'")
+        assert counting_state.fold_if_current(store.connection, rules) == 0
+        assert fold.pending_ranges(store.connection)
+        assert counting_state.rebuilds(store.connection) == 0
+        assert_equals_recount(store, config)  # reading rebuilds
+        assert counting_state.rebuilds(store.connection) == 1
 
 
 def test_a_late_event_changes_an_earlier_windows_totals(tmp_path: Path) -> None:
