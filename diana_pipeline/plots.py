@@ -81,7 +81,13 @@ def posterior_figure(
         best_axis.legend(fontsize=8)
         mine_history = [r for r in history if r["test_id"] == test_id]
         _p_value_path(p_axis, mine_history, (levels or {}).get(test_id, 0.05))
-    figure.tight_layout()
+    # Fixed margins in inches (titles above, rotated dates below) instead of tight_layout,
+    # which lays the text out once more: a third of the picture's cost, paid by every run.
+    height = figure.get_figheight()
+    figure.subplots_adjust(
+        left=0.045, right=0.99, bottom=0.75 / height, top=1 - 0.3 / height,
+        wspace=0.18, hspace=1.05 / (3.2 - 1.05),
+    )  # fmt: skip
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     plt.close(figure)
