@@ -143,7 +143,7 @@ def test_the_image_carries_the_run_launcher_at_dagsters_version() -> None:
 
 
 def test_postgres_is_the_external_server_of_the_storage_file(values: dict[str, Any]) -> None:
-    storage = load("deploy/dagster-postgres-storage.yaml")["storage"]["postgres"]["postgres_db"]
+    storage = load("deploy/dagster-postgres-storage.yaml")["run_storage"]["config"]["postgres_db"]
     postgresql = values["postgresql"]
     assert postgresql["enabled"] is False
     assert postgresql["postgresqlDatabase"] == storage["db_name"]

@@ -70,6 +70,18 @@ def test_the_scale_profile_keeps_dagsters_storage_in_postgres(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"
             )
             assert cursor.fetchone() == (1,)
+            # The instance keeps its connections (instance_storage.py): fifty reads open a
+            # few sessions at most, where dagster-postgres's own classes open one each (the
+            # daemon's sessions meanwhile count too, hence the margin).
+            sessions = "SELECT sessions FROM pg_stat_database WHERE datname = 'dagster'"
+            cursor.execute(sessions)
+            before = cursor.fetchone()[0]
+            for _ in range(50):
+                instance.get_runs_count(done)
+                instance.event_log_storage.get_concurrency_info("duckdb")
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute(sessions)
+            assert cursor.fetchone()[0] - before < 25
         instance.dispose()
     assert not server.is_running()
 
