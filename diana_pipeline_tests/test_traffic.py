@@ -293,7 +293,10 @@ def test_following_the_allocation_switches_new_users_when_a_version_takes_effect
     while traffic.summary.sent < 300:  # under way
         assert time.monotonic() < deadline, "the traffic run sent nothing"
         time.sleep(0.05)
+    # On a whole millisecond: events carry millisecond timestamps, and a user in the
+    # switch's own millisecond but before its microsecond is rightly given version 1.
     switch = utc_now() + timedelta(seconds=2)
+    switch = switch.replace(microsecond=switch.microsecond // 1000 * 1000)
     published.write(
         [AllocationVersion(test_id, 2, {"control": 0.0, "treatment": 1.0}, switch, utc_now(), None)]
     )
