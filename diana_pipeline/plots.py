@@ -23,6 +23,10 @@ def _pyplot():
     return plt
 
 
+POSTERIOR_ROW_IN = 3.2  # a test's row in the posterior picture, inches
+TITLE_IN, DATES_IN = 0.3, 0.75  # room above a row for its titles, below for rotated dates
+
+
 def posterior_figure(
     latest: list[dict[str, object]],
     history: list[dict[str, object]],
@@ -37,7 +41,12 @@ def posterior_figure(
     p_value_always_valid of every window so far."""
     plt = _pyplot()
     tests = sorted({str(r["test_id"]) for r in latest})
-    figure, axes = plt.subplots(len(tests), 3, figsize=(15, 3.2 * len(tests)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(tests),
+        3,
+        figsize=(15, POSTERIOR_ROW_IN * len(tests)),
+        squeeze=False,
+    )
     for row, test_id in enumerate(tests):
         density_axis, best_axis, p_axis = axes[row]
         mine = [r for r in latest if r["test_id"] == test_id]
@@ -84,9 +93,10 @@ def posterior_figure(
     # Fixed margins in inches (titles above, rotated dates below) instead of tight_layout,
     # which lays the text out once more: a third of the picture's cost, paid by every run.
     height = figure.get_figheight()
+    between = TITLE_IN + DATES_IN
     figure.subplots_adjust(
-        left=0.045, right=0.99, bottom=0.75 / height, top=1 - 0.3 / height,
-        wspace=0.18, hspace=1.05 / (3.2 - 1.05),
+        left=0.045, right=0.99, bottom=DATES_IN / height, top=1 - TITLE_IN / height,
+        wspace=0.18, hspace=between / (POSTERIOR_ROW_IN - between),
     )  # fmt: skip
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)

@@ -29,9 +29,6 @@ class FakeMessage:
     def partition(self) -> int:
         return self._partition
 
-    def value(self) -> bytes:
-        return b"{}"
-
     def timestamp(self) -> tuple[int, int]:
         return TIMESTAMP_CREATE_TIME, 1_700_000_000_000 + self._offset
 
