@@ -4,6 +4,7 @@ retry."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections import Counter
@@ -227,6 +228,25 @@ def test_the_same_range_twice_changes_nothing(
     assert second.ranges == [] and second.skipped == ranges
     assert snapshot(path) == before
     assert first.counts.events > 0
+
+
+def test_a_run_paces_the_cycle_collector_and_gives_the_pace_back_when_it_fails(
+    kafka: KafkaForTests, tmp_path: Path
+) -> None:
+    topic = kafka.new_topic(partitions=1)
+    env = {**kafka.env_for(topic), "DIANA_DUCKDB_PATH": str(tmp_path / "events.duckdb")}
+    config = load_config(SHIPPED_CONFIG, env=env)
+    before = gc.get_threshold()
+    paced_at = []
+
+    def store_that_is_down(memory_limit: str | None = None, appends_only: bool = False):
+        paced_at.append(gc.get_threshold()[0])
+        raise RuntimeError("the store is down")
+
+    with pytest.raises(RuntimeError, match="the store is down"):
+        ingest(config, [OffsetRange(0, 0, 10)], open_store=store_that_is_down)
+    assert paced_at == [runs.COLLECT_EVERY] and before[0] != runs.COLLECT_EVERY
+    assert gc.get_threshold() == before
 
 
 def small_chunks(monkeypatch: pytest.MonkeyPatch, fold_every: int) -> None:
