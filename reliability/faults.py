@@ -106,8 +106,19 @@ class FaultsResult:
 
 
 def kill_family(process: psutil.Process) -> int:
-    """kill -9 a process and everything under it; returns how many processes died."""
-    family = [process, *process.children(recursive=True)]
+    """kill -9 a process and everything under it; returns how many processes died.
+
+    Each member is stopped (SIGSTOP) before its children are listed, so that none starts a
+    process the list misses: a run worker caught between starting Dagster's `tail -F` of its
+    log and the watcher that ends that tail left the tail running after the suite."""
+    family: list[psutil.Process] = []
+    pending = [process]
+    while pending:
+        member = pending.pop()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGSTOP)
+            family.append(member)
+            pending.extend(member.children())
     for member in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.send_signal(signal.SIGKILL)
