@@ -109,8 +109,8 @@ def kill_family(process: psutil.Process) -> int:
     """kill -9 a process and everything under it; returns how many processes died.
 
     Each member is stopped (SIGSTOP) before its children are listed, so that none starts a
-    process the list misses: a run worker caught between starting Dagster's `tail -F` of its
-    log and the watcher that ends that tail left the tail running after the suite."""
+    process the list misses. A `tail -F` of a run's log was found running after the suite: a
+    run worker killed between starting Dagster's tail and the watcher that ends it leaves it."""
     family: list[psutil.Process] = []
     pending = [process]
     while pending:

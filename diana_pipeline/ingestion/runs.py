@@ -62,7 +62,8 @@ _NO_AUTOMATIC_CHECKPOINT = "1GB"
 # consumed batch is 10,000 Message objects: some fifteen passes per batch, each moving the
 # batch still in hand to the older generations, whose passes cost more. At 50,000 a run makes
 # a few per chunk: 1M events into DuckLake, 115k → 152k events/s, in alternation
-# (docs/benchmarks.md). The loop makes few reference cycles; they are still collected.
+# (docs/scale.md, "Python's cycle collector"). The loop makes few reference cycles; they are
+# still collected.
 COLLECT_EVERY = 50_000
 
 
