@@ -184,10 +184,10 @@ def _folding(store: EventStore, rules: CountingRules, parallel: bool) -> Iterato
 
 
 @contextmanager
-def _collections_every(allocations: int) -> Iterator[None]:
-    """Python's cycle collector paced at `allocations` (COLLECT_EVERY), its own pace after."""
+def _collector_paced() -> Iterator[None]:
+    """Python's cycle collector paced at COLLECT_EVERY, at its own pace again after."""
     thresholds = gc.get_threshold()
-    gc.set_threshold(allocations, *thresholds[1:])
+    gc.set_threshold(COLLECT_EVERY, *thresholds[1:])
     try:
         yield
     finally:
@@ -218,7 +218,7 @@ def ingest(
     try:
         marks = watermarks(consumer, topic)
         with (
-            _collections_every(COLLECT_EVERY),
+            _collector_paced(),
             open_store(memory_limit=INGEST_MEMORY_LIMIT, appends_only=parallel) as store,
             store.partitions_held(topic, [r.partition for r in ranges]),
         ):
