@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import TypeVar
 
@@ -349,52 +349,130 @@ def _in_transaction(connection: duckdb.DuckDBPyConnection, work: Callable[[], T]
     return result
 
 
+# A rebuild takes the users in parts of about this many events, each part's queries under
+# REBUILD_MEMORY_LIMIT: all in one transaction, whose uncommitted parts DuckDB keeps partly
+# pinned, so that it ran out of the store's 256 MB with parts of 2M events (10M events in
+# all). At 1 GB, parts of 4M rebuilt 100M events (docs/scale.md).
+REBUILD_PART_EVENTS = 4_000_000
+REBUILD_MEMORY_LIMIT = "1GB"
+
+
+@contextmanager
+def _rebuild_settings(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The rebuild's memory limit, and no row order to keep (it costs memory over millions
+    of users); the connection's own settings again after."""
+    limit = connection.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    connection.execute(f"SET memory_limit = '{REBUILD_MEMORY_LIMIT}'")
+    connection.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        # A failed rebuild's transaction refuses SET until rolled back; the run fails, and
+        # EventStoreResource.open sets the store's limit again on the next open.
+        with suppress(duckdb.TransactionException):
+            connection.execute(f"SET memory_limit = '{limit}'")
+            connection.execute("RESET preserve_insertion_order")
+
+
 def _rebuild(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> float:
     started = time.monotonic()
-    tests, params = rules.tests_relation()
-    # Row order means nothing here, and keeping it costs memory over millions of users.
-    connection.execute("SET preserve_insertion_order = false")
-    for table in ("user_moments", "user_rows", "user_values"):
-        connection.execute(f"DELETE FROM {table}")
-    _add_users(connection, rule_events_sql("events", tests), params)
-    _add_values(connection, rules, "events")
-    _steps_from_state(connection, rules)
-    _set_covered(connection, rules, _events_stored(connection), rebuilt=True)
-    fold.mark_counted(connection, fold.pending_ranges(connection))  # counted just now
-    connection.execute("RESET preserve_insertion_order")
+    with _rebuild_settings(connection):
+        _rebuild_in_parts(connection, rules, started)
     seconds = time.monotonic() - started
     log.info("counting state rebuilt from all events in %.1f s", seconds)
     return seconds
 
 
-def _add_users(connection: duckdb.DuckDBPyConnection, events: str, params: list[object]) -> None:
-    """Add the moments and representatives of the users of `events` (all of their rule
-    events), who have no state yet."""
+def _emptied(connection: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Empty `table` by dropping it and creating it again as it was: a DELETE of every row
+    keeps the rows' versions in memory until the commit (50M users' moments: 414 MB of the
+    rebuild's 1 GB)."""
+    created = connection.execute(
+        "SELECT sql FROM duckdb_tables() WHERE table_name = ? "
+        "AND database_name = current_database() AND schema_name = current_schema()",
+        [table],
+    ).fetchone()[0]
+    connection.execute(f"DROP TABLE {table}")
+    connection.execute(created)
+
+
+def _rebuild_in_parts(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, started: float
+) -> None:
+    for table in ("user_moments", "user_rows", "user_values", "window_steps", "metric_steps"):
+        _emptied(connection, table)
+    stored = _events_stored(connection)
+    parts = max(1, -(-stored // REBUILD_PART_EVENTS))
+    sums = [("window_steps", "rebuilt_steps")]
+    if rules.metrics:
+        sums.append(("metric_steps", "rebuilt_steps_metrics"))
+    for table, steps in sums:
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE {steps} AS FROM {table} LIMIT 0")
+    for part in range(parts):
+        # All of a user id's events fall in one part (a hash of the id: a third of the cost
+        # of its md5 key, which every part's scan would compute for every event).
+        in_part = f"hash(user_id) % {parts} = {part}"
+        _add_users(connection, rules, f"(SELECT * FROM events WHERE {in_part})", [])
+        _stage_steps(
+            connection, rules, "added_moments", "SELECT *, 1 AS sign FROM added_values", [],
+            "part_steps",
+        )  # fmt: skip
+        for _, steps in sums:
+            part_steps = steps.replace("rebuilt_steps", "part_steps")
+            connection.execute(f"INSERT INTO {steps} BY NAME FROM {part_steps}")
+            connection.execute(f"DROP TABLE {part_steps}")
+        _drop_added(connection)
+        if parts > 1:
+            log.info(
+                "counting state rebuild: part %d of %d done (%.0f s)",
+                part + 1, parts, time.monotonic() - started,
+            )  # fmt: skip
+    for table, steps in sums:
+        connection.execute(
+            f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (change), sum(change) AS change "
+            f"FROM {steps} GROUP BY ALL HAVING sum(change) <> 0"
+        )
+        connection.execute(f"DROP TABLE {steps}")
+    _set_covered(connection, rules, stored, rebuilt=True)
+    fold.mark_counted(connection, fold.pending_ranges(connection))  # counted just now
+
+
+def _add_users(
+    connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str,
+    params: list[object],
+) -> None:  # fmt: skip
+    """Add the state of the users of `source` (a relation of the events table's columns, with
+    its parameters, holding all of these users' events), who have none yet. Their moments
+    and value events stay in the temporary tables added_moments and added_values (for their
+    steps: a query over the same rows in user_moments, uncommitted, ran out of memory)."""
+    tests, test_params = rules.tests_relation()
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE users_rows AS " + representatives_sql(events), params
+        "CREATE OR REPLACE TEMP TABLE users_rows AS "
+        + representatives_sql(rule_events_sql(source, tests)),
+        params + test_params,
     )
     connection.execute(
-        "INSERT INTO user_moments " + MOMENTS_SQL.format(rows="SELECT * FROM users_rows")
+        "CREATE OR REPLACE TEMP TABLE added_moments AS "
+        + MOMENTS_SQL.format(rows="SELECT * FROM users_rows")
     )
+    connection.execute("INSERT INTO user_moments SELECT * FROM added_moments")
     connection.execute(
         f"INSERT INTO user_rows SELECT r.* FROM users_rows r SEMI JOIN "
-        f"(SELECT user_key FROM user_moments WHERE NOT {PLAIN}) k ON r.user_key = k.user_key"
+        f"(SELECT user_key FROM added_moments WHERE NOT {PLAIN}) k ON r.user_key = k.user_key"
     )
     connection.execute("DROP TABLE users_rows")
+    if rules.metrics:
+        metrics, metric_params = rules.metrics_relation()
+        connection.execute(
+            "CREATE OR REPLACE TEMP TABLE added_values AS " + value_events_sql(source, metrics),
+            params + metric_params,
+        )
+        connection.execute("INSERT INTO user_values SELECT * FROM added_values")
 
 
-def _add_values(
-    connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str, users: str = ""
-) -> None:
-    """Add the value events of `source` (columns of the events table), of the users in
-    `users` (a relation of user_key) when given."""
-    if not rules.metrics:
-        return
-    metrics, params = rules.metrics_relation()
-    sql = f"SELECT x.* FROM ({value_events_sql(source, metrics)}) x"
-    if users:
-        sql += f" SEMI JOIN ({users}) u ON x.user_key = u.user_key"
-    connection.execute("INSERT INTO user_values " + sql, params)
+def _drop_added(connection: duckdb.DuckDBPyConnection) -> None:
+    for table in ("added_moments", "added_values"):
+        connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def rebuild_users(
@@ -424,27 +502,31 @@ def rebuild_users(
         connection.execute(
             f"DELETE FROM {table} WHERE user_key IN (SELECT user_key FROM range_users)"
         )
-    user_events = (
-        f"SELECT r.* FROM ({rule_events_sql('events', tests)}) r "
-        "SEMI JOIN range_users u ON r.user_key = u.user_key"
+    users_events = (
+        "(SELECT e.* FROM events e SEMI JOIN range_users u "
+        "ON hash_key(e.test_id || chr(31) || e.user_id) = u.user_key)"
     )
-    _add_users(connection, user_events, params)
-    _add_values(connection, rules, "events", "SELECT user_key FROM range_users")
+    _add_users(connection, rules, users_events, [])
+    _drop_added(connection)
     connection.execute("DROP TABLE range_users")
     _steps_from_state(connection, rules)
 
 
 def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> None:
-    """Replace every window's steps by the sum of all users' steps in `user_moments`."""
+    """Replace every window's steps by the sum of all users' steps in `user_moments`, staged
+    in a table DuckDB can spill (a MERGE of the same query over 5M users ran out of 256 MB)."""
     connection.execute("DELETE FROM window_steps")
     connection.execute("DELETE FROM metric_steps")
-    moments = "SELECT *, 1 AS sign FROM user_moments"
-    steps, step_params = _steps(rules, moments)
-    connection.execute(_ADD_STEPS.format(steps=steps), step_params)
+    _stage_steps(
+        connection, rules, "user_moments", "SELECT *, 1 AS sign FROM user_values", [],
+        "state_steps",
+    )  # fmt: skip
+    staged = [("window_steps", "state_steps")]
     if rules.metrics:
-        values = "SELECT *, 1 AS sign FROM user_values"
-        steps, step_params = _metric_steps(rules, moments, values)
-        connection.execute(_ADD_METRIC_STEPS.format(steps=steps), step_params)
+        staged.append(("metric_steps", "state_steps_metrics"))
+    for table, steps in staged:
+        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {steps} WHERE change <> 0")
+        connection.execute(f"DROP TABLE {steps}")
 
 
 def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, table: str) -> None:
@@ -464,27 +546,43 @@ def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, t
         + MOMENTS_SQL.format(rows="SELECT * FROM recount_rows")
     )
     connection.execute("DROP TABLE recount_rows")
-    steps, step_params = _steps(rules, "SELECT *, 1 AS sign FROM recount_moments")
+    values, value_params = "", []
+    if rules.metrics:
+        metrics, value_params = rules.metrics_relation()
+        values = f"SELECT *, 1 AS sign FROM ({value_events_sql('events', metrics)})"
+    _stage_steps(connection, rules, "recount_moments", values, value_params, table)
+    connection.execute("DROP TABLE recount_moments")
+    connection.execute("RESET preserve_insertion_order")
+
+
+def _stage_steps(
+    connection: duckdb.DuckDBPyConnection,
+    rules: CountingRules,
+    moments: str,
+    values: str,
+    value_params: list[object],
+    table: str,
+) -> None:
+    """Every window's steps of the users in table `moments` (columns of MOMENTS_SQL) into
+    the temporary table `table` (columns of window_steps), and with their `values` (a
+    relation of user_values' columns and a sign, with its parameters) the metric steps into
+    `table`_metrics (columns of metric_steps) when the rules have metrics."""
+    users = f"SELECT *, 1 AS sign FROM {moments}"
+    steps, step_params = _steps(rules, users)
     connection.execute(
         f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT test_id, dimension, segment, "
         f"measure, variant, window_start, sum(change) AS change FROM ({steps}) GROUP BY ALL",
         step_params,
     )
     if rules.metrics:
-        metrics, metric_params = rules.metrics_relation()
-        values = f"SELECT *, 1 AS sign FROM ({value_events_sql('events', metrics)})"
-        steps, step_params = _metric_steps(
-            rules, "SELECT *, 1 AS sign FROM recount_moments", values
-        )
+        steps, step_params = _metric_steps(rules, users, values)
         connection.execute(
             f"CREATE OR REPLACE TEMP TABLE {table}_metrics AS SELECT test_id, dimension, "
             f"segment, metric, measure, variant, window_start, sum(change) AS change "
             f"FROM ({steps}) GROUP BY ALL",
             # the values' parameters last, where the values sit in the query
-            step_params + metric_params,
+            step_params + value_params,
         )
-    connection.execute("DROP TABLE recount_moments")
-    connection.execute("RESET preserve_insertion_order")
 
 
 def differences(connection: duckdb.DuckDBPyConnection, rules: CountingRules) -> list[tuple]:

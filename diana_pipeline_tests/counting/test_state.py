@@ -341,3 +341,40 @@ def test_a_store_without_state_or_under_other_rules_is_rebuilt_before_reading(
             ("treatment", 0),
         ]
         assert_equals_recount(store, wider)
+
+
+def _limit_mib(store: EventStore) -> float:
+    """The connection's memory limit as DuckDB reports it ("244.1 MiB")."""
+    text = store.connection.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    number, unit = text.split()
+    assert unit == "MiB"
+    return float(number)
+
+
+def test_a_rebuild_leaves_the_tables_and_the_memory_limit_as_it_found_them(
+    tmp_path: Path,
+) -> None:
+    """A rebuild empties the state's tables by dropping them and creating them again, and
+    works under a memory limit of its own: after it, each table is defined as before (its
+    key and NOT NULLs) and the connection has its own limit again (DuckDB reports it to
+    0.1 MiB, and reads back 0.1 MiB less than it was given)."""
+    config = config_with_one_hour_window()
+    rules = CountingRules.of(config)
+    with EventStore.open(tmp_path / "s.duckdb", memory_limit="256MB") as store:
+        add(
+            store,
+            config,
+            [("a1", SHOW, "control", "ann", 5), ("a2", CLICK, "control", "ann", 9)],
+            0,
+        )
+
+        def definitions() -> list[tuple]:
+            return store.connection.execute(
+                "SELECT table_name, sql FROM duckdb_tables() ORDER BY table_name"
+            ).fetchall()
+
+        before, limit = definitions(), _limit_mib(store)
+        counting_state.rebuild(store.connection, rules)
+        assert definitions() == before
+        assert abs(_limit_mib(store) - limit) <= 0.1
+        assert_equals_recount(store, config)
