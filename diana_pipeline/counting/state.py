@@ -403,53 +403,47 @@ def _rebuild_in_parts(
         _emptied(connection, table)
     stored = _events_stored(connection)
     parts = max(1, -(-stored // REBUILD_PART_EVENTS))
-    sums = [("window_steps", "rebuilt_steps")]
-    if rules.metrics:
-        sums.append(("metric_steps", "rebuilt_steps_metrics"))
-    for table, steps in sums:
-        connection.execute(f"CREATE OR REPLACE TEMP TABLE {steps} AS FROM {table} LIMIT 0")
+    # The steps' tables, each with the suffix of its staged steps (_stage_steps).
+    sums = [("window_steps", "")] + ([("metric_steps", "_metrics")] if rules.metrics else [])
+    for table, suffix in sums:
+        connection.execute(f"CREATE TEMP TABLE rebuilt_steps{suffix} AS FROM {table} LIMIT 0")
     for part in range(parts):
         # All of a user id's events fall in one part (a hash of the id: a third of the cost
         # of its md5 key, which every part's scan would compute for every event).
         in_part = f"hash(user_id) % {parts} = {part}"
-        _add_users(connection, rules, f"(SELECT * FROM events WHERE {in_part})", [])
+        _add_users(connection, rules, f"(SELECT * FROM events WHERE {in_part})")
         _stage_steps(
             connection, rules, "added_moments", "SELECT *, 1 AS sign FROM added_values", [],
             "part_steps",
         )  # fmt: skip
-        for _, steps in sums:
-            part_steps = steps.replace("rebuilt_steps", "part_steps")
-            connection.execute(f"INSERT INTO {steps} BY NAME FROM {part_steps}")
-            connection.execute(f"DROP TABLE {part_steps}")
+        for _, suffix in sums:
+            connection.execute(f"INSERT INTO rebuilt_steps{suffix} BY NAME FROM part_steps{suffix}")
+            connection.execute(f"DROP TABLE part_steps{suffix}")
         _drop_added(connection)
         if parts > 1:
             log.info(
                 "counting state rebuild: part %d of %d done (%.0f s)",
                 part + 1, parts, time.monotonic() - started,
             )  # fmt: skip
-    for table, steps in sums:
+    for table, suffix in sums:
         connection.execute(
             f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (change), sum(change) AS change "
-            f"FROM {steps} GROUP BY ALL HAVING sum(change) <> 0"
+            f"FROM rebuilt_steps{suffix} GROUP BY ALL HAVING sum(change) <> 0"
         )
-        connection.execute(f"DROP TABLE {steps}")
+        connection.execute(f"DROP TABLE rebuilt_steps{suffix}")
     _set_covered(connection, rules, stored, rebuilt=True)
     fold.mark_counted(connection, fold.pending_ranges(connection))  # counted just now
 
 
-def _add_users(
-    connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str,
-    params: list[object],
-) -> None:  # fmt: skip
-    """Add the state of the users of `source` (a relation of the events table's columns, with
-    its parameters, holding all of these users' events), who have none yet. Their moments
-    and value events stay in the temporary tables added_moments and added_values (for their
-    steps: a query over the same rows in user_moments, uncommitted, ran out of memory)."""
+def _add_users(connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str) -> None:
+    """Add the state of the users of `source` (a relation of the events table's columns
+    holding all of these users' events), who have none yet. Their moments and value events
+    stay in the temporary tables added_moments and added_values, for their steps."""
     tests, test_params = rules.tests_relation()
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE users_rows AS "
         + representatives_sql(rule_events_sql(source, tests)),
-        params + test_params,
+        test_params,
     )
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE added_moments AS "
@@ -465,7 +459,7 @@ def _add_users(
         metrics, metric_params = rules.metrics_relation()
         connection.execute(
             "CREATE OR REPLACE TEMP TABLE added_values AS " + value_events_sql(source, metrics),
-            params + metric_params,
+            metric_params,
         )
         connection.execute("INSERT INTO user_values SELECT * FROM added_values")
 
@@ -506,7 +500,7 @@ def rebuild_users(
         "(SELECT e.* FROM events e SEMI JOIN range_users u "
         "ON hash_key(e.test_id || chr(31) || e.user_id) = u.user_key)"
     )
-    _add_users(connection, rules, users_events, [])
+    _add_users(connection, rules, users_events)
     _drop_added(connection)
     connection.execute("DROP TABLE range_users")
     _steps_from_state(connection, rules)
