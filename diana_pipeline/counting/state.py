@@ -403,8 +403,7 @@ def _rebuild_in_parts(
         _emptied(connection, table)
     stored = _events_stored(connection)
     parts = max(1, -(-stored // REBUILD_PART_EVENTS))
-    # The steps' tables, each with the suffix of its staged steps (_stage_steps).
-    sums = [("window_steps", "")] + ([("metric_steps", "_metrics")] if rules.metrics else [])
+    sums = _steps_tables(rules)
     for table, suffix in sums:
         connection.execute(f"CREATE TEMP TABLE rebuilt_steps{suffix} AS FROM {table} LIMIT 0")
     for part in range(parts):
@@ -515,12 +514,11 @@ def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRule
         connection, rules, "user_moments", "SELECT *, 1 AS sign FROM user_values", [],
         "state_steps",
     )  # fmt: skip
-    staged = [("window_steps", "state_steps")]
-    if rules.metrics:
-        staged.append(("metric_steps", "state_steps_metrics"))
-    for table, steps in staged:
-        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {steps} WHERE change <> 0")
-        connection.execute(f"DROP TABLE {steps}")
+    for table, suffix in _steps_tables(rules):
+        connection.execute(
+            f"INSERT INTO {table} BY NAME SELECT * FROM state_steps{suffix} WHERE change <> 0"
+        )
+        connection.execute(f"DROP TABLE state_steps{suffix}")
 
 
 def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, table: str) -> None:
@@ -547,6 +545,11 @@ def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, t
     _stage_steps(connection, rules, "recount_moments", values, value_params, table)
     connection.execute("DROP TABLE recount_moments")
     connection.execute("RESET preserve_insertion_order")
+
+
+def _steps_tables(rules: CountingRules) -> list[tuple[str, str]]:
+    """The steps' tables, each with the suffix _stage_steps gives its staged steps."""
+    return [("window_steps", "")] + ([("metric_steps", "_metrics")] if rules.metrics else [])
 
 
 def _stage_steps(
