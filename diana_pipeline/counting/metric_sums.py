@@ -20,6 +20,8 @@ exposure can move t1 before any of them.
 
 from __future__ import annotations
 
+from diana_pipeline.counting.rules import user_key_sql
+
 # Revenue in integer micro-units: exact sums in HUGEINT for |value| ≤ 1e12 (the events'
 # bound) and per-user squares up to totals of ~1.3e13 units.
 VALUE_SCALE = 1_000_000
@@ -29,7 +31,7 @@ def value_events_sql(source: str, metrics: str) -> str:
     """The rows of `source` (columns of the events table) of a summed metric's event type, as
     (test_id, user_key, event_type, event_time, value); `metrics` is the metrics' VALUES."""
     return f"""
-    SELECT e.test_id, hash_key(e.test_id || chr(31) || e.user_id) AS user_key,
+    SELECT e.test_id, {user_key_sql("e")} AS user_key,
            e.event_type, e.event_time, e.value
     FROM {source} e
     SEMI JOIN (SELECT * FROM (VALUES {metrics}) AS v(test_id, metric, type, event)) m

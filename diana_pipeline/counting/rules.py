@@ -122,12 +122,18 @@ class CountingRules:
         return f"make_timestamp({us} - ((({us} - {origin}) % {size}) + {size}) % {size})"
 
 
+def user_key_sql(events: str) -> str:
+    """SQL for the key of the user of a row of `events` (an alias with the events' columns):
+    the user within their test, as the state and its steps know them."""
+    return f"hash_key({events}.test_id || chr(31) || {events}.user_id)"
+
+
 def rule_events_sql(source: str, tests: str) -> str:
     """The rows of `source` (columns of the events table) that the rules read, as
     (test_id, user_key, is_exposure, variant, event_time, properties: an exposure's only);
     `tests` is the tests' VALUES."""
     return f"""
-    SELECT e.test_id, hash_key(e.test_id || chr(31) || e.user_id) AS user_key,
+    SELECT e.test_id, {user_key_sql("e")} AS user_key,
            e.event_type = t.exposure_event
                AS is_exposure, e.variant, e.event_time,
            CASE WHEN e.event_type = t.exposure_event THEN e.properties END AS properties

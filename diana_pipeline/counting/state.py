@@ -55,6 +55,7 @@ from diana_pipeline.counting.rules import (
     CountingRules,
     representatives_sql,
     rule_events_sql,
+    user_key_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -496,8 +497,7 @@ def rebuild_users(
             f"DELETE FROM {table} WHERE user_key IN (SELECT user_key FROM range_users)"
         )
     users_events = (
-        "(SELECT e.* FROM events e SEMI JOIN range_users u "
-        "ON hash_key(e.test_id || chr(31) || e.user_id) = u.user_key)"
+        f"(SELECT e.* FROM events e SEMI JOIN range_users u ON {user_key_sql('e')} = u.user_key)"
     )
     _add_users(connection, rules, users_events)
     _drop_added(connection)
