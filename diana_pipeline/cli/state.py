@@ -10,6 +10,7 @@ write lock in turn with the pipeline's runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A check or a rebuild over millions of events logs a line per part (its progress).
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

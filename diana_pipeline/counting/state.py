@@ -403,69 +403,106 @@ def _rebuild_in_parts(
     for table in ("user_moments", "user_rows", "user_values", "window_steps", "metric_steps"):
         _emptied(connection, table)
     stored = _events_stored(connection)
-    parts = max(1, -(-stored // REBUILD_PART_EVENTS))
+    _steps_in_parts(
+        connection, rules, _parts(stored), "rebuilt_steps",
+        lambda source: _add_users(connection, rules, source), "rebuild", started,
+    )  # fmt: skip
+    for table, suffix in _steps_tables(rules):
+        connection.execute(f"INSERT INTO {table} BY NAME FROM rebuilt_steps{suffix}")
+        connection.execute(f"DROP TABLE rebuilt_steps{suffix}")
+    _set_covered(connection, rules, stored, rebuilt=True)
+    fold.mark_counted(connection, fold.pending_ranges(connection))  # counted just now
+
+
+def _parts(events: int) -> int:
+    """How many parts a pass over `events` events takes (REBUILD_PART_EVENTS each)."""
+    return max(1, -(-events // REBUILD_PART_EVENTS))
+
+
+def _steps_in_parts(
+    connection: duckdb.DuckDBPyConnection,
+    rules: CountingRules,
+    parts: int,
+    table: str,
+    add_part: Callable[[str], None],
+    task: str,
+    started: float,
+) -> None:
+    """Every window's steps of all users into the temporary table `table` (and `table`_metrics
+    with metrics; no zero changes), taking the users in `parts` parts: add_part(source) leaves
+    the moments and value events of the users of `source` (all of their events) in the
+    temporary tables added_moments and added_values."""
     sums = _steps_tables(rules)
-    for table, suffix in sums:
-        connection.execute(f"CREATE TEMP TABLE rebuilt_steps{suffix} AS FROM {table} LIMIT 0")
+    for steps_table, suffix in sums:
+        connection.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table}{suffix}_parts AS FROM {steps_table} LIMIT 0"
+        )
     for part in range(parts):
         # All of a user id's events fall in one part (a hash of the id: a third of the cost
         # of its md5 key, which every part's scan would compute for every event).
-        in_part = f"hash(user_id) % {parts} = {part}"
-        _add_users(connection, rules, f"(SELECT * FROM events WHERE {in_part})")
+        in_part = f"(SELECT * FROM events WHERE hash(user_id) % {parts} = {part})"
+        add_part(in_part if parts > 1 else "events")
         _stage_steps(
             connection, rules, "added_moments", "SELECT *, 1 AS sign FROM added_values", [],
             "part_steps",
         )  # fmt: skip
         for _, suffix in sums:
-            connection.execute(f"INSERT INTO rebuilt_steps{suffix} BY NAME FROM part_steps{suffix}")
+            connection.execute(f"INSERT INTO {table}{suffix}_parts BY NAME FROM part_steps{suffix}")
             connection.execute(f"DROP TABLE part_steps{suffix}")
         _drop_added(connection)
         if parts > 1:
             log.info(
-                "counting state rebuild: part %d of %d done (%.0f s)",
-                part + 1, parts, time.monotonic() - started,
+                "counting state %s: part %d of %d done (%.0f s)",
+                task, part + 1, parts, time.monotonic() - started,
             )  # fmt: skip
-    for table, suffix in sums:
+    for _, suffix in sums:
         connection.execute(
-            f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (change), sum(change) AS change "
-            f"FROM rebuilt_steps{suffix} GROUP BY ALL HAVING sum(change) <> 0"
+            f"CREATE OR REPLACE TEMP TABLE {table}{suffix} AS SELECT * EXCLUDE (change), "
+            f"sum(change) AS change FROM {table}{suffix}_parts GROUP BY ALL "
+            "HAVING sum(change) <> 0"
         )
-        connection.execute(f"DROP TABLE rebuilt_steps{suffix}")
-    _set_covered(connection, rules, stored, rebuilt=True)
-    fold.mark_counted(connection, fold.pending_ranges(connection))  # counted just now
+        connection.execute(f"DROP TABLE {table}{suffix}_parts")
 
 
 def _add_users(connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str) -> None:
     """Add the state of the users of `source` (a relation of the events table's columns
     holding all of these users' events), who have none yet. Their moments and value events
     stay in the temporary tables added_moments and added_values, for their steps."""
+    _moments_of(connection, rules, source)
+    connection.execute("INSERT INTO user_moments SELECT * FROM added_moments")
+    connection.execute(
+        f"INSERT INTO user_rows SELECT r.* FROM added_rows r SEMI JOIN "
+        f"(SELECT user_key FROM added_moments WHERE NOT {PLAIN}) k ON r.user_key = k.user_key"
+    )
+    connection.execute("DROP TABLE added_rows")
+    if rules.metrics:
+        connection.execute("INSERT INTO user_values SELECT * FROM added_values")
+
+
+def _moments_of(connection: duckdb.DuckDBPyConnection, rules: CountingRules, source: str) -> None:
+    """The representatives, moments and (with metrics) value events of the users of `source`
+    (all of their events) into the temporary tables added_rows, added_moments and
+    added_values, leaving the state alone."""
     tests, test_params = rules.tests_relation()
     connection.execute(
-        "CREATE OR REPLACE TEMP TABLE users_rows AS "
+        "CREATE OR REPLACE TEMP TABLE added_rows AS "
         + representatives_sql(rule_events_sql(source, tests)),
         test_params,
     )
     connection.execute(
         "CREATE OR REPLACE TEMP TABLE added_moments AS "
-        + MOMENTS_SQL.format(rows="SELECT * FROM users_rows")
+        + MOMENTS_SQL.format(rows="SELECT * FROM added_rows")
     )
-    connection.execute("INSERT INTO user_moments SELECT * FROM added_moments")
-    connection.execute(
-        f"INSERT INTO user_rows SELECT r.* FROM users_rows r SEMI JOIN "
-        f"(SELECT user_key FROM added_moments WHERE NOT {PLAIN}) k ON r.user_key = k.user_key"
-    )
-    connection.execute("DROP TABLE users_rows")
     if rules.metrics:
         metrics, metric_params = rules.metrics_relation()
         connection.execute(
             "CREATE OR REPLACE TEMP TABLE added_values AS " + value_events_sql(source, metrics),
             metric_params,
         )
-        connection.execute("INSERT INTO user_values SELECT * FROM added_values")
 
 
 def _drop_added(connection: duckdb.DuckDBPyConnection) -> None:
-    for table in ("added_moments", "added_values"):
+    for table in ("added_rows", "added_moments", "added_values"):
         connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
@@ -521,30 +558,26 @@ def _steps_from_state(connection: duckdb.DuckDBPyConnection, rules: CountingRule
         connection.execute(f"DROP TABLE state_steps{suffix}")
 
 
-def recount_steps(connection: duckdb.DuckDBPyConnection, rules: CountingRules, table: str) -> None:
+def recount_steps(
+    connection: duckdb.DuckDBPyConnection,
+    rules: CountingRules,
+    table: str,
+    parts: int | None = None,
+) -> None:
     """Recompute every window's steps from all events, as a rebuild would, into the temporary
-    table `table` (columns of window_steps), leaving the state alone: one pass over the
-    events, what each refresh cost before the state existed. In stages, each a table DuckDB
-    can spill (one query over 10M events ran out of 256 MB)."""
-    tests, params = rules.tests_relation()
-    connection.execute("SET preserve_insertion_order = false")
-    connection.execute(
-        "CREATE OR REPLACE TEMP TABLE recount_rows AS "
-        + representatives_sql(rule_events_sql("events", tests)),
-        params,
-    )
-    connection.execute(
-        "CREATE OR REPLACE TEMP TABLE recount_moments AS "
-        + MOMENTS_SQL.format(rows="SELECT * FROM recount_rows")
-    )
-    connection.execute("DROP TABLE recount_rows")
-    values, value_params = "", []
-    if rules.metrics:
-        metrics, value_params = rules.metrics_relation()
-        values = f"SELECT *, 1 AS sign FROM ({value_events_sql('events', metrics)})"
-    _stage_steps(connection, rules, "recount_moments", values, value_params, table)
-    connection.execute("DROP TABLE recount_moments")
-    connection.execute("RESET preserve_insertion_order")
+    table `table` (columns of window_steps; `table`_metrics with metrics), leaving the state
+    alone. In parts of the users like a rebuild (`parts`: how many; by default one per
+    REBUILD_PART_EVENTS events) and under its memory limit; `parts=1` is one pass over the
+    events, what each refresh cost before the state existed."""
+    started = time.monotonic()
+    parts = parts or _parts(_events_stored(connection))
+
+    def part_moments(source: str) -> None:
+        _moments_of(connection, rules, source)
+        connection.execute("DROP TABLE added_rows")
+
+    with _rebuild_settings(connection):
+        _steps_in_parts(connection, rules, parts, table, part_moments, "recount", started)
 
 
 def _steps_tables(rules: CountingRules) -> list[tuple[str, str]]:

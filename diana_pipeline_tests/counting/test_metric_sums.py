@@ -168,23 +168,28 @@ def _state_tables(store: EventStore) -> dict[str, set[tuple]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(stream=_stream)
-def test_a_rebuild_in_parts_leaves_the_state_the_merges_left(
+def test_a_rebuild_and_a_recount_in_parts_leave_the_state_the_merges_left(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     stream: list,
 ) -> None:
-    """A rebuild takes the users in parts (of 2 events here, of millions in a store) and
-    each user's rule and value events in the same part: it leaves every user's moments and
-    values and every window's steps as the batch-by-batch merges did."""
+    """A rebuild, and the recount `diana-state check` compares with, take the users in parts
+    (of 2 events here, of millions in a store) and each user's rule and value events in the
+    same part: the recount finds every window's steps the batch-by-batch merges left, and the
+    rebuild leaves every user's moments and values and every window's steps as they were."""
     config = config_with_metrics()
+    rules = CountingRules.of(config)
     monkeypatch.setattr(counting_state, "REBUILD_PART_EVENTS", 2)
     with EventStore.open(tmp_path_factory.mktemp("parts") / "s.duckdb") as store:
         replay(store, config, stream)
         merged = _state_tables(store)
         caplog.clear()
         with caplog.at_level("INFO", logger=counting_state.__name__):
-            counting_state.rebuild(store.connection, CountingRules.of(config))
+            assert counting_state.differences(store.connection, rules) == []
+            counting_state.rebuild(store.connection, rules)
         if store.count_events() > 2:
-            assert any("part 2 of" in r.getMessage() for r in caplog.records)
+            logged = [r.getMessage() for r in caplog.records]
+            assert any("recount: part 2 of" in line for line in logged)
+            assert any("rebuild: part 2 of" in line for line in logged)
         assert _state_tables(store) == merged
