@@ -12,6 +12,7 @@ import sys
 from benchmarks import (
     backfill_benchmark,
     bandit_benchmark,
+    duplicate_check_benchmark,
     freshness_benchmark,
     ingest_benchmark,
     parallel_benchmark,
@@ -28,6 +29,7 @@ BENCHMARKS = {
     "ingest": ingest_benchmark.main,
     "freshness": freshness_benchmark.main,
     "parallel": parallel_benchmark.main,
+    "duplicates": duplicate_check_benchmark.main,
     "backfill": backfill_benchmark.main,
     "refresh": refresh_benchmark.main,
     "traffic": traffic_benchmark.main,

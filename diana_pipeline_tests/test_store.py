@@ -44,6 +44,28 @@ def test_duplicates_within_and_across_batches_are_stored_once(tmp_path: Path) ->
         assert store.count_events() == 3 and store.count_events(WINDOW) == 3
 
 
+def test_a_redelivery_is_found_at_its_time_and_a_new_time_is_a_new_event(
+    tmp_path: Path,
+) -> None:
+    def at(event_id: str, minute: int) -> ValidEvent:
+        moment = WINDOW.replace(minute=minute)
+        return ValidEvent(event_id, "ButtonDisplayed", "t", "control", "u", moment, WINDOW)
+
+    with EventStore.open(tmp_path / "s.duckdb") as store:
+        counts = WriteCounts()
+        store.add_events("web", EventColumns.of([(0, 1, at("a", 1))]), counts)
+        store.add_events("web", EventColumns.of([(0, 2, at("b", 30))]), counts)
+        # One batch spanning the window: the redelivery of "a" (the batch's earliest time)
+        # is found; "b" sent again with another timestamp is another event.
+        batch = [(0, 3, at("c", 59)), (0, 4, at("a", 1)), (0, 5, at("b", 40))]
+        store.add_events("web", EventColumns.of(batch), counts)
+        assert (counts.events, counts.duplicates) == (4, 1)
+        stored = store.connection.execute(
+            "SELECT event_id, minute(event_time) FROM events ORDER BY ALL"
+        ).fetchall()
+        assert stored == [("a", 1), ("b", 30), ("b", 40), ("c", 59)]
+
+
 def test_rejections_are_stored_once_per_position(tmp_path: Path) -> None:
     with EventStore.open(tmp_path / "s.duckdb") as store:
         counts = WriteCounts()
@@ -153,7 +175,7 @@ def test_a_store_from_before_event_key_is_migrated_on_open(tmp_path: Path) -> No
         assert (counts.events, counts.duplicates) == (1, 1)
         later = ValidEvent("a", "ButtonDisplayed", "t", "control", "u", LATER, LATER)
         store.add_events("web", EventColumns.of([(0, 3, later)]), counts)
-        assert counts.events == 2  # the same id in another window is another event
+        assert counts.events == 2  # the same id at another time is another event
         assert store.count_events() == 3
         nullable = store.connection.execute(
             "SELECT column_name FROM duckdb_columns() WHERE table_name = 'events' AND is_nullable"
