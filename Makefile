@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh bench-bandit bench-parallel bench-duplicates reliability
+.PHONY: demo test down status bench bench-stats bench-traffic bench-ingest bench-freshness bench-backfill bench-sequential bench-refresh bench-bandit bench-parallel bench-duplicates bench-formats reliability
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diana needs Python 3.11 (try: make PYTHON=python3.11 ...)")'
@@ -80,6 +80,12 @@ bench-parallel: $(INSTALLED)
 # beside the window-wide check it replaced (own DuckDB file and PostgreSQL; about 5 minutes).
 bench-duplicates: $(INSTALLED)
 	$(BIN)/python -m benchmarks.duplicate_check_benchmark
+
+# The table-format benchmark: the shared store as DuckLake tables beside Apache Iceberg
+# (pyiceberg), both catalogs in PostgreSQL (own PostgreSQL; about 5 minutes).
+bench-formats: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.table_format_benchmark
 
 # The freshness benchmark: event to posterior in the CSV sink, p50/p95, with the daemon
 # doing everything at 500 events/s for 5 minutes (own stack; about 7 minutes).

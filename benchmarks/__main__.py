@@ -20,6 +20,7 @@ from benchmarks import (
     sequential_benchmark,
     stats_benchmark,
     stats_families_benchmark,
+    table_format_benchmark,
     traffic_benchmark,
 )
 from diana_pipeline.harness.suites import Outcome, run_suite
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "freshness": freshness_benchmark.main,
     "parallel": parallel_benchmark.main,
     "duplicates": duplicate_check_benchmark.main,
+    "formats": table_format_benchmark.main,
     "backfill": backfill_benchmark.main,
     "refresh": refresh_benchmark.main,
     "traffic": traffic_benchmark.main,
