@@ -25,10 +25,8 @@ from pathlib import Path
 
 from benchmarks.backfill_benchmark import best_of, progress
 from diana_pipeline import store as store_module
-from diana_pipeline.config import load_config
 from diana_pipeline.events import NO_VALUE, EventColumns
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
-from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.harness.postgres import postgres_for_tests
 from diana_pipeline.markdown import table
 from diana_pipeline.store import EventStore, StoreLocation, WriteCounts
@@ -138,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(folder).chmod(0o755)  # the scale profile's PostgreSQL runs as its own user
         progress("starting a private PostgreSQL (scale profile)")
         with postgres_for_tests() as postgres:
-            env = {**os.environ, **postgres.new_lake(Path(folder) / "lake")}
-            config = load_config(REPO_ROOT / "experiments.yaml", env=env)
             os.environ["DIANA_POSTGRES_PASSWORD"] = postgres.password
-            rows += measure(config.infrastructure.store_location, sizes, "DuckLake")
+            rows += measure(postgres.new_lake_location(Path(folder) / "lake"), sizes, "DuckLake")
     growth = {
         label: float(mine[-1][2]) / max(float(mine[0][2]), 1.0)
         for label in ("DuckDB file", "DuckLake")

@@ -43,10 +43,8 @@ from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEq
 
 from benchmarks.backfill_benchmark import best_of, progress
 from benchmarks.duplicate_check_benchmark import BATCH, REDELIVERED, WINDOW, batch
-from diana_pipeline.config import load_config
 from diana_pipeline.events import EventColumns
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
-from diana_pipeline.harness.paths import REPO_ROOT
 from diana_pipeline.harness.postgres import PostgresForTests, postgres_for_tests
 from diana_pipeline.local_stack.postgres import SUPERUSER
 from diana_pipeline.markdown import table
@@ -245,7 +243,7 @@ def figures(label: str, store_of: Callable[[str], IcebergStore | LakeStore], bat
     store.close()
     progress(f"{label}: {WRITERS} writers at once")
     shared = store_of("shared")
-    refused = writers_at_once(shared.add_batch, batches)
+    retried = writers_at_once(shared.add_batch, batches)
     assert sum(n for *_, n in shared.read_window()) == WRITERS * batches * BATCH
     shared.close()
     return (
@@ -253,7 +251,7 @@ def figures(label: str, store_of: Callable[[str], IcebergStore | LakeStore], bat
         f"{statistics.median(seconds) * 1000:.0f}",
         f"{seconds[-1] * 1000:.0f}",
         f"{read * 1000:.0f}",
-        refused,
+        retried,
     )
 
 
@@ -271,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["DIANA_POSTGRES_PASSWORD"] = postgres.password
 
             def lake(name: str) -> LakeStore:
-                env = {**os.environ, **postgres.new_lake(Path(folder) / f"lake-{name}")}
-                config = load_config(REPO_ROOT / "experiments.yaml", env=env)
-                return LakeStore(config.infrastructure.store_location)
+                return LakeStore(postgres.new_lake_location(Path(folder) / f"lake-{name}"))
 
             def iceberg(name: str) -> IcebergStore:
                 return IcebergStore(postgres, Path(folder) / f"iceberg-{name}")

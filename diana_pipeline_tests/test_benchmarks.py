@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import backfill_benchmark, bandit_benchmark, refresh_benchmark, sequential_benchmark
+from benchmarks import (
+    backfill_benchmark,
+    bandit_benchmark,
+    duplicate_check_benchmark,
+    refresh_benchmark,
+    sequential_benchmark,
+)
 
 
 def test_the_backfill_benchmark_rebuilds_every_window(
@@ -55,6 +61,16 @@ def test_the_refresh_benchmark_compares_equal_results(
     monkeypatch.delenv("DIANA_DUCKDB_PATH", raising=False)  # each history in its own folder
     figures = refresh_benchmark.refresh_seconds(tmp_path, 20_000)
     assert figures.state > 0 and figures.recount > 0 and figures.rebuild > 0
+
+
+def test_the_duplicate_check_benchmark_finds_each_batchs_redeliveries(tmp_path: Path) -> None:
+    """Both checks, the store's and the window-wide one swapped in, find exactly the batch's
+    redeliveries at each size (the benchmark asserts it on every timed batch), and the store's
+    own check is back in place after."""
+    today = duplicate_check_benchmark.store_module._NEW_EVENTS
+    rows = duplicate_check_benchmark.measure(tmp_path / "s.duckdb", [0, 150_000], "file")
+    assert [row[1] for row in rows] == ["0", "150,000"]
+    assert duplicate_check_benchmark.store_module._NEW_EVENTS is today
 
 
 def test_the_bandit_benchmark_steers_traffic_and_flags_the_configured_split() -> None:

@@ -3,6 +3,7 @@ it: a new DuckLake event store for each of them, in a database of its own."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import psycopg2
 
+from diana_pipeline.config import load_config
+from diana_pipeline.harness.paths import SHIPPED_CONFIG
 from diana_pipeline.harness.stack import private_stack
+from diana_pipeline.lake import StoreLocation
 from diana_pipeline.local_stack.postgres import SUPERUSER, Postgres
 
 
@@ -45,6 +49,12 @@ class PostgresForTests:
             "DIANA_DUCKLAKE_DATABASE": database,
             "DIANA_DUCKLAKE_DATA": str(folder / "lake"),
         }
+
+    def new_lake_location(self, folder: Path) -> StoreLocation:
+        """Where `EventStore.open` finds a new, empty DuckLake store (it reads the password
+        from DIANA_POSTGRES_PASSWORD, which the caller sets)."""
+        env = {**os.environ, **self.new_lake(folder)}
+        return load_config(SHIPPED_CONFIG, env=env).infrastructure.store_location
 
 
 @contextmanager
