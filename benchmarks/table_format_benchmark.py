@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.expressions import And, EqualTo, GreaterThanOrEqual, LessThanOrEqual
+from sqlalchemy.engine import URL
 
 from benchmarks.backfill_benchmark import best_of, progress
 from benchmarks.duplicate_check_benchmark import BATCH, REDELIVERED, WINDOW, batch
@@ -86,8 +87,14 @@ class IcebergStore:
         database = postgres.new_lake(folder)["DIANA_DUCKLAKE_DATABASE"]
         self.catalog = SqlCatalog(
             "diana",
-            uri=f"postgresql+psycopg2://{SUPERUSER}:{postgres.password}@127.0.0.1:"
-            f"{postgres.port}/{database}",
+            uri=URL.create(
+                "postgresql+psycopg2",
+                username=SUPERUSER,
+                password=postgres.password,
+                host="127.0.0.1",
+                port=postgres.port,
+                database=database,
+            ).render_as_string(hide_password=False),
             warehouse=f"file://{folder}/warehouse",
         )
         self.catalog.create_namespace("diana")
