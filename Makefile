@@ -34,7 +34,7 @@ down:
 status:
 	$(BIN)/diana-stack status
 
-# Every benchmark below, one after the other (about 35 minutes); each writes its section of
+# Every benchmark below, one after the other (about 42 minutes); each writes its section of
 # docs/benchmarks.md and prints its table.
 bench: $(INSTALLED)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

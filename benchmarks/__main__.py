@@ -1,5 +1,5 @@
 """Every benchmark, one after the other; each prints its table beside its baseline and writes
-its section of docs/benchmarks.md. About 35 minutes on 2 cores.
+its section of docs/benchmarks.md. About 42 minutes on 2 cores.
 
     .venv/bin/python -m benchmarks              # all of them
     .venv/bin/python -m benchmarks backfill     # some of them, by name
