@@ -212,12 +212,42 @@ def fault_plan(duration_s: float, kills: int, seed: int) -> list[tuple[float, st
 # ---- waiting and reading back -----------------------------------------------------------------
 
 
-def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 2.0) -> None:
+def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 2.0, explain=None) -> None:
+    """Wait until `predicate()`; past the deadline raise, with `explain()`'s account of the
+    state that kept it false when given."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+            why = f"\n{explain()}" if explain is not None else ""
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}{why}")
         time.sleep(poll_s)
+
+
+def pipeline_state(instance: DagsterInstance, store: Path) -> str:
+    """What an ingestion that never catches up leaves to look at: the ledger per partition,
+    every run with its status and retry tags, and the sensors' last ticks."""
+    lines = ["ledger (partition: ranges, offsets, highest end):"]
+    with EventStore.open_when_free(store, timeout_s=120) as opened:
+        lines += [
+            f"  {partition}: {ranges} ranges, {offsets:,} offsets, up to {end:,}"
+            for partition, ranges, offsets, end in opened.connection.execute(
+                "SELECT kafka_partition, count(*), sum(end_offset - start_offset), "
+                "max(end_offset) FROM ingested_ranges GROUP BY ALL ORDER BY 1"
+            ).fetchall()
+        ]
+    lines.append("runs (newest first):")
+    for record in instance.get_run_records(limit=60):
+        run = record.dagster_run
+        tags = {k: v for k, v in run.tags.items() if k.startswith(("diana/", "dagster/will"))}
+        lines.append(
+            f"  {run.run_id[:8]} {run.job_name} {run.status.value} "
+            f"parent={(run.parent_run_id or '-')[:8]} {tags}"
+        )
+    for state in instance.all_instigator_state():
+        for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=3):
+            reason = tick.skip_reason or (tick.error.message.strip() if tick.error else "")
+            lines.append(f"  tick {state.instigator_name}: {tick.status.value} {reason[:200]}")
+    return "\n".join(lines)
 
 
 def store_value(path: Path, sql: str) -> object:
@@ -360,8 +390,9 @@ def run_faults(home: Path, eps: float, duration_s: float, kills: int, seed: int)
             expected_events = sum(sent.events.values())
             wait_for(
                 lambda: store_value(store, "SELECT count(*) FROM events") == expected_events,
-                900,
+                600,
                 f"{expected_events:,} events in DuckDB",
+                explain=lambda: pipeline_state(instance, store),
             )
             wait_for(lambda: idle(instance), 600, "every run to finish")
             recovery_s = time.monotonic() - traffic_end
