@@ -32,6 +32,7 @@ from pathlib import Path
 
 import psutil
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 from diana_pipeline.config import ExperimentsConfig, load_config
 from diana_pipeline.harness.docs import RELIABILITY_PAGE, write_section
@@ -256,7 +257,14 @@ def store_value(path: Path, sql: str) -> object:
 
 
 def idle(instance: DagsterInstance) -> bool:
-    return not instance.get_run_records(RunsFilter(statuses=BUSY), limit=1)
+    """No run in flight, and no backfill waiting for its runs: the statistics automation
+    refreshes several windows as a backfill, whose runs the backfill daemon launches up to
+    half a minute later (a later window left stale by a late event was once compared in
+    that gap)."""
+    pending = BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING])
+    return not instance.get_run_records(
+        RunsFilter(statuses=BUSY), limit=1
+    ) and not instance.get_backfills(filters=pending, limit=1)
 
 
 def duckdb_posteriors(path: Path) -> dict[str, Record]:
