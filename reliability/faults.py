@@ -236,14 +236,23 @@ def pipeline_state(instance: DagsterInstance, store: Path) -> str:
                 "max(end_offset) FROM ingested_ranges GROUP BY ALL ORDER BY 1"
             ).fetchall()
         ]
-    lines.append("runs (newest first):")
+    lines.append("runs (newest first; created, started, ended: seconds ago):")
+    now = time.time()
+
+    def ago(moment: float | None) -> str:
+        return "-" if moment is None else f"{now - moment:.0f}"
+
     for record in instance.get_run_records(limit=60):
         run = record.dagster_run
-        tags = {k: v for k, v in run.tags.items() if k.startswith(("diana/", "dagster/will"))}
+        tags = {k: v for k, v in run.tags.items() if k.startswith(("diana/resume", "dagster/will"))}
         lines.append(
             f"  {run.run_id[:8]} {run.job_name} {run.status.value} "
-            f"parent={(run.parent_run_id or '-')[:8]} {tags}"
+            f"{ago(record.create_timestamp.timestamp())}/{ago(record.start_time)}/"
+            f"{ago(record.end_time)} parent={(run.parent_run_id or '-')[:8]} {tags}"
         )
+    lines.append("pending backfills: " + ", ".join(
+        b.backfill_id for b in instance.get_backfills(status=BulkActionStatus.REQUESTED)
+    ))  # fmt: skip
     for state in instance.all_instigator_state():
         for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=3):
             reason = tick.skip_reason or (tick.error.message.strip() if tick.error else "")
