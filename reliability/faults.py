@@ -62,6 +62,10 @@ BUSY = [
     DagsterRunStatus.CANCELING,
 ]
 LABELS = {"exposures": "exposed", "successes": "converted"}
+# Backfills whose runs may still come (the automation refreshes several windows as one).
+PENDING_BACKFILLS = BulkActionsFilter(
+    statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING]
+)
 KAFKA_DOWN_S = 5.0  # well inside the producer's 30 s delivery timeout: traffic only waits
 DYNAMODB_DOWN_S = 25.0
 
@@ -250,9 +254,8 @@ def pipeline_state(instance: DagsterInstance, store: Path) -> str:
             f"{ago(record.create_timestamp.timestamp())}/{ago(record.start_time)}/"
             f"{ago(record.end_time)} parent={(run.parent_run_id or '-')[:8]} {tags}"
         )
-    lines.append("pending backfills: " + ", ".join(
-        b.backfill_id for b in instance.get_backfills(status=BulkActionStatus.REQUESTED)
-    ))  # fmt: skip
+    pending = instance.get_backfills(filters=PENDING_BACKFILLS)
+    lines.append("pending backfills: " + ", ".join(b.backfill_id for b in pending))
     for state in instance.all_instigator_state():
         for tick in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=3):
             reason = tick.skip_reason or (tick.error.message.strip() if tick.error else "")
@@ -270,10 +273,9 @@ def idle(instance: DagsterInstance) -> bool:
     refreshes several windows as a backfill, whose runs the backfill daemon launches up to
     half a minute later (a later window left stale by a late event was once compared in
     that gap)."""
-    pending = BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING])
-    return not instance.get_run_records(
-        RunsFilter(statuses=BUSY), limit=1
-    ) and not instance.get_backfills(filters=pending, limit=1)
+    if instance.get_run_records(RunsFilter(statuses=BUSY), limit=1):
+        return False
+    return not instance.get_backfills(filters=PENDING_BACKFILLS, limit=1)
 
 
 def duckdb_posteriors(path: Path) -> dict[str, Record]:
