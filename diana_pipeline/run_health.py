@@ -4,8 +4,9 @@ killed (kill -9, a crash, a reboot) would stay STARTED forever, holding its `duc
 them). Every run tags itself with its worker process when its resources are set up; the Kafka
 sensor fails STARTED runs whose processes are all gone and STARTING runs whose launching code
 server is gone, and Dagster's run retries re-execute them (safely: the ledger makes ingestion
-idempotent and every other step replaces its windows). When the retries run out before an
-ingestion run stored its offsets, the sensor requests those offsets again."""
+idempotent and every other step replaces its windows). A run that was created and never
+queued is cancelled. When the retries run out before an ingestion run stored its offsets, or
+it was cancelled, the sensor requests those offsets again."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ UNTAGGED_GRACE_S = 60.0
 # this long it is failed instead of waiting out run monitoring's start timeout, during which
 # it would hold its place in the `duckdb` pool's queue.
 LAUNCH_GRACE_S = 10.0
+
+# A run still NOT_STARTED this long after it was created was never queued, and never will be
+# (cancel_unqueued_runs); queueing takes milliseconds.
+UNQUEUED_GRACE_S = 120.0
 
 # An ingestion run whose retries ran out without storing its offsets is requested again, as a
 # new run (with retries of its own) tagged with the one it resumes, this long after it failed:
@@ -111,6 +116,29 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
             failed.append(run.run_id)
     return failed
+
+
+def cancel_unqueued_runs(instance: DagsterInstance) -> list[str]:
+    """Cancel runs left NOT_STARTED for over UNQUEUED_GRACE_S; returns their run ids. A run
+    is created NOT_STARTED and queued at once by what created it; Dagster's sensor daemon
+    resumes a tick cut off between the two, but runs a tick that failed to queue its runs
+    again only once (`MAX_FAILURE_RESUBMISSION_RETRIES`): after a second failure in a row (the
+    instance's database or the code server unreachable meanwhile) the run is never queued.
+    Left alone, an ingestion run of that kind held the Kafka sensor back for good ("waiting to
+    start"), with the sensor's cursor already past its offsets; cancelled, it is resumed like
+    any run that gave up (ingestion_runs_given_up), and the statistics automation no longer
+    sees its windows in progress."""
+    created_before = datetime.fromtimestamp(time.time() - UNQUEUED_GRACE_S, UTC)
+    records = instance.get_run_records(
+        RunsFilter(statuses=[DagsterRunStatus.NOT_STARTED], created_before=created_before)
+    )
+    for record in records:
+        instance.report_run_canceled(
+            record.dagster_run,
+            f"never queued: created {UNQUEUED_GRACE_S:.0f} s ago or more and still not started "
+            "(the tick that requested it failed to queue it)",
+        )
+    return [record.dagster_run.run_id for record in records]
 
 
 def free_slots_of_ended_runs(instance: DagsterInstance) -> list[str]:

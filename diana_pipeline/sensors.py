@@ -41,6 +41,7 @@ from diana_pipeline.producer import ProducerError
 from diana_pipeline.resources import ExperimentsResource, KafkaResource
 from diana_pipeline.run_health import (
     RESUMES_TAG,
+    cancel_unqueued_runs,
     fail_dead_runs,
     free_slots_of_ended_runs,
     ingestion_runs_given_up,
@@ -68,8 +69,9 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
         description="Reads the end offsets of the events topic and requests an ingestion run "
         "for each new micro-batch of offsets, over the windows its first and last messages were "
         "produced in, whose statistics the run refreshes. The cursor holds the next offset per "
-        "partition; nothing is committed to Kafka before the data is stored. The offsets of "
-        "an ingestion run that gave up (retries ran out, or terminated) are requested again.",
+        "partition; nothing is committed to Kafka before the data is stored. The offsets of an "
+        "ingestion run that gave up (retries ran out, terminated, or never queued) are "
+        "requested again.",
     )
     def kafka_events_sensor(
         context: SensorEvaluationContext, experiments: ExperimentsResource, kafka: KafkaResource
@@ -77,6 +79,8 @@ def build_kafka_sensor(config: ExperimentsConfig, ingest_job: str):
         settings = experiments.load()
         for run_id in fail_dead_runs(context.instance):
             context.log.warning(f"run {run_id} lost its process; failed it for a retry")
+        for run_id in cancel_unqueued_runs(context.instance):
+            context.log.warning(f"run {run_id} was never queued; cancelled it for a resume")
         for run_id in free_slots_of_ended_runs(context.instance):
             context.log.warning(f"run {run_id} ended holding a pool slot; freed it")
         # Coalesce: while an ingestion run waits in the queue, new offsets (of its partition

@@ -299,6 +299,39 @@ def test_offsets_of_an_ingestion_run_that_gave_up_are_requested_again(
             assert tags[run_health.RESUMED_TAG] == f"{unstored.run_id}:{resuming.run_id}"
 
 
+def test_an_ingestion_run_never_queued_is_cancelled_and_its_offsets_requested_again(
+    kafka: KafkaForTests,
+) -> None:
+    """Dagster's sensor daemon runs a tick that failed to queue its runs again once only;
+    after a second failure the run stays NOT_STARTED, the sensor's cursor past its offsets.
+    The sensor used to wait for it for good ("waiting to start"). A run just created is still
+    waited for; one older than UNQUEUED_GRACE_S is cancelled, and its offsets requested again."""
+    topic = kafka.new_topic()
+    env = kafka.env_for(topic)
+    config = load_config(REPO_ROOT / "experiments.yaml", env=env)
+    job = pipeline_definitions(config).resolve_job_def(INGEST_JOB)
+    ranges = {"ops": {"events": {"config": {"ranges": [{"partition": 0, "start": 0, "end": 7}]}}}}
+    with DagsterInstance.ephemeral() as instance:
+        unqueued = instance.create_run_for_job(job, run_config=ranges)
+        held = tick(env, instance)
+        assert isinstance(held, SkipReason) and "waiting to start" in held.skip_message
+        assert instance.get_run_by_id(unqueued.run_id).status == DagsterRunStatus.NOT_STARTED
+        overdue = time.time() + run_health.UNQUEUED_GRACE_S + 1
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(time, "time", lambda: overdue)
+            cancelled = tick(env, instance)  # resumed after the pause for whatever failed it
+        assert isinstance(cancelled, SkipReason) and "no new messages" in cancelled.skip_message
+        assert instance.get_run_by_id(unqueued.run_id).status == DagsterRunStatus.CANCELED
+        after_pause = overdue + run_health.RESUME_AFTER_S + 1
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(time, "time", lambda: after_pause)
+            result = tick(env, instance)
+        assert isinstance(result, SensorResult)
+        [request] = result.run_requests
+        assert request.run_key == f"resume/{unqueued.run_id}"
+        assert request.run_config == ranges
+
+
 def test_a_run_marked_will_retry_whose_retry_never_came_is_resumed() -> None:
     """Dagster tags a failed run "will retry"; if the daemon that would launch the retry was
     killed at that moment, the retry never comes. The CI saw 20,000 offsets lost that way.

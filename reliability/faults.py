@@ -413,7 +413,12 @@ def run_faults(home: Path, eps: float, duration_s: float, kills: int, seed: int)
                 f"{expected_events:,} events in DuckDB",
                 explain=lambda: pipeline_state(instance, store),
             )
-            wait_for(lambda: idle(instance), 600, "every run to finish")
+            wait_for(
+                lambda: idle(instance),
+                300,  # with the wait above, inside the test's 1,200 s
+                "every run to finish",
+                explain=lambda: pipeline_state(instance, store),
+            )
             recovery_s = time.monotonic() - traffic_end
             log.add(f"every event stored and the runs idle {recovery_s:.0f}s after the traffic")
             in_duckdb = duckdb_posteriors(store)
