@@ -629,3 +629,36 @@ def test_sensor_rides_out_kafka_stopping_and_starting(
         finally:
             daemon.stop()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_daemon_rides_out_postgresql_stopping_and_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scale profile with its Dagster instance and the DuckLake catalog on PostgreSQL,
+    two ingestion runs at once: PostgreSQL stops while a second batch arrives and the daemon
+    fails to reach it; once it is back every event is stored once and every offset once."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="diana-pg-restart-"))
+    tmp_path.chmod(0o755)  # reachable by the scale profile's PostgreSQL user
+    services = {"with_dagster": True, "with_webserver": False, "with_dynamodb": False}
+    with private_stack(tmp_path / "stack", SCALE_PARALLEL, **services) as (env, settings, stack):
+        for key, value in stack.dagster.instance_env().items():  # the instance, the catalog
+            monkeypatch.setenv(key, value)
+        env = {**env, **stack.dagster.instance_env()}
+        home = Path(env["DAGSTER_HOME"])
+        daemon_log = settings.logs_dir / "dagster-daemon.log"
+        store = parse_config(SHIPPED_CONFIG.read_text(), env=env).infrastructure.store_location
+        state = daemon_state(store, home)
+        first = produce(env, 2000, seed=41)
+        wait_for(lambda: stored_events(store) == sum(first.events.values()), 180,
+                 "the first batch", daemon_log, state)  # fmt: skip
+        stack.postgres.process.stop()
+        second = produce(env, 2000, seed=42)
+        refused = "Retrying failed database connection"
+        wait_for(lambda: refused in daemon_log.read_text(), 120,
+                 "the daemon to find PostgreSQL down", daemon_log)  # fmt: skip
+        stack.postgres.up()
+        total = sum(first.events.values()) + sum(second.events.values())
+        wait_for(lambda: stored_events(store) == total, 300,
+                 "the batch sent while PostgreSQL was down", daemon_log, state)  # fmt: skip
+        wait_for(lambda: runs_ended(home), 300, "every run to end", daemon_log, state)
+        covered = query(store, "SELECT sum(end_offset - start_offset) FROM ingested_ranges")
+        assert covered == first.sent + second.sent
+    shutil.rmtree(tmp_path, ignore_errors=True)
