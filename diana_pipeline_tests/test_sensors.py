@@ -319,7 +319,7 @@ def test_an_ingestion_run_never_queued_is_cancelled_and_its_offsets_requested_ag
         overdue = time.time() + run_health.UNQUEUED_GRACE_S + 1
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(time, "time", lambda: overdue)
-            cancelled = tick(env, instance)  # resumed after the pause for whatever failed it
+            cancelled = tick(env, instance)  # its resume waits out the pause first
         assert isinstance(cancelled, SkipReason) and "no new messages" in cancelled.skip_message
         assert instance.get_run_by_id(unqueued.run_id).status == DagsterRunStatus.CANCELED
         after_pause = overdue + run_health.RESUME_AFTER_S + 1
@@ -639,9 +639,10 @@ def test_daemon_rides_out_postgresql_stopping_and_starting(monkeypatch: pytest.M
     tmp_path.chmod(0o755)  # reachable by the scale profile's PostgreSQL user
     services = {"with_dagster": True, "with_webserver": False, "with_dynamodb": False}
     with private_stack(tmp_path / "stack", SCALE_PARALLEL, **services) as (env, settings, stack):
-        for key, value in stack.dagster.instance_env().items():  # the instance, the catalog
+        instance_env = stack.dagster.instance_env()  # the instance, the catalog
+        for key, value in instance_env.items():
             monkeypatch.setenv(key, value)
-        env = {**env, **stack.dagster.instance_env()}
+        env = {**env, **instance_env}
         home = Path(env["DAGSTER_HOME"])
         daemon_log = settings.logs_dir / "dagster-daemon.log"
         store = parse_config(SHIPPED_CONFIG.read_text(), env=env).infrastructure.store_location
