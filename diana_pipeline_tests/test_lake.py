@@ -4,12 +4,15 @@ cannot be reached, and no password in it."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
+from diana_pipeline import lake as lake_module
 from diana_pipeline.config import load_config
 from diana_pipeline.harness.kafka import KafkaForTests
 from diana_pipeline.harness.paths import SHIPPED_CONFIG
@@ -167,3 +170,56 @@ def test_only_a_ducklake_store_gets_the_maintenance_job() -> None:
         jobs, schedules = lake_maintenance(config)
         assert [job.name for job in jobs] == expected
         assert [s.cron_schedule for s in schedules] == ["0 * * * *"] * len(expected)
+
+
+def _file_identity(path: Path) -> str:
+    found = path.stat()
+    return f"{found.st_dev} {found.st_ino} {found.st_size} {found.st_mtime_ns}"
+
+
+def test_each_extension_is_verified_once_then_loads_without_being_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    root = lake_module.extension_directory.__wrapped__()
+    [folder] = (root / f"v{duckdb.__version__}").iterdir()
+    for name in lake_module.EXTENSIONS:
+        recorded = (folder / f"{name}.verified").read_text()
+        assert recorded == _file_identity(folder / f"{name}.duckdb_extension")
+    connection = duckdb.connect(
+        config={"autoinstall_known_extensions": False, "extension_directory": str(root),
+                "allow_unsigned_extensions": True}
+    )  # fmt: skip
+    for name in ("ducklake", "postgres_scanner"):
+        connection.execute(f"LOAD {name}")  # offline, from the packages' files
+    connection.close()
+
+    def no_connection(*args: object, **kwargs: object) -> None:  # a fake: nothing may load
+        raise AssertionError("an unchanged extension was verified again")
+
+    monkeypatch.setattr(lake_module.duckdb, "connect", no_connection)
+    lake_module._check_signatures(root, folder, list(lake_module.EXTENSIONS))
+
+
+def test_an_altered_extension_file_is_refused_even_where_another_was_verified(
+    tmp_path: Path,
+) -> None:
+    root = lake_module.extension_directory()
+    [folder] = (root / f"v{duckdb.__version__}").iterdir()
+    own = tmp_path / f"v{duckdb.__version__}" / folder.name
+    own.mkdir(parents=True)
+    extension = own / "ducklake.duckdb_extension"
+    shutil.copy(folder / "ducklake.duckdb_extension", extension)
+    # Verified before (its record), then replaced by a file with one byte changed. Loading
+    # the intact copy here would put a second copy of the library in this process.
+    (own / "ducklake.verified").write_text(_file_identity(extension))
+    altered = bytearray(extension.read_bytes())
+    altered[len(altered) // 2] ^= 0xFF
+    replacement = own / "replacement"
+    replacement.write_bytes(altered)
+    replacement.replace(extension)
+    with pytest.raises(LakeError, match=r"refused the extension ducklake .*signature"):
+        lake_module._check_signatures(tmp_path, own, ["ducklake"])
+    (own / "ducklake.verified").unlink()  # never verified
+    with pytest.raises(LakeError, match="refused the extension ducklake"):
+        lake_module._check_signatures(tmp_path, own, ["ducklake"])
