@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.ingest_benchmark import fill, progress, raw_consumer, topic_marks
 from diana_pipeline.config import load_config
-from diana_pipeline.counting import CountingRules
+from diana_pipeline.counting import CountingRules, fold
 from diana_pipeline.counting import state as counting_state
 from diana_pipeline.harness.docs import BENCHMARKS_PAGE, write_section
 from diana_pipeline.harness.kafka import KafkaForTests
@@ -41,29 +41,41 @@ SPEED_UP_TARGET = 1.6  # two runs against one
 SHARE_OF_RAW_TARGET = 0.5  # per process, against a bare consumer
 
 
-def child(group: int, groups: int) -> int:
-    """Ingest one partition group's whole backlog (all of it when `groups` is 1)."""
+def child(group: int, groups: int, as_planned: bool) -> int:
+    """Ingest one partition group's whole backlog (all of it when `groups` is 1): in one run,
+    or `as_planned`, in the runs the Kafka sensor plans (ingestion.max_batch_messages each),
+    one after the other, each followed by what its statistics step does first: the fold of
+    what awaits counting, under the store's writer lock."""
     config = load_config(REPO_ROOT / "experiments.yaml")
     marks = topic_marks(config)
     mine = partition_groups(marks, groups)[group]
     if os.environ.get("BENCHMARK_ALL_PARTITIONS"):  # one run over every group's offsets
         mine = marks
     messages = sum(high - low for low, high in mine.values())
-    [ranges], _ = plan_runs(mine, {}, max_batch=messages, max_runs=1)
-    started, cpu = time.time(), time.process_time()
-    result = ingest(config, ranges, run_id=f"benchmark-{group}")
+    batch = config.ingestion.max_batch_messages if as_planned else messages
+    runs, _ = plan_runs(mine, {}, max_batch=batch, max_runs=messages)
+    rules = CountingRules.of(config)
+    started, cpu, events = time.time(), time.process_time(), 0
+    for number, ranges in enumerate(runs):
+        events += ingest(config, ranges, run_id=f"benchmark-{group}-{number}").counts.events
+        if as_planned:
+            with EventStore.open(config.infrastructure.store_location) as store:
+                counting_state.ensure_current(store.connection, rules)
     ended, cpu = time.time(), time.process_time() - cpu
-    print(json.dumps({"messages": messages, "events": result.counts.events,
+    print(json.dumps({"messages": messages, "events": events,
                       "started": started, "ended": ended, "cpu": cpu}))  # fmt: skip
     return 0
 
 
-def runs_at_once(env: dict[str, str], groups: int) -> list[dict[str, float]]:
+def runs_at_once(
+    env: dict[str, str], groups: int, as_planned: bool = False
+) -> list[dict[str, float]]:
     """`groups` child runs started together; each one's figures."""
     children = []
     for group in range(groups):
         command = [sys.executable, "-m", "benchmarks.parallel_benchmark", "--child",
                    "--group", str(group), "--groups", str(groups)]  # fmt: skip
+        command += ["--as-planned"] if as_planned else []
         pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
         children.append(
             subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **env}, **pipes)
@@ -87,6 +99,13 @@ def timed_fold(env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def left_to_count(env: dict[str, str]) -> int:
+    """The events stored but not counted yet."""
+    config = load_config(REPO_ROOT / "experiments.yaml", env={**os.environ, **env})
+    with EventStore.open(config.infrastructure.store_location, read_only=True) as store:
+        return sum(r.events for r in fold.pending_ranges(store.connection))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--group", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--groups", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--as-planned", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(args.group, args.groups)
+        return child(args.group, args.groups, args.as_planned)
     with tempfile.TemporaryDirectory(prefix="diana-bench-") as folder:
         Path(folder).chmod(0o755)  # the scale profile's PostgreSQL runs as its own user
         progress("starting a private Kafka broker and PostgreSQL (scale profile)")
@@ -133,13 +153,26 @@ def main(argv: list[str] | None = None) -> int:
             }  # fmt: skip
             two = runs_at_once(two_env, 2)
             counted_at = max(r["ended"] for r in two) + timed_fold(two_env)
-    rows = _rows(args.events, raw, file_run, one, alone, two, counted_at)
+            progress("the sensor's runs, one at a time into DuckLake")
+            planned_env = {**base, **postgres.new_lake(Path(folder) / "planned-one")}
+            [planned_one] = runs_at_once(planned_env, 1, as_planned=True)
+            progress("the sensor's runs, two partition groups at once, each run's fold after it")
+            planned_env = {**base, **postgres.new_lake(Path(folder) / "planned-two")}
+            planned_env["DIANA_PARALLEL_RUNS"] = "2"
+            planned_two = runs_at_once(planned_env, 2, as_planned=True)
+            assert left_to_count(planned_env) == 0  # each group's last run counted its own
+    rows = _rows(args.events, raw, file_run, one, alone, two, counted_at, planned_one, planned_two)
     figures = table(
         ["", "seconds", "events/s", "against one run", "per process, of a bare consumer", "cores"],
         rows["table"],
         align="lrrrrr",
     )
-    print(figures)
+    batch = load_config(REPO_ROOT / "experiments.yaml").ingestion.max_batch_messages
+    planned = (
+        f"The sensor's runs ({batch:,} messages each, in one process per group), two partition "
+        f"groups at once against one at a time: {rows['planned_speed_up']:.2f}×."
+    )
+    print(figures + "\n\n" + planned)
     if not args.no_write:
         write_section(
             BENCHMARKS_PAGE,
@@ -152,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             "runs. Each run is a child process ingesting with the real code; two runs at once "
             "each take one partition group and leave the counting to the fold, timed after "
             "them as one step (in Dagster each run's statistics steps fold what it appended, "
-            "beside the other group's run). 'cores' is a run's CPU time over its wall time. "
+            "beside the other group's run). The sensor's runs: each group's backlog in the runs "
+            "the Kafka sensor plans, one after the other, each followed by its statistics "
+            "step's fold, under the store's writer lock, as in Dagster; one at a time, they "
+            "count as they store. 'cores' is a run's CPU time over its wall time. "
             "Targets: two runs, then the fold ≥ "
             f"{SPEED_UP_TARGET}× one run; per process ≥ {SHARE_OF_RAW_TARGET:.0%} of a bare "
             "consumer.",
-            figures,
+            figures + "\n\n" + planned,
         )
     met = rows["speed_up"] >= SPEED_UP_TARGET and rows["share"] >= SHARE_OF_RAW_TARGET
     return 0 if met else 1
@@ -170,6 +206,8 @@ def _rows(
     alone: dict[str, float],
     two: list[dict[str, float]],
     counted_at: float,
+    planned_one: dict[str, float],
+    planned_two: list[dict[str, float]],
 ) -> dict:
     def seconds(runs: list[dict[str, float]]) -> float:
         return max(r["ended"] for r in runs) - min(r["started"] for r in runs)
@@ -193,9 +231,12 @@ def _rows(
         row("one run, DuckLake, counting left to the fold", [alone]),
         row("two runs at once, DuckLake: stored", two),
         row("two runs at once, DuckLake, then the fold", two, counted_at),
+        row("the sensor's runs, one at a time, DuckLake", [planned_one]),
+        row("the sensor's runs, two groups at once, each run's fold after it", planned_two),
     ]
     counted = events / (counted_at - min(r["started"] for r in two))
     return {
+        "planned_speed_up": seconds([planned_one]) / seconds(planned_two),
         "table": table_rows,
         "speed_up": counted * seconds([one]) / events,
         "share": min(r["messages"] / (r["ended"] - r["started"]) for r in two) / raw,
