@@ -11,8 +11,9 @@ Tables
   rejected_events  one row per rejected Kafka message: raw bytes, position, reason, time
   ingested_ranges  the ledger: every Kafka offset range that was ingested, written in the
                    same transaction as its events, so a range is stored exactly once
-  counted_ranges   the ledger ranges of parallel runs that the counting fold has counted
-                   (counting/fold.py)
+  counted_ranges   the ledger ranges that the counting fold has counted (counting/fold.py)
+  counted_before   a time before which every ledger range is counted: the fold looks at
+                   the ledger since then only
   store_schema     the fingerprint of the schema the store was last set up with
   user_moments, user_rows, window_steps, counting_state
                    the counting state, merged with every batch of new events in the batch's
@@ -108,6 +109,9 @@ CREATE TABLE IF NOT EXISTS counted_ranges (  -- ledger ranges the counting fold 
     kafka_partition INTEGER   NOT NULL,
     start_offset    BIGINT    NOT NULL,
     counted_at      TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counted_before (  -- one row: every ledger range ingested earlier
+    ingested_at     TIMESTAMP NOT NULL       -- is counted (counting/fold.py)
 );
 CREATE TABLE IF NOT EXISTS store_schema (  -- one row: the fingerprint of the schema below
     fingerprint     VARCHAR   NOT NULL,

@@ -61,15 +61,21 @@ def add(store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset:
 
 
 def add_for_the_fold(
-    store: EventStore, config: ExperimentsConfig, rows: list[tuple], offset: int
+    store: EventStore,
+    config: ExperimentsConfig,
+    rows: list[tuple],
+    offset: int,
+    commit: bool = True,
 ) -> None:
     """The same rows stored as a parallel ingestion run stores them: the events and their
-    ledger row, the counting left to the fold."""
+    ledger row, the counting left to the fold. `commit=False` leaves the transaction open."""
     counts = WriteCounts()
     batch = OffsetRange(0, offset, offset + len(rows))
-    with store.transaction():
-        store.add_events("web-events", _columns(config, rows, offset), counts, range_start=offset)
-        store.record_range("web-events", batch, "a-parallel-run", counts, 0, counted=False)
+    store.connection.execute("BEGIN TRANSACTION")
+    store.add_events("web-events", _columns(config, rows, offset), counts, range_start=offset)
+    store.record_range("web-events", batch, "a-parallel-run", counts, 0, counted=False)
+    if commit:
+        store.connection.execute("COMMIT")
 
 
 def replay(
