@@ -35,6 +35,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -417,7 +419,9 @@ class EventStore:
             if ducklake:
                 if not read_only and hold_writer_lock:
                     held.enter_context(lake.writer_lock(location, lock_wait_s))
-                connection = lake.connect(location, read_only)
+                spill = Path(tempfile.mkdtemp(prefix="diana-duckdb-"))
+                held.callback(shutil.rmtree, spill, ignore_errors=True)  # once closed
+                connection = lake.connect(location, read_only, spill)
             else:
                 if not read_only:
                     location.parent.mkdir(parents=True, exist_ok=True)

@@ -223,3 +223,32 @@ def test_an_altered_extension_file_is_refused_even_where_another_was_verified(
     (own / "ducklake.verified").unlink()  # never verified
     with pytest.raises(LakeError, match="refused the extension ducklake"):
         lake_module._check_signatures(tmp_path, own, ["ducklake"])
+
+
+def test_each_connection_spills_into_a_folder_of_its_own(
+    lake: DuckLakeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connections started in one working directory, as two runs are. By default both
+    spilled into `.tmp` there, and the first one's close removed the folder: the second's
+    next read of what it had spilled crashed its process."""
+    monkeypatch.chdir(tmp_path)
+    with EventStore.open(lake):  # sets the lake up
+        pass
+    rows = 3_000_000
+    spills = (
+        f"CREATE TEMP TABLE spilled AS SELECT range AS i, repeat('x', 50) AS s FROM range({rows})"
+    )
+    with EventStore.open(lake, read_only=True, memory_limit="60MB") as second:
+        with EventStore.open(lake, read_only=True, memory_limit="60MB") as first:
+            folders = []
+            for store in (first, second):
+                store.connection.execute(spills)
+                setting = "SELECT current_setting('temp_directory')"
+                folders.append(Path(store.connection.execute(setting).fetchone()[0]))
+            assert folders[0] != folders[1]
+            assert all(any(folder.iterdir()) for folder in folders)  # both spilled
+            assert not (tmp_path / ".tmp").exists()
+        assert not folders[0].exists()
+        read = second.connection.execute("SELECT count(*), sum(i) FROM spilled").fetchone()
+        assert read == (rows, rows * (rows - 1) // 2)
+    assert not folders[1].exists()
