@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +40,42 @@ from diana_pipeline.store import EventStore
 PARTITIONS = 6
 SPEED_UP_TARGET = 1.6  # two runs against one
 SHARE_OF_RAW_TARGET = 0.5  # per process, against a bare consumer
+
+
+class MachineCpu:
+    """The whole machine's CPU (Linux's /proc/stat), sampled every SAMPLE_S on a thread of
+    its own: how many cores were busy over a span, whoever used them (the runs, the broker,
+    PostgreSQL)."""
+
+    SAMPLE_S = 0.05
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int, int]] = []  # (time, all jiffies, idle jiffies)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> MachineCpu:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            with Path("/proc/stat").open() as stat:
+                jiffies = [int(value) for value in stat.readline().split()[1:]]
+            self.samples.append((time.time(), sum(jiffies), jiffies[3] + jiffies[4]))
+            if self.stopped.wait(self.SAMPLE_S):
+                return
+
+    def busy_cores(self, start: float, end: float) -> float:
+        """Cores busy on average between the samples nearest `start` and `end`."""
+        first = min(self.samples, key=lambda sample: abs(sample[0] - start))
+        last = min(self.samples, key=lambda sample: abs(sample[0] - end))
+        jiffies, idle = last[1] - first[1], last[2] - first[2]
+        return (os.cpu_count() or 1) * (jiffies - idle) / jiffies
 
 
 def child(group: int, groups: int, as_planned: bool) -> int:
@@ -119,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child(args.group, args.groups, args.as_planned)
-    with tempfile.TemporaryDirectory(prefix="diana-bench-") as folder:
+    with (
+        tempfile.TemporaryDirectory(prefix="diana-bench-") as folder,
+        MachineCpu() as machine,
+    ):
         Path(folder).chmod(0o755)  # the scale profile's PostgreSQL runs as its own user
         progress("starting a private Kafka broker and PostgreSQL (scale profile)")
         scale = {"DIANA_STACK_PROFILE": "scale"}
@@ -161,16 +201,23 @@ def main(argv: list[str] | None = None) -> int:
             planned_env["DIANA_PARALLEL_RUNS"] = "2"
             planned_two = runs_at_once(planned_env, 2, as_planned=True)
             assert left_to_count(planned_env) == 0  # each group's last run counted its own
-    rows = _rows(args.events, raw, file_run, one, alone, two, counted_at, planned_one, planned_two)
-    figures = table(
-        ["", "seconds", "events/s", "against one run", "per process, of a bare consumer", "cores"],
-        rows["table"],
-        align="lrrrrr",
+    rows = _rows(
+        args.events, raw, machine, file_run, one, alone, two, counted_at, planned_one, planned_two
     )
+    header = ["", "seconds", "events/s", "against one run", "per process, of a bare consumer",
+              "cores", "machine's cores"]  # fmt: skip
+    figures = table(header, rows["table"], align="lrrrrrr")
     batch = load_config(REPO_ROOT / "experiments.yaml").ingestion.max_batch_messages
     planned = (
         f"The sensor's runs ({batch:,} messages each, in one process per group), two partition "
         f"groups at once against one at a time: {rows['planned_speed_up']:.2f}×."
+    )
+    cores = os.cpu_count() or 1
+    planned += (
+        f" One run kept {rows['machine_one']:.2f} of this machine's {cores} cores busy, so "
+        f"that two runs at the same CPU per event can be {cores / rows['machine_one']:.2f}× "
+        f"one run at most; the machine's CPU per event, one run {rows['cpu_us_one']:.1f} µs, "
+        f"two runs then the fold {rows['cpu_us_two']:.1f} µs."
     )
     print(figures + "\n\n" + planned)
     if not args.no_write:
@@ -188,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             "beside the other group's run). The sensor's runs: each group's backlog in the runs "
             "the Kafka sensor plans, one after the other, each followed by its statistics "
             "step's fold, under the store's writer lock, as in Dagster; one at a time, they "
-            "count as they store. 'cores' is a run's CPU time over its wall time. "
+            "count as they store. 'cores' is a run's CPU time over its wall time, 'machine's "
+            "cores' the whole machine's busy cores over the row's span (runs, broker, "
+            "PostgreSQL). "
             "Targets: two runs, then the fold ≥ "
             f"{SPEED_UP_TARGET}× one run; per process ≥ {SHARE_OF_RAW_TARGET:.0%} of a bare "
             "consumer.",
@@ -201,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 def _rows(
     events: int,
     raw: float,
+    machine: MachineCpu,
     file_run: dict[str, float],
     one: dict[str, float],
     alone: dict[str, float],
@@ -215,6 +265,10 @@ def _rows(
     def share(runs: list[dict[str, float]]) -> str:
         return f"{min(r['messages'] / (r['ended'] - r['started']) for r in runs) / raw:.0%}"
 
+    def busy(runs: list[dict[str, float]], until: float | None = None) -> float:
+        end = until if until is not None else max(r["ended"] for r in runs)
+        return machine.busy_cores(min(r["started"] for r in runs), end)
+
     def row(label: str, runs: list[dict[str, float]], until: float | None = None) -> tuple:
         took = (until if until is not None else max(r["ended"] for r in runs)) - min(
             r["started"] for r in runs
@@ -222,10 +276,10 @@ def _rows(
         rate = events / took
         cores = "+".join(f"{r['cpu'] / (r['ended'] - r['started']):.1f}" for r in runs)
         return (label, f"{took:.1f}", f"{rate:,.0f}", f"{rate * seconds([one]) / events:.2f}×",
-                share(runs), cores)  # fmt: skip
+                share(runs), cores, f"{busy(runs, until):.2f}")  # fmt: skip
 
     table_rows = [
-        ("bare consumer (reads, does nothing)", "", f"{raw:,.0f}", "", "100%", ""),
+        ("bare consumer (reads, does nothing)", "", f"{raw:,.0f}", "", "100%", "", ""),
         row("one run, DuckDB file", [file_run]),
         row("one run, DuckLake", [one]),
         row("one run, DuckLake, counting left to the fold", [alone]),
@@ -234,8 +288,12 @@ def _rows(
         row("the sensor's runs, one at a time, DuckLake", [planned_one]),
         row("the sensor's runs, two groups at once, each run's fold after it", planned_two),
     ]
-    counted = events / (counted_at - min(r["started"] for r in two))
+    counted_in = counted_at - min(r["started"] for r in two)
+    counted = events / counted_in
     return {
+        "machine_one": busy([one]),
+        "cpu_us_one": busy([one]) * seconds([one]) / events * 1e6,
+        "cpu_us_two": busy(two, counted_at) * counted_in / events * 1e6,
         "planned_speed_up": seconds([planned_one]) / seconds(planned_two),
         "table": table_rows,
         "speed_up": counted * seconds([one]) / events,
