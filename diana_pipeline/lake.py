@@ -250,10 +250,7 @@ def connect(
     settings: DuckLakeSettings, read_only: bool, spill_directory: Path
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached and in use, spilling into
-    `spill_directory`, which must be its own. By default an in-memory DuckDB spills into
-    `.tmp` in the working directory, whose files are named alike in every connection, and
-    removes the folder when it closes: a second connection there (another run started in
-    the same directory) then lost the data it had spilled, and its process crashed."""
+    `spill_directory`, which must be its own (store._spill_folder says why)."""
     connection = duckdb.connect(
         config={
             "temp_directory": str(spill_directory),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -293,13 +294,38 @@ class StoreFormatError(Exception):
 WRITER_LOCK_WAIT_S = 30.0
 
 
-def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def _spill_folder(held: ExitStack) -> Path:
+    """A folder of its own for a DuckLake connection's spilled data, removed once `held`
+    closes it. DuckDB spills into one folder per database (`.tmp` in the working directory
+    for an in-memory one, as DuckLake's connections are; `<file>.tmp` for a file), under file
+    names that do not differ from one database to the next, and removes that folder when the
+    database closes: two processes sharing it lost each other's spilled data, an error or a
+    crash (test_lake.py, test_store.py)."""
+    folder = Path(tempfile.mkdtemp(prefix="diana-duckdb-"))
+    held.callback(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def _readers_spill_folder(path: Path) -> Path:
+    """Where this process's read-only connections to the file spill. The file's one writer
+    spills beside it (`<file>.tmp`), but several processes may read it at once. In one
+    process DuckDB keeps one database per file for all its connections, and refuses a
+    connection whose settings differ: one folder per process and file, which DuckDB removes
+    when the process's last connection to the file closes."""
+    file = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"diana-duckdb-{os.getpid()}-{file}"
+
+
+def _connect(
+    path: Path, read_only: bool, timeout_s: float, spill_folder: Path | None
+) -> duckdb.DuckDBPyConnection:
     """Open the file, retrying while another process holds DuckDB's lock on it."""
     deadline = time.monotonic() + timeout_s
     waiting = False
+    config = {} if spill_folder is None else {"temp_directory": str(spill_folder)}
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "created with an newer version" in str(exc):
                 raise StoreFormatError(
@@ -419,13 +445,12 @@ class EventStore:
             if ducklake:
                 if not read_only and hold_writer_lock:
                     held.enter_context(lake.writer_lock(location, lock_wait_s))
-                spill = Path(tempfile.mkdtemp(prefix="diana-duckdb-"))
-                held.callback(shutil.rmtree, spill, ignore_errors=True)  # once closed
-                connection = lake.connect(location, read_only, spill)
+                connection = lake.connect(location, read_only, _spill_folder(held))
             else:
                 if not read_only:
                     location.parent.mkdir(parents=True, exist_ok=True)
-                connection = _connect(location, read_only, lock_wait_s)
+                spill = _readers_spill_folder(location) if read_only else None
+                connection = _connect(location, read_only, lock_wait_s, spill)
             held.callback(connection.close)  # before the writer lock is let go
             connection.execute(_HASH_KEY.format(_HASH[ducklake]))
             if memory_limit is not None:

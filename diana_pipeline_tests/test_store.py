@@ -152,6 +152,43 @@ connection.close()
 """
 
 
+def test_readers_of_the_file_in_two_processes_spill_apart(tmp_path: Path) -> None:
+    """Two processes reading the file at once. By default both spilled into `<file>.tmp`,
+    and the first to close removed the folder: the other's next read of what it had spilled
+    crashed its process."""
+    path = tmp_path / "events.duckdb"
+    with EventStore.open(path):
+        pass
+    rows = 3_000_000
+    spills = (
+        f"CREATE TEMP TABLE spilled AS SELECT range AS i, repeat('x', 50) AS s FROM range({rows})"
+    )
+    with EventStore.open(path, read_only=True, memory_limit="60MB") as reader:
+        reader.connection.execute(spills)
+        own = Path(reader.connection.execute(SPILL_FOLDER).fetchone()[0])
+        assert any(own.iterdir())  # it spilled
+        other = subprocess.run(
+            [sys.executable, "-c", SPILL_AND_CLOSE, str(path), spills],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert Path(other.stdout.strip()) != own
+        assert any(own.iterdir())
+        read = reader.connection.execute("SELECT count(*), sum(i) FROM spilled").fetchone()
+        assert read == (rows, rows * (rows - 1) // 2)
+    assert not own.exists()
+
+
+SPILL_FOLDER = "SELECT current_setting('temp_directory')"
+SPILL_AND_CLOSE = """
+import sys
+from pathlib import Path
+from diana_pipeline.store import EventStore
+with EventStore.open(Path(sys.argv[1]), read_only=True, memory_limit="60MB") as store:
+    store.connection.execute(sys.argv[2])
+    print(store.connection.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+"""
+
+
 def test_a_store_from_before_event_key_is_migrated_on_open(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     old = duckdb.connect(str(path))
