@@ -259,20 +259,23 @@ def _rows(
     planned_one: dict[str, float],
     planned_two: list[dict[str, float]],
 ) -> dict:
-    def seconds(runs: list[dict[str, float]]) -> float:
-        return max(r["ended"] for r in runs) - min(r["started"] for r in runs)
+    def span(runs: list[dict[str, float]], until: float | None = None) -> tuple[float, float]:
+        """From the first run's start to the last one's end, or to `until`."""
+        end = until if until is not None else max(r["ended"] for r in runs)
+        return min(r["started"] for r in runs), end
+
+    def seconds(runs: list[dict[str, float]], until: float | None = None) -> float:
+        start, end = span(runs, until)
+        return end - start
+
+    def busy(runs: list[dict[str, float]], until: float | None = None) -> float:
+        return machine.busy_cores(*span(runs, until))
 
     def share(runs: list[dict[str, float]]) -> str:
         return f"{min(r['messages'] / (r['ended'] - r['started']) for r in runs) / raw:.0%}"
 
-    def busy(runs: list[dict[str, float]], until: float | None = None) -> float:
-        end = until if until is not None else max(r["ended"] for r in runs)
-        return machine.busy_cores(min(r["started"] for r in runs), end)
-
     def row(label: str, runs: list[dict[str, float]], until: float | None = None) -> tuple:
-        took = (until if until is not None else max(r["ended"] for r in runs)) - min(
-            r["started"] for r in runs
-        )
+        took = seconds(runs, until)
         rate = events / took
         cores = "+".join(f"{r['cpu'] / (r['ended'] - r['started']):.1f}" for r in runs)
         return (label, f"{took:.1f}", f"{rate:,.0f}", f"{rate * seconds([one]) / events:.2f}×",
@@ -288,7 +291,7 @@ def _rows(
         row("the sensor's runs, one at a time, DuckLake", [planned_one]),
         row("the sensor's runs, two groups at once, each run's fold after it", planned_two),
     ]
-    counted_in = counted_at - min(r["started"] for r in two)
+    counted_in = seconds(two, counted_at)
     counted = events / counted_in
     return {
         "machine_one": busy([one]),

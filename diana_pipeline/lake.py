@@ -247,13 +247,13 @@ def _advisory_locks(
 
 
 def connect(
-    settings: DuckLakeSettings, read_only: bool, spill_directory: Path
+    settings: DuckLakeSettings, read_only: bool, spill_folder: Path
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached and in use, spilling into
-    `spill_directory`, which must be its own (store._spill_folder says why)."""
+    `spill_folder`, which must be its own (store._spill_folder says why)."""
     connection = duckdb.connect(
         config={
-            "temp_directory": str(spill_directory),
+            "temp_directory": str(spill_folder),
             "autoinstall_known_extensions": False,
             "extension_directory": str(extension_directory()),
             "allow_unsigned_extensions": True,  # verified once per file (_check_signatures)

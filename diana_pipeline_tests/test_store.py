@@ -168,7 +168,7 @@ def test_readers_of_the_file_in_two_processes_spill_apart(tmp_path: Path) -> Non
         own = Path(reader.connection.execute(SPILL_FOLDER).fetchone()[0])
         assert any(own.iterdir())  # it spilled
         other = subprocess.run(
-            [sys.executable, "-c", SPILL_AND_CLOSE, str(path), spills],
+            [sys.executable, "-c", SPILL_AND_CLOSE, str(path), spills, SPILL_FOLDER],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert Path(other.stdout.strip()) != own
@@ -185,7 +185,7 @@ from pathlib import Path
 from diana_pipeline.store import EventStore
 with EventStore.open(Path(sys.argv[1]), read_only=True, memory_limit="60MB") as store:
     store.connection.execute(sys.argv[2])
-    print(store.connection.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+    print(store.connection.execute(sys.argv[3]).fetchone()[0])
 """
 
 
